@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make serve` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install
+	$(BIN)/eotiler serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/ruff check server tests benchmarks evalscripts
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
+
+lint: install
+	$(BIN)/ruff check server tests benchmarks evalscripts
+
+bench: install
+	$(BIN)/python benchmarks/tile_render.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

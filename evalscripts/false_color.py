@@ -1,0 +1,14 @@
+"""False colour infrared: B08, B04, B03 with a 2.5x gain; vegetation shows red."""
+
+GAIN = 2.5
+
+
+def setup():
+    return {
+        "input": [{"bands": ["B03", "B04", "B08", "dataMask"]}],
+        "output": {"bands": 4},
+    }
+
+
+def evaluatePixel(samples):
+    return [GAIN * samples.B08, GAIN * samples.B04, GAIN * samples.B03, samples.dataMask]

@@ -1,0 +1,1 @@
+"""REST endpoints: layers, XYZ tiles, TileJSON, legends, the map viewer, health."""

@@ -1,0 +1,43 @@
+"""Error handlers of the REST API: one JSON shape, never a traceback.
+
+Body: ``{"detail": <public message>, "parameter": <name or null>}``. Unexpected exceptions are
+logged with a traceback and answered with a generic 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from server.errors import EotilerError
+
+log = logging.getLogger(__name__)
+
+
+def _eotiler_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EotilerError)
+    if exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": exc.public_message, "parameter": exc.parameter}, status_code=exc.status)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    parameter = str(first.get("loc", ["", "request"])[-1])
+    return JSONResponse({"detail": f"{parameter}: {first.get('msg', 'invalid value')}", "parameter": parameter}, status_code=400)
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error", "parameter": None}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(EotilerError, _eotiler_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

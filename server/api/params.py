@@ -1,0 +1,69 @@
+"""Parsing of REST parameters into typed values, raising errors that name the parameter.
+
+Why not FastAPI's int/float path types: their 422 bodies differ from every other error, and the
+bad-input contract is one shape (``{"detail": ..., "parameter": ...}``, status 400/404).
+"""
+
+from __future__ import annotations
+
+import re
+
+import morecantile
+from fastapi import Request
+from morecantile import TileMatrixSet
+
+from server.errors import InvalidCRS, InvalidParameter
+from server.models import ImageFormat, Priority, TimeRange, parse_maxcc, parse_time
+
+_TILE_Y = re.compile(r"^(?P<y>-?\d{1,10})(?:@(?P<scale>\d{1,2})x)?\.(?P<ext>[A-Za-z]{3,4})$")
+
+
+def parse_int(value: str, parameter: str, low: int, high: int) -> int:
+    """An integer in [low, high]."""
+    if not re.fullmatch(r"-?\d{1,10}", value or ""):
+        raise InvalidParameter(f"{parameter} must be an integer", parameter=parameter)
+    number = int(value)
+    if not low <= number <= high:
+        raise InvalidParameter(f"{parameter} must be between {low} and {high}", parameter=parameter)
+    return number
+
+
+def parse_tms(tms_id: str) -> TileMatrixSet:
+    """A TileMatrixSet known to morecantile."""
+    try:
+        return morecantile.tms.get(tms_id)
+    except Exception:  # noqa: BLE001 - morecantile raises its own InvalidIdentifier
+        known = ", ".join(morecantile.tms.list())
+        raise InvalidCRS(f"tms: unknown TileMatrixSet '{tms_id[:64]}' (known: {known})", parameter="tms") from None
+
+
+def parse_tile_name(name: str, max_scale: int) -> tuple[str, int, ImageFormat]:
+    """Split ``12.png`` / ``12@2x.webp`` into the y index text, the scale and the format."""
+    match = _TILE_Y.match(name)
+    if not match:
+        raise InvalidParameter("y must look like '<row>.<png|jpg|webp|tif>' or '<row>@2x.png'", parameter="y")
+    fmt = ImageFormat.from_extension(match["ext"], parameter="format")
+    scale = int(match["scale"] or 1)
+    if not 1 <= scale <= max_scale:
+        raise InvalidParameter(f"scale must be between 1 and {max_scale}", parameter="scale")
+    return match["y"], scale, fmt
+
+
+class RenderOptions:
+    """The query parameters shared by image endpoints: time, maxcc, priority."""
+
+    def __init__(self, time: TimeRange | None, maxcc: float | None, priority: Priority | None) -> None:
+        self.time = time
+        self.maxcc = maxcc
+        self.priority = priority
+
+    @classmethod
+    def from_request(cls, request: Request) -> RenderOptions:
+        """Read ``time``, ``maxcc`` and ``priority`` (any case) from the query string."""
+        query = {k.lower(): v for k, v in request.query_params.multi_items()}
+        priority = query.get("priority")
+        return cls(
+            time=parse_time(query.get("time"), "time"),
+            maxcc=parse_maxcc(query.get("maxcc"), "maxcc"),
+            priority=Priority.parse(priority, "priority") if priority else None,
+        )

@@ -1,0 +1,113 @@
+"""XYZ tiles on any TileMatrixSet morecantile knows, and TileJSON documents for them.
+
+A tile is only a grid (the tile's bounds in the TMS CRS and its pixel size); rendering goes
+through ``Pipeline.render`` like every other protocol.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request, Response
+from rasterio.crs import CRS
+
+from server.api.params import RenderOptions, parse_int, parse_tile_name, parse_tms
+from server.errors import TileOutOfRange
+from server.models import Grid, ImageFormat, RenderRequest
+from server.pipeline import Pipeline
+
+router = APIRouter(tags=["tiles"])
+
+
+def get_pipeline(request: Request) -> Pipeline:
+    """The app's pipeline (built once in ``create_app``)."""
+    return request.app.state.pipeline
+
+
+def image_response(content: bytes, media_type: str, timings: dict[str, float], scenes: list[str]) -> Response:
+    """An image response with ``Server-Timing`` and the ids of the scenes that were drawn."""
+    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}
+    if scenes:
+        headers["X-Eotiler-Scenes"] = ",".join(scenes)
+    return Response(content, media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/layers/{layer}/tiles/{tms}/{z}/{x}/{y}",
+    summary="A map tile of a layer",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "image/tiff": {}}}},
+)
+def tile(
+    layer: str,
+    tms: str,
+    z: str,
+    x: str,
+    y: str,
+    request: Request,
+    pipeline: Pipeline = Depends(get_pipeline),
+) -> Response:
+    """Render tile z/x/y of ``layer`` on TileMatrixSet ``tms``.
+
+    ``y`` carries the format and optional scale: ``12.png``, ``12@2x.webp``, ``12.tif``.
+    Query: ``time`` (instant, reduced precision such as ``2022-10``, or ``start/end``),
+    ``maxcc`` (0-100), ``priority`` (mostRecent, leastRecent, leastCC). Tiles with no data are
+    fully transparent (JPEG: black).
+    """
+    target = pipeline.registry.get(layer)
+    matrices = parse_tms(tms)
+    y_text, scale, fmt = parse_tile_name(y, pipeline.settings.max_tile_scale)
+    zoom = parse_int(z, "z", matrices.minzoom, matrices.maxzoom)
+    matrix = matrices.matrix(zoom)
+    col = parse_int(x, "x", -(10**9), 10**9)
+    row = parse_int(y_text, "y", -(10**9), 10**9)
+    if not (0 <= col < matrix.matrixWidth and 0 <= row < matrix.matrixHeight):
+        raise TileOutOfRange(
+            f"tile {zoom}/{col}/{row} is outside the {matrices.id} matrix "
+            f"({matrix.matrixWidth}x{matrix.matrixHeight})", parameter="x/y",
+        )
+    options = RenderOptions.from_request(request)
+    bounds = matrices.xy_bounds(col, row, zoom)
+    grid = Grid(
+        (bounds.left, bounds.bottom, bounds.right, bounds.top),
+        CRS.from_user_input(matrices.crs.to_wkt()),
+        matrix.tileWidth * scale,
+        matrix.tileHeight * scale,
+    )
+    req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority)
+    # Below the layer's minzoom a tile would read too much data: it is drawn empty instead.
+    result = pipeline.render_empty(req) if zoom < target.config.minzoom else pipeline.render(req)
+    return image_response(result.content, result.media_type, result.timings, result.scenes)
+
+
+@router.get("/layers/{layer}/tilejson.json", summary="TileJSON 3.0 for a layer")
+def tilejson(layer: str, request: Request, pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, object]:
+    """TileJSON for ``layer``; ``tms``, ``format`` and ``tile_scale`` pick the tile URL, and
+    ``time``/``maxcc``/``priority`` are carried into it."""
+    target = pipeline.registry.get(layer)
+    query = {k.lower(): v for k, v in request.query_params.items()}
+    matrices = parse_tms(query.get("tms", "WebMercatorQuad"))
+    fmt = ImageFormat.from_extension(query.get("format", "png"), parameter="format")
+    scale = parse_int(query.get("tile_scale", "1"), "tile_scale", 1, pipeline.settings.max_tile_scale)
+    RenderOptions.from_request(request)  # validate before advertising a URL that would fail
+    carried = {k: query[k] for k in ("time", "maxcc", "priority") if query.get(k)}
+    suffix = f"@{scale}x" if scale > 1 else ""
+    base = str(request.base_url).rstrip("/")
+    url = f"{base}/layers/{target.id}/tiles/{matrices.id}/{{z}}/{{x}}/{{y}}{suffix}.{fmt.extension}"
+    if carried:
+        url += "?" + urlencode(carried)
+    bounds = target.bounds or (-180.0, -85.0511, 180.0, 85.0511)
+    center_zoom = max(target.config.minzoom, min(target.config.maxzoom, 10))
+    return {
+        "tilejson": "3.0.0",
+        "name": target.config.title,
+        "description": target.config.abstract,
+        "version": "1.0.0",
+        "attribution": "Contains modified Copernicus Sentinel data",
+        "scheme": "xyz",
+        "tiles": [url],
+        "minzoom": target.config.minzoom,
+        "maxzoom": target.config.maxzoom,
+        "bounds": list(bounds),
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, center_zoom],
+    }

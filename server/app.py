@@ -1,0 +1,51 @@
+"""``create_app``: build configuration, layers and pipeline once, then wire the routers.
+
+No work happens at import time, so tests build apps from fixture configurations and
+``uvicorn --factory server.app:create_app`` starts one per worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from server import __version__
+from server.api import layers, system, tiles
+from server.api.errors import install_error_handlers
+from server.api.system import STATIC_DIR
+from server.catalog.layers import LayerRegistry
+from server.config import load_config
+from server.pipeline import Pipeline
+from server.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the FastAPI application for ``settings`` (default: from the environment)."""
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registry = LayerRegistry(load_config(settings.config))
+    pipeline = Pipeline(registry, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        pipeline.close()
+
+    app = FastAPI(
+        title="eotiler",
+        version=__version__,
+        description="OGC tile and map server for Copernicus Sentinel data.",
+        lifespan=lifespan,
+    )
+    app.state.pipeline = pipeline
+    app.state.settings = settings
+    app.include_router(layers.router)
+    app.include_router(tiles.router)
+    app.include_router(system.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,1 @@
+"""Runtime catalogue: layers built from the configuration and the scene search behind them."""

@@ -1,0 +1,149 @@
+"""Pydantic models of ``config/*.yaml``: the only schema of the configuration.
+
+Why ``extra="forbid"`` everywhere: a misspelt key (``maxc: 20``) must fail loudly at start-up
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from server.models import Priority
+
+_ID = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StaticCatalogue(_Strict):
+    """A local static STAC catalogue: a directory of item JSON files (CDSE item shape)."""
+
+    type: Literal["static"]
+    path: Path
+
+
+class StacApiCatalogue(_Strict):
+    """A STAC API (e.g. the CDSE one) searched per request."""
+
+    type: Literal["stac-api"]
+    url: str
+    collection: str
+
+
+Catalogue = Annotated[StaticCatalogue | StacApiCatalogue, Field(discriminator="type")]
+
+
+class BandConfig(_Strict):
+    """How one named band is found in an item and turned into physical values.
+
+    ``asset`` is the asset key in the STAC item; ``{res}`` is replaced by each of
+    ``resolutions`` (metres) so one band can come from its 10, 20 or 60 m file.
+    """
+
+    asset: str
+    resolutions: list[float] = Field(default_factory=lambda: [0.0], min_length=1)
+    dtype: Literal["uint8", "uint16", "int16", "float32"] = "uint16"
+    nodata: float | None = 0
+    categorical: bool = False
+    scale: float = 1.0
+    offset: float = 0.0
+    offset_rule: Literal["none", "s2-baseline"] = "none"
+
+    @field_validator("resolutions")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(r < 0 for r in value):
+            raise ValueError("resolutions must be >= 0 metres")
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _placeholder(self) -> BandConfig:
+        if len(self.resolutions) > 1 and "{res}" not in self.asset:
+            raise ValueError("asset needs a {res} placeholder when several resolutions are given")
+        return self
+
+
+class CollectionConfig(_Strict):
+    """A data collection: where its scenes are listed and where its files live."""
+
+    title: str
+    catalogue: Catalogue
+    data_root: str = Field(description="local directory or /vsis3/<bucket>")
+    href_prefix: str = "s3://eodata/"
+    bands: dict[str, BandConfig] = Field(min_length=1)
+
+    @field_validator("bands")
+    @classmethod
+    def _band_names(cls, value: dict[str, BandConfig]) -> dict[str, BandConfig]:
+        for name in value:
+            if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name) or name == "dataMask":
+                raise ValueError(f"band name '{name}' is not a valid identifier")
+        return value
+
+
+class LegendItem(_Strict):
+    """One colour of a legend: a value (gradients) or a label (classes)."""
+
+    color: str
+    label: str = ""
+    value: float | None = None
+
+    @field_validator("color")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _COLOR.match(value):
+            raise ValueError(f"color '{value}' is not #RRGGBB or #RRGGBBAA")
+        return value
+
+
+class LegendConfig(_Strict):
+    """A legend shown by the viewer and by GetLegendGraphic."""
+
+    type: Literal["gradient", "discrete"]
+    title: str = ""
+    items: list[LegendItem] = Field(min_length=2)
+
+
+class LayerConfig(_Strict):
+    """A layer: a collection seen through an evalscript (a file or an inline expression)."""
+
+    title: str
+    abstract: str = ""
+    collection: str
+    evalscript: str | None = None
+    expression: str | None = None
+    colormap: str | None = None
+    rescale: tuple[float, float] | None = None
+    units: Literal["REFLECTANCE", "DN"] = "REFLECTANCE"
+    default_time: str | None = None
+    maxcc: float | None = Field(default=None, ge=0, le=100)
+    priority: Priority = Priority.MOST_RECENT
+    minzoom: int = Field(default=0, ge=0, le=30)
+    maxzoom: int = Field(default=18, ge=0, le=30)
+    resampling: Literal["nearest", "bilinear", "cubic"] = "nearest"
+    legend: LegendConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_script(self) -> LayerConfig:
+        if (self.evalscript is None) == (self.expression is None):
+            raise ValueError("give exactly one of 'evalscript' or 'expression'")
+        if self.expression is None and (self.colormap or self.rescale):
+            raise ValueError("'colormap' and 'rescale' apply to 'expression' layers only")
+        if self.minzoom > self.maxzoom:
+            raise ValueError("minzoom is larger than maxzoom")
+        return self
+
+
+class Config(_Strict):
+    """The whole configuration file."""
+
+    evalscripts_dir: Path = Path("../evalscripts")
+    collections: dict[Annotated[str, Field(pattern=_ID)], CollectionConfig] = Field(min_length=1)
+    layers: dict[Annotated[str, Field(pattern=_ID)], LayerConfig] = Field(min_length=1)

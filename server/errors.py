@@ -1,0 +1,89 @@
+"""The error hierarchy every layer raises, and how library exceptions map onto it.
+
+Why one hierarchy: each protocol (REST JSON, WMS XML, ...) renders errors its own way, but what
+went wrong, the HTTP status and the public message are decided once, here. ``public_message`` is
+the only text a client ever sees; internal details (paths, URLs, tracebacks) go to the log.
+"""
+
+from __future__ import annotations
+
+
+class EotilerError(Exception):
+    """Base error: carries an HTTP status, an OGC exception code and a client-safe message."""
+
+    status: int = 500
+    ogc_code: str = "NoApplicableCode"
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.public_message = message
+        self.parameter = parameter
+
+
+class MissingParameter(EotilerError):
+    """A required request parameter is absent."""
+
+    status = 400
+    ogc_code = "MissingParameterValue"
+
+
+class InvalidParameter(EotilerError):
+    """A request parameter is present but malformed or out of range."""
+
+    status = 400
+    ogc_code = "InvalidParameterValue"
+
+
+class LayerNotDefined(EotilerError):
+    """The requested layer is not in the configuration."""
+
+    status = 404
+    ogc_code = "LayerNotDefined"
+
+
+class InvalidFormat(EotilerError):
+    """The requested output format is unknown or not available for this layer."""
+
+    status = 400
+    ogc_code = "InvalidFormat"
+
+
+class InvalidCRS(EotilerError):
+    """The requested CRS or TileMatrixSet is unknown."""
+
+    status = 400
+    ogc_code = "InvalidCRS"
+
+
+class TileOutOfRange(EotilerError):
+    """Tile indices outside the tile matrix."""
+
+    status = 404
+    ogc_code = "TileOutOfRange"
+
+
+class InvalidTime(EotilerError):
+    """A TIME value that cannot be parsed."""
+
+    status = 400
+    ogc_code = "InvalidDimensionValue"
+
+
+class EvalscriptError(EotilerError):
+    """An evalscript failed or returned output that does not match its declaration."""
+
+    status = 400
+    ogc_code = "InvalidParameterValue"
+
+
+class UpstreamUnavailable(EotilerError):
+    """The data store or catalogue could not be read."""
+
+    status = 502
+    ogc_code = "NoApplicableCode"
+
+
+class ConfigError(EotilerError):
+    """The configuration is invalid; the message names the file, the key path and the problem."""
+
+    status = 500

@@ -1,0 +1,113 @@
+"""The one render contract every script kind implements.
+
+Why a contract and not a base class with behaviour: the pipeline must only know what a script
+reads (bands, units), what it returns (band count, sample type) and how to run it on arrays, so
+that numpy scripts, numexpr expressions and V8-hosted JavaScript can be swapped freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+import numpy as np
+
+from server.errors import EvalscriptError
+
+
+class SampleType(str, Enum):
+    """Output sample types of Sentinel Hub evalscript V3."""
+
+    AUTO = "AUTO"
+    UINT8 = "UINT8"
+    UINT16 = "UINT16"
+    FLOAT32 = "FLOAT32"
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """Bands a script reads, in which units; ``dataMask`` is listed like a band."""
+
+    bands: tuple[str, ...]
+    units: str = "REFLECTANCE"
+
+    @property
+    def data_bands(self) -> tuple[str, ...]:
+        """The bands that come from files (everything but ``dataMask``)."""
+        return tuple(b for b in self.bands if b != "dataMask")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """The ``default`` output: band count and sample type."""
+
+    bands: int
+    sample_type: SampleType = SampleType.AUTO
+    id: str = "default"
+
+    @property
+    def has_alpha(self) -> bool:
+        """Sentinel Hub treats a 4th band of a visual output as alpha."""
+        return self.bands == 4 and self.sample_type is not SampleType.FLOAT32
+
+
+class Samples:
+    """Band arrays by name, read as attributes (``samples.B04``) like Sentinel Hub samples."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = arrays
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self._arrays[name]
+        except KeyError:
+            raise AttributeError(f"band '{name}' was not declared in setup() inputs") from None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of every array (height, width)."""
+        return next(iter(self._arrays.values())).shape
+
+
+class Evalscript(Protocol):
+    """What the pipeline needs from any script."""
+
+    name: str
+    inputs: InputSpec
+    output: OutputSpec
+    digest: str
+
+    def evaluate(self, samples: Samples) -> np.ndarray:
+        """Return the output bands as a float array of shape (bands, height, width)."""
+        ...
+
+
+def stack_output(result: object, output: OutputSpec, shape: tuple[int, int], name: str) -> np.ndarray:
+    """Turn what ``evaluatePixel`` returned into a (bands, h, w) float32 array, or raise.
+
+    Accepts a sequence of arrays/scalars or an ndarray; scalars are broadcast, so a script may
+    return ``[0, 0, 0, samples.dataMask]``.
+    """
+    if isinstance(result, np.ndarray) and result.ndim == 3:
+        bands = list(result)
+    elif isinstance(result, list | tuple):
+        bands = list(result)
+    elif isinstance(result, np.ndarray | float | int) and output.bands == 1:
+        bands = [result]
+    else:
+        raise EvalscriptError(f"evalscript '{name}' must return a list of {output.bands} band arrays")
+    if len(bands) != output.bands:
+        raise EvalscriptError(
+            f"evalscript '{name}' returned {len(bands)} bands, setup() declares {output.bands}"
+        )
+    stacked = np.empty((output.bands, *shape), dtype=np.float32)
+    for i, band in enumerate(bands):
+        arr = np.asarray(band, dtype=np.float32)
+        if arr.ndim not in (0, 2) or (arr.ndim == 2 and arr.shape != shape):
+            raise EvalscriptError(f"evalscript '{name}' returned band {i} with shape {arr.shape}, expected {shape}")
+        stacked[i] = arr
+    return stacked

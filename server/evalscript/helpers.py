@@ -1,0 +1,92 @@
+"""Vectorised versions of the Sentinel Hub evalscript helpers users know.
+
+Semantics follow the Sentinel Hub utility-function documentation (see
+``../shared/notes/evalscript-v3-semantics.md``): ``index`` returns 0 where the sum is 0,
+``valueMap`` intervals are (from, to], ``valueInterpolate``/``colorBlend`` clamp to the end
+values. Each helper takes numpy arrays (or scalars) and returns arrays of the same shape, so a
+script runs once per tile instead of once per pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+JAVA_DOUBLE_MAX_VAL = 1.7976931348623157e308
+
+ArrayLike = np.ndarray | float | int
+
+
+def index(x: ArrayLike, y: ArrayLike) -> np.ndarray:
+    """Normalised difference (x - y) / (x + y); 0 where x + y == 0."""
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    total = x + y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(total == 0, 0.0, (x - y) / np.where(total == 0, 1.0, total))
+    return out.astype(np.float32)
+
+
+def inverse(x: ArrayLike) -> np.ndarray:
+    """1 / x, with ``JAVA_DOUBLE_MAX_VAL`` where x == 0."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(x == 0, JAVA_DOUBLE_MAX_VAL, 1.0 / np.where(x == 0, 1.0, x))
+
+
+def value_map(value: ArrayLike, intervals: Sequence[float], values: Sequence[object]) -> np.ndarray:
+    """Discrete classes: v <= i0 -> values[0]; i(k-1) < v <= i(k) -> values[k]; above -> last."""
+    v = np.asarray(value, dtype=np.float64)
+    if not intervals:
+        return v
+    idx = np.searchsorted(np.asarray(intervals, dtype=np.float64), v, side="left")
+    idx = np.clip(idx, 0, len(values) - 1)
+    table = np.asarray(values, dtype=np.float64)
+    out = table[idx]
+    return np.moveaxis(out, -1, 0) if table.ndim == 2 else out
+
+
+def value_interpolate(value: ArrayLike, intervals: Sequence[float], values: Sequence[object]) -> np.ndarray:
+    """Piecewise-linear interpolation, clamped at the ends; colour values interpolate per channel.
+
+    Returns an array of shape ``value.shape`` for scalar values, or ``(channels, *value.shape)``
+    when ``values`` are colours. NaN input takes the last value.
+    """
+    v = np.asarray(value, dtype=np.float64)
+    xs = np.asarray(intervals, dtype=np.float64)
+    table = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(v)
+    safe = np.where(nan, xs[-1], v)
+    if table.ndim == 1:
+        return np.interp(safe, xs, table)
+    return np.stack([np.interp(safe, xs, table[:, c]) for c in range(table.shape[1])])
+
+
+def color_blend(value: ArrayLike, limits: Sequence[float], colors: Sequence[Sequence[float]]) -> np.ndarray:
+    """Deprecated Sentinel Hub alias of ``valueInterpolate`` over colours."""
+    return value_interpolate(value, limits, colors)
+
+
+def combine(color1: Sequence[float], color2: Sequence[float], amount: ArrayLike) -> np.ndarray:
+    """a * color1 + (1 - a) * color2, per channel."""
+    a = np.asarray(amount, dtype=np.float64)
+    return np.stack([a * c1 + (1 - a) * c2 for c1, c2 in zip(color1, color2, strict=True)])
+
+
+def normalize_rgb(rgb: Sequence[float]) -> list[float]:
+    """Divide 0-255 colour components by 255."""
+    return [c / 255 for c in rgb]
+
+
+def hex_rgb(color: str) -> list[float]:
+    """``#RRGGBB`` -> [r, g, b] in 0..1 (used by palettes in evalscripts and legends)."""
+    color = color.lstrip("#")
+    return [int(color[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+
+
+# Sentinel Hub spellings, so ported scripts read the same.
+valueMap = value_map
+valueInterpolate = value_interpolate
+colorBlend = color_blend
+normalizeRGB = normalize_rgb

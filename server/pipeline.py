@@ -1,0 +1,137 @@
+"""The one request pipeline: layer -> scenes -> readers -> mosaic -> evalscript -> encode.
+
+Every image endpoint (XYZ today; WMS, WMTS and WCS next) builds a ``RenderRequest`` and calls
+``Pipeline.render``; nothing else reads rasters or runs scripts. Per-stage timings are returned
+for ``Server-Timing`` headers and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.catalog.layers import Layer, LayerRegistry
+from server.errors import UpstreamUnavailable
+from server.evalscript.contract import Samples
+from server.evalscript.postprocess import to_sample_type
+from server.models import Grid, RenderRequest, RenderResult, Scene
+from server.render.encode import check_format, encode
+from server.settings import Settings
+from server.sources.scene_reader import read_scene
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Mosaic:
+    """Input samples flattened over scenes (Sentinel Hub SIMPLE mosaicking)."""
+
+    bands: dict[str, np.ndarray]
+    filled: np.ndarray  # bool (h, w): some scene had data here
+    scene_index: np.ndarray  # int16 (h, w): index into ``scenes`` of the pixel's scene, -1 none
+    scenes: list[Scene]
+
+
+class Pipeline:
+    """Renders images for any protocol."""
+
+    def __init__(self, registry: LayerRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=settings.read_threads, thread_name_prefix="eotiler-read")
+
+    def close(self) -> None:
+        """Stop the reader threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def find_scenes(self, layer: Layer, req: RenderRequest) -> list[Scene]:
+        """Catalogue search for the request, with the layer's defaults filled in."""
+        return layer.catalogue.search(
+            req.grid.bbox_wgs84(),
+            req.time if req.time is not None else layer.default_time,
+            req.maxcc if req.maxcc is not None else layer.config.maxcc,
+            req.priority or layer.config.priority,
+            limit=self.settings.max_scenes,
+        )
+
+    def mosaic(self, layer: Layer, scenes: list[Scene], grid: Grid) -> Mosaic:
+        """Fill the grid per pixel from scenes in priority order, stopping once it is full."""
+        shape = (grid.height, grid.width)
+        names = layer.evalscript.inputs.data_bands
+        bands = {name: np.zeros(shape, dtype=np.float32) for name in names}
+        filled = np.zeros(shape, dtype=bool)
+        scene_index = np.full(shape, -1, dtype=np.int16)
+        used: list[Scene] = []
+        failures = 0
+        for scene in scenes:
+            try:
+                data = read_scene(
+                    scene, layer.collection, names, grid,
+                    resampling=layer.config.resampling, units=layer.evalscript.inputs.units,
+                    gdal_options=self.settings.gdal_options(), executor=self._pool,
+                )
+            except UpstreamUnavailable:
+                raise
+            except Exception:  # noqa: BLE001 - one unreadable scene must not sink the mosaic
+                log.exception("reading scene %s failed", scene.id)
+                failures += 1
+                continue
+            if data is None:
+                continue
+            take = data.valid & ~filled
+            if not take.any():
+                continue
+            for name in names:
+                bands[name][take] = data.bands[name][take]
+            scene_index[take] = len(used)
+            used.append(scene)
+            filled |= take
+            if filled.all():
+                break
+        if failures and not used and failures == len(scenes):
+            raise UpstreamUnavailable("no scene could be read from the data source")
+        return Mosaic(bands, filled, scene_index, used)
+
+    def render(self, req: RenderRequest) -> RenderResult:
+        """Render one image; raises ``EotilerError`` subclasses for every client-visible failure."""
+        layer = self.registry.get(req.layer)
+        script = layer.evalscript
+        check_format(script.output, req.format)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        scenes = self.find_scenes(layer, req)
+        timings["catalogue"] = (time.perf_counter() - start) * 1000
+        mark = time.perf_counter()
+        mosaic = self.mosaic(layer, scenes, req.grid)
+        timings["read"] = (time.perf_counter() - mark) * 1000
+        mark = time.perf_counter()
+        samples = dict(mosaic.bands)
+        samples["dataMask"] = mosaic.filled.astype(np.float32)
+        values = script.evaluate(Samples(samples))
+        data = to_sample_type(values, script.output, mosaic.filled)
+        timings["evalscript"] = (time.perf_counter() - mark) * 1000
+        mark = time.perf_counter()
+        content = encode(data, req.grid, req.format, self.settings.png_zlevel)
+        timings["encode"] = (time.perf_counter() - mark) * 1000
+        return RenderResult(
+            content=content,
+            media_type=req.format.value,
+            scenes=[s.id for s in mosaic.scenes],
+            timings=timings,
+            empty=not mosaic.filled.any(),
+        )
+
+    def render_empty(self, req: RenderRequest) -> RenderResult:
+        """A fully transparent (or, for JPEG, black) image on the request's grid."""
+        layer = self.registry.get(req.layer)
+        check_format(layer.evalscript.output, req.format)
+        output = layer.evalscript.output
+        shape = (req.grid.height, req.grid.width)
+        values = np.zeros((output.bands, *shape), dtype=np.float32)
+        data = to_sample_type(values, output, np.zeros(shape, dtype=bool))
+        content = encode(data, req.grid, req.format, self.settings.png_zlevel)
+        return RenderResult(content, req.format.value, [], {}, empty=True)

@@ -1,0 +1,1 @@
+"""Arrays -> bytes: image encoders and legends. No data access here."""

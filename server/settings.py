@@ -1,0 +1,49 @@
+"""Environment settings (``EOTILER_*``), kept apart from the layer configuration.
+
+Why pydantic-settings: one typed place for every knob, read from the environment or a ``.env``
+file, so ``eotiler serve`` flags, the Dockerfile and tests all set the same names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.resources import default_config_path
+
+# GDAL options for cloud reads; values and reasons in docs/architecture.md and
+# ../shared/notes/performance.md (measured there: each removes requests per tile).
+CLOUD_GDAL_OPTIONS: dict[str, object] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no LIST request per open
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2",
+    "GDAL_INGESTED_BYTES_AT_OPEN": 65536,  # COG header / JP2 main header in one GET
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "CPL_VSIL_CURL_CACHE_SIZE": 268435456,  # keeps headers and JP2 tile-part indexes hot
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": 5000000,
+    "GDAL_BAND_BLOCK_CACHE": "HASHSET",
+    "GDAL_HTTP_MAX_RETRY": 3,
+    "GDAL_HTTP_RETRY_DELAY": 0.5,
+}
+
+
+class Settings(BaseSettings):
+    """Server settings; every field can be set as ``EOTILER_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EOTILER_", extra="ignore")
+
+    config: Path = Field(default_factory=default_config_path)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_scenes: int = Field(default=10, ge=1, le=100, description="scenes read per request at most")
+    max_tile_scale: int = Field(default=4, ge=1, le=8)
+    read_threads: int = Field(default=4, ge=1, le=32, description="parallel band reads per request")
+    png_zlevel: int = Field(default=6, ge=1, le=9)
+    log_level: str = "info"
+
+    def gdal_options(self) -> dict[str, object]:
+        """GDAL configuration applied around every read with ``rasterio.Env``."""
+        return dict(CLOUD_GDAL_OPTIONS)

@@ -1,0 +1,1 @@
+"""Readers: a scene plus a grid and band names -> arrays; the only place that opens rasters."""

@@ -1,0 +1,99 @@
+"""Shared fixtures: the bundled configuration plus test-only layers, and a live server.
+
+The live server is real uvicorn on a free 127.0.0.1 port, reached with httpx, as a user's
+client would reach it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+from server.app import create_app
+from server.catalog.layers import LayerRegistry
+from server.config import load_config
+from server.pipeline import Pipeline
+from server.resources import default_config_path
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample"
+EODATA = SAMPLE / "eodata"
+
+# Layers that expose raw values (float32) so tests can compare with rasterio directly.
+TEST_LAYERS = {
+    "RAW_B04": {"title": "B04 reflectance", "collection": "sentinel-2-l2a", "expression": "B04"},
+    "RAW_B04_DN": {"title": "B04 DN", "collection": "sentinel-2-l2a", "expression": "B04", "units": "DN"},
+    "RAW_NDMI": {"title": "NDMI", "collection": "sentinel-2-l2a", "expression": "(B8A - B11) / (B8A + B11)"},
+    "SCL_BILINEAR": {"title": "SCL", "collection": "sentinel-2-l2a", "expression": "SCL", "resampling": "bilinear"},
+    "RAW_MOSAIC_NDVI": {"title": "mosaic NDVI", "collection": "sentinel-2-global-mosaics",
+                        "expression": "(B08 - B04) / (B08 + B04)"},
+}
+
+
+def write_test_config(directory: Path) -> Path:
+    """The default configuration with absolute paths and the test layers added."""
+    raw = yaml.safe_load(default_config_path().read_text())
+    base = default_config_path().parent
+    raw["evalscripts_dir"] = str((base / raw["evalscripts_dir"]).resolve())
+    for collection in raw["collections"].values():
+        collection["catalogue"]["path"] = str((base / collection["catalogue"]["path"]).resolve())
+        collection["data_root"] = str((base / collection["data_root"]).resolve())
+    raw["layers"].update(TEST_LAYERS)
+    path = directory / "eotiler-test.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_test_config(tmp_path_factory.mktemp("config"))
+
+
+@pytest.fixture(scope="session")
+def settings(test_config: Path) -> Settings:
+    return Settings(config=test_config)
+
+
+@pytest.fixture(scope="session")
+def pipeline(settings: Settings) -> Iterator[Pipeline]:
+    pipe = Pipeline(LayerRegistry(load_config(settings.config)), settings)
+    yield pipe
+    pipe.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_url(settings: Settings) -> Iterator[str]:
+    """Base URL of a real uvicorn server running the test configuration."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def client(live_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_url, timeout=60) as http:
+        yield http

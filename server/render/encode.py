@@ -49,7 +49,7 @@ def _geotiff(data: np.ma.MaskedArray, grid: Grid) -> bytes:
             if is_float:
                 dst.write(data.filled(np.nan))
             else:
-                dst.write(data.filled(0))
+                dst.write(data.filled(0), indexes=list(range(1, count + 1)))
                 alpha = np.where(np.ma.getmaskarray(data)[0], 0, np.iinfo(data.dtype).max).astype(data.dtype)
                 dst.write(alpha, count + 1)
                 dst.colorinterp = [*dst.colorinterp[:count], ColorInterp.alpha]

@@ -1,0 +1,88 @@
+"""The map viewer in headless Chromium (Debian's package, driven by Playwright).
+
+Skipped when /usr/bin/chromium is missing, unless EOTILER_REQUIRE_BROWSER=1 (set by .ci/run),
+in which case a missing browser fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("EOTILER_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required (EOTILER_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip("Debian chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=FLAGS, viewport={"width": 1000, "height": 700}
+        )
+        yield context
+        context.close()
+
+
+def open_viewer(browser, url: str):
+    page = browser.new_page()
+    errors: list[str] = []
+    tiles: list[tuple[int, str]] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Leaflet cancels in-flight tiles when a layer's URL changes (net::ERR_ABORTED): not an error.
+    page.on("requestfailed", lambda req: None if "ERR_ABORTED" in (req.failure or "") else errors.append(
+        f"failed {req.url}: {req.failure}"))
+    page.on("response", lambda r: tiles.append((r.status, r.url)) if "/tiles/" in r.url else None)
+    page.goto(url)
+    page.wait_for_function("window.eotilerReady === true", timeout=30000)
+    page.wait_for_function(
+        "document.querySelectorAll('img.leaflet-tile-loaded').length >= 4 && "
+        "document.querySelectorAll('img.leaflet-tile:not(.leaflet-tile-loaded)').length === 0",
+        timeout=60000,
+    )
+    return page, errors, tiles
+
+
+def drawn_tiles(page) -> int:
+    """Tiles whose pixels are not all transparent, measured in the page with a canvas."""
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('img.leaflet-tile-loaded')).filter((img) => {
+            const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+            const d = ctx.getImageData(0, 0, c.width, c.height).data;
+            for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
+            return false; }).length"""
+    )
+
+
+def test_viewer_draws_tiles_without_errors(browser, live_url: str, tmp_path):
+    page, errors, tiles = open_viewer(browser, live_url + "/")
+    assert tiles and all(status == 200 for status, _ in tiles), tiles
+    assert drawn_tiles(page) >= 1
+    assert page.locator("#layer option").count() >= 10
+    assert page.locator("#time option").count() >= 5
+    page.screenshot(path=os.environ.get("EOTILER_SCREENSHOT", str(tmp_path / "viewer.png")))
+    # switch to NDVI through the layer select: legend appears, tiles reload from the NDVI layer
+    tiles.clear()
+    page.select_option("#layer", "NDVI")
+    page.wait_for_function("document.querySelector('#legend').complete && !document.querySelector('#legend').hidden")
+    page.wait_for_function("document.querySelectorAll('img.leaflet-tile-loaded[src*=\"/NDVI/\"]').length >= 1",
+                           timeout=60000)
+    assert page.evaluate("document.querySelector('#legend').naturalWidth") > 0
+    # pick a date: tile URLs carry TIME
+    tiles.clear()
+    page.select_option("#time", "2022-10-05")
+    page.wait_for_function("document.querySelectorAll('img.leaflet-tile[src*=\"time=2022-10-05\"]').length >= 1")
+    assert errors == []

@@ -5,20 +5,23 @@ import numpy as np
 from server.evalscript.helpers import hex_rgb
 
 PALETTE = np.array(
-    [hex_rgb(c) for c in (
-        "#000000",  # 0 no data
-        "#ff0000",  # 1 saturated or defective
-        "#2f2f2f",  # 2 dark area pixels
-        "#643200",  # 3 cloud shadows
-        "#00a000",  # 4 vegetation
-        "#ffe65a",  # 5 not vegetated
-        "#0000ff",  # 6 water
-        "#808080",  # 7 unclassified
-        "#c0c0c0",  # 8 cloud, medium probability
-        "#ffffff",  # 9 cloud, high probability
-        "#64c8ff",  # 10 thin cirrus
-        "#ff96ff",  # 11 snow or ice
-    )],
+    [
+        hex_rgb(c)
+        for c in (
+            "#000000",  # 0 no data
+            "#ff0000",  # 1 saturated or defective
+            "#2f2f2f",  # 2 dark area pixels
+            "#643200",  # 3 cloud shadows
+            "#00a000",  # 4 vegetation
+            "#ffe65a",  # 5 not vegetated
+            "#0000ff",  # 6 water
+            "#808080",  # 7 unclassified
+            "#c0c0c0",  # 8 cloud, medium probability
+            "#ffffff",  # 9 cloud, high probability
+            "#64c8ff",  # 10 thin cirrus
+            "#ff96ff",  # 11 snow or ice
+        )
+    ],
     dtype=np.float32,
 )
 

@@ -28,8 +28,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["EOTILER_CONFIG"] = str(config)
     print(f"eotiler serving {config.name} at http://{args.host}:{args.port}", flush=True)
     uvicorn.run(
-        "server.app:create_app", factory=True, host=args.host, port=args.port,
-        workers=args.workers, log_level="info", proxy_headers=True,
+        "server.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        proxy_headers=True,
     )
     return 0
 
@@ -47,8 +52,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
         out = layer.evalscript.output
         dates = sorted({t.date().isoformat() for t in layer.times})
         span = f"{dates[0]} .. {dates[-1]}" if dates else "-"
-        table.add_row(layer.id, layer.config.title, layer.collection_id, layer.evalscript.name,
-                      f"{out.bands} x {out.sample_type.value}", str(len(layer.catalogue.scenes)), span)
+        table.add_row(
+            layer.id,
+            layer.config.title,
+            layer.collection_id,
+            layer.evalscript.name,
+            f"{out.bands} x {out.sample_type.value}",
+            str(len(layer.catalogue.scenes)),
+            span,
+        )
     Console(width=160).print(table)
     return 0
 

@@ -10,21 +10,20 @@ import calendar
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
-from rasterio.crs import CRS
 from pyproj import Geod
+from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
 from server.errors import InvalidFormat, InvalidParameter, InvalidTime
 
-
 _GEOD = Geod(ellps="WGS84")
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     """Scene order for mosaics, as Sentinel Hub names it."""
 
     MOST_RECENT = "mostRecent"
@@ -41,7 +40,7 @@ class Priority(str, Enum):
         raise InvalidParameter(f"{parameter} must be one of {choices}", parameter=parameter)
 
 
-class ImageFormat(str, Enum):
+class ImageFormat(StrEnum):
     """Output encodings; the value is the media type."""
 
     PNG = "image/png"
@@ -59,9 +58,7 @@ class ImageFormat(str, Enum):
         """Map ``png``/``jpg``/``jpeg``/``webp``/``tif``/``tiff`` to a format."""
         found = _BY_EXTENSION.get(ext.lower())
         if found is None:
-            raise InvalidFormat(
-                f"{parameter} must be one of png, jpg, webp, tif", parameter=parameter
-            )
+            raise InvalidFormat(f"{parameter} must be one of png, jpg, webp, tif", parameter=parameter)
         return found
 
 

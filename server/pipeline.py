@@ -70,9 +70,14 @@ class Pipeline:
         for scene in scenes:
             try:
                 data = read_scene(
-                    scene, layer.collection, names, grid,
-                    resampling=layer.config.resampling, units=layer.evalscript.inputs.units,
-                    gdal_options=self.settings.gdal_options(), executor=self._pool,
+                    scene,
+                    layer.collection,
+                    names,
+                    grid,
+                    resampling=layer.config.resampling,
+                    units=layer.evalscript.inputs.units,
+                    gdal_options=self.settings.gdal_options(),
+                    executor=self._pool,
                 )
             except UpstreamUnavailable:
                 raise

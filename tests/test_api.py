@@ -19,8 +19,19 @@ T29UNU_PATH = f"{T29UNU_TILE.z}/{T29UNU_TILE.x}/{T29UNU_TILE.y}"
 def test_layers_lists_every_configured_layer(client):
     body = client.get("/layers").json()
     ids = {layer["id"] for layer in body["layers"]}
-    assert {"TRUE_COLOR", "FALSE_COLOR", "NDVI", "NDVI_FLOAT", "KNDVI", "NDWI", "MOISTURE_INDEX", "SWIR",
-            "SCL", "TRUE_COLOR_CLOUDMASKED", "MOSAIC_TRUE_COLOR"} <= ids
+    assert {
+        "TRUE_COLOR",
+        "FALSE_COLOR",
+        "NDVI",
+        "NDVI_FLOAT",
+        "KNDVI",
+        "NDWI",
+        "MOISTURE_INDEX",
+        "SWIR",
+        "SCL",
+        "TRUE_COLOR_CLOUDMASKED",
+        "MOSAIC_TRUE_COLOR",
+    } <= ids
     ndvi = next(layer for layer in body["layers"] if layer["id"] == "NDVI")
     assert ndvi["legend"].endswith("/layers/NDVI/legend.png")
     assert "2022-10-05" in ndvi["times"] and "2017-06-17" in ndvi["times"]
@@ -35,10 +46,15 @@ def test_layer_details_list_scenes(client):
     assert {s["id"][:10] for s in body["scenes"]} == {"S2A_MSIL2A", "S2B_MSIL2A"}
 
 
-@pytest.mark.parametrize(("suffix", "media_type", "size"), [
-    (".png", "image/png", 256), ("@2x.png", "image/png", 512), (".jpg", "image/jpeg", 256),
-    (".webp", "image/webp", 256),
-])
+@pytest.mark.parametrize(
+    ("suffix", "media_type", "size"),
+    [
+        (".png", "image/png", 256),
+        ("@2x.png", "image/png", 512),
+        (".jpg", "image/jpeg", 256),
+        (".webp", "image/webp", 256),
+    ],
+)
 def test_tile_formats_and_sizes(client, suffix: str, media_type: str, size: int):
     response = client.get(f"/layers/TRUE_COLOR/tiles/WebMercatorQuad/{T29UNU_PATH}{suffix}")
     assert response.status_code == 200

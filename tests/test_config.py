@@ -44,6 +44,7 @@ def test_unknown_collection_and_missing_evalscript(tmp_path):
     def mutate(c):
         c["layers"]["NDVI"]["collection"] = "landsat"
         c["layers"]["KNDVI"]["evalscript"] = "missing.py"
+
     message = check(broken(tmp_path, mutate))
     assert "layers.NDVI.collection: unknown collection 'landsat'" in message
     assert "layers.KNDVI.evalscript: file not found" in message
@@ -68,12 +69,14 @@ def test_evalscript_returning_wrong_band_count(tmp_path):
         "def setup():\n    return {'input': ['B04', 'dataMask'], 'output': {'bands': 3}}\n"
         "def evaluatePixel(samples):\n    return [samples.B04]\n"
     )
+
     def mutate(c):
         c["evalscripts_dir"] = str(scripts)
         for layer in list(c["layers"]):
             if "evalscript" in c["layers"][layer]:
                 del c["layers"][layer]
         c["layers"]["BAD"] = {"title": "bad", "collection": "sentinel-2-l2a", "evalscript": "bad.py"}
+
     message = check(broken(tmp_path, mutate))
     assert "layers.BAD" in message and "returned 1 bands" in message
 

@@ -10,8 +10,12 @@ BANDS = {"B04", "B08", "SCL"}
 
 def samples(**arrays):
     shape = np.asarray(next(iter(arrays.values()))).shape
-    return Samples({**{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()},
-                    "dataMask": np.ones(shape, dtype=np.float32)})
+    return Samples(
+        {
+            **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()},
+            "dataMask": np.ones(shape, dtype=np.float32),
+        }
+    )
 
 
 def test_expression_evaluates_with_numexpr():
@@ -37,11 +41,26 @@ def test_colormap_expression_returns_rgba():
     assert not np.allclose(out[:3, 0, 0], out[:3, 0, 1])
 
 
-@pytest.mark.parametrize("expr", [
-    "__import__('os').system('id')", "B04.__class__", "open('/etc/passwd')", "B04 if B08 else 0",
-    "[B04]", "lambda: 1", "B05 + 1", "'text'", "B04 and B08", "sqrt(B04, x=1)", "B04[0]", "True + B04",
-    "getattr(B04, 'x')", "(B04 := 1)", "",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "__import__('os').system('id')",
+        "B04.__class__",
+        "open('/etc/passwd')",
+        "B04 if B08 else 0",
+        "[B04]",
+        "lambda: 1",
+        "B05 + 1",
+        "'text'",
+        "B04 and B08",
+        "sqrt(B04, x=1)",
+        "B04[0]",
+        "True + B04",
+        "getattr(B04, 'x')",
+        "(B04 := 1)",
+        "",
+    ],
+)
 def test_whitelist_refuses(expr):
     with pytest.raises(EvalscriptError):
         ExpressionEvalscript(expr, BANDS)

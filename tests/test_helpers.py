@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from server.evalscript.contract import OutputSpec, SampleType
-from server.evalscript.helpers import JAVA_DOUBLE_MAX_VAL, colorBlend, combine, index, inverse, valueInterpolate, valueMap
+from server.evalscript.helpers import (
+    JAVA_DOUBLE_MAX_VAL,
+    colorBlend,
+    combine,
+    index,
+    inverse,
+    valueInterpolate,
+    valueMap,
+)
 from server.evalscript.postprocess import to_sample_type
 
 
@@ -46,7 +54,9 @@ def test_sample_type_auto_rounds_and_clamps():
 
 def test_sample_type_uint16_and_float_nodata():
     values = np.array([[[40.6, 70000.0]]], dtype=np.float32)
-    assert to_sample_type(values, OutputSpec(1, SampleType.UINT16), np.ones((1, 2), bool)).data.tolist() == [[[41, 65535]]]
+    assert to_sample_type(values, OutputSpec(1, SampleType.UINT16), np.ones((1, 2), bool)).data.tolist() == [
+        [[41, 65535]]
+    ]
     out = to_sample_type(values, OutputSpec(1, SampleType.FLOAT32), np.array([[True, False]]))
     assert out.data[0, 0, 0] == pytest.approx(40.6) and np.isnan(out.data[0, 0, 1])
 

@@ -29,16 +29,23 @@ def test_wheel_install_finds_bundled_files(tmp_path: Path):
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(ROOT)],
-        check=True, timeout=300,
+        check=True,
+        timeout=300,
     )
     assert (target / "server" / "_bundled" / "sample" / "stac" / "sentinel-2-l2a").is_dir()
     env = {**os.environ, "PYTHONPATH": str(target)}
     env.pop("EOTILER_CONFIG", None)
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(target)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "installed-ok" in run.stdout and str(target) in run.stdout
-    check = subprocess.run([sys.executable, "-m", "server", "check-config",
-                            str(target / "server/_bundled/config/eotiler.yaml")],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-m", "server", "check-config", str(target / "server/_bundled/config/eotiler.yaml")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0 and "OK (13 layers" in check.stdout, check.stderr

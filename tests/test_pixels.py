@@ -28,9 +28,16 @@ from server.resources import default_config_path
 from tests.conftest import EODATA
 
 S2 = EODATA / "Sentinel-2" / "MSI"
-T29UNU = S2 / "L2A/2022/10/05/S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE/GRANULE/L2A_T29UNU_A038058_20221005T115407/IMG_DATA"
-T29UPU = S2 / "L2A/2017/06/17/S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU_20170617T113319.SAFE/GRANULE/L2A_T29UPU_A010373_20170617T113321/IMG_DATA"
-T35VPK = S2 / "L2A_N0500/2018/02/04/S2B_MSIL2A_20180204T094156_N0500_R036_T35VPK_20180204T115809.SAFE/GRANULE/L2A_T35VPK_A004781_20180204T094156/IMG_DATA"
+
+
+def img_data(day: str, product: str) -> Path:
+    """IMG_DATA folder of a bundled product, found at its real eodata key path."""
+    return next(S2.glob(f"L2A*/{day}/{product}*.SAFE/GRANULE/*/IMG_DATA"))
+
+
+T29UNU = img_data("2022/10/05", "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU")  # baseline 04.00
+T29UPU = img_data("2017/06/17", "S2A_MSIL2A_20170617T113321_N0205_R080_T29UPU")  # baseline 02.05
+T35VPK = img_data("2018/02/04", "S2B_MSIL2A_20180204T094156_N0500_R036_T35VPK")  # L2A_N0500 path
 MOSAIC = EODATA / "Global-Mosaics/Sentinel-2/S2MSI_L3__MCQ/2020/01/01/Sentinel-2_mosaic_2020_Q1_29RKH_0_0"
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
 
@@ -70,9 +77,17 @@ def warp_to(path: Path, grid: Grid, resampling: Resampling = Resampling.nearest)
     with rasterio.open(path) as src:
         data = src.read(1).astype(np.float64)
         out = np.zeros((grid.height, grid.width), dtype=np.float64)
-        reproject(data, out, src_transform=src.transform, src_crs=src.crs, src_nodata=0,
-                  dst_transform=from_bounds(*grid.bbox, grid.width, grid.height), dst_crs=grid.crs,
-                  dst_nodata=0, resampling=resampling)
+        reproject(
+            data,
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            src_nodata=0,
+            dst_transform=from_bounds(*grid.bbox, grid.width, grid.height),
+            dst_crs=grid.crs,
+            dst_nodata=0,
+            resampling=resampling,
+        )
     return out
 
 
@@ -84,7 +99,7 @@ def legend_ramp(layer: str, values: np.ndarray) -> np.ndarray:
     """Colours from the layer's legend stops in the configuration (not from the evalscript)."""
     legend = yaml.safe_load(default_config_path().read_text())["layers"][layer]["legend"]["items"]
     stops = [item["value"] for item in legend]
-    rgb = [[int(item["color"][i:i + 2], 16) for i in (1, 3, 5)] for item in legend]
+    rgb = [[int(item["color"][i : i + 2], 16) for i in (1, 3, 5)] for item in legend]
     return np.stack([np.clip(np.rint(np.interp(values, stops, [c[k] for c in rgb])), 0, 255) for k in range(3)])
 
 
@@ -131,8 +146,9 @@ def test_true_colour_matches_numpy_on_native_grid(client, pipeline: Pipeline):
     grid = native_grid(b04, 200, 200, 128)
     req = RenderRequest("TRUE_COLOR", grid, ImageFormat.PNG)
     got = np.asarray(Image.open(io.BytesIO(pipeline.render(req).content))).astype(np.int32)
-    expected = np.stack([np.clip(np.rint(2.5 * refl(read_window(p, 200, 200, 128), -1000) * 255), 0, 255)
-                         for p in (b04, b03, b02)])
+    expected = np.stack(
+        [np.clip(np.rint(2.5 * refl(read_window(p, 200, 200, 128), -1000) * 255), 0, 255) for p in (b04, b03, b02)]
+    )
     assert got.shape == (128, 128, 4)
     assert np.abs(got[..., :3].transpose(2, 0, 1) - expected).max() <= 1
     assert (got[..., 3] == 255).all()
@@ -150,8 +166,9 @@ def test_ndmi_float_matches_numpy_on_native_grid(pipeline: Pipeline):
 def test_ndvi_and_kndvi_tiles_match_independent_warp(client, img_data: Path, offset: float, time: str):
     b04, b08 = band_file(img_data, "B04", 10), band_file(img_data, "B08", 10)
     with rasterio.open(b04) as src:
-        lon, lat = rasterio.warp.transform(src.crs, "EPSG:4326", [(src.bounds.left + src.bounds.right) / 2],
-                                           [(src.bounds.bottom + src.bounds.top) / 2])
+        lon, lat = rasterio.warp.transform(
+            src.crs, "EPSG:4326", [(src.bounds.left + src.bounds.right) / 2], [(src.bounds.bottom + src.bounds.top) / 2]
+        )
     tile, grid = tile_grid(lon[0], lat[0], 16)
     red_dn, nir_dn = warp_to(b04, grid), warp_to(b08, grid)
     valid = (red_dn > 0) & (nir_dn > 0)
@@ -205,7 +222,7 @@ def test_scl_layer_uses_only_palette_colours(client):
     tile, _ = tile_grid(-8.75, 53.12, 14)
     got = fetch_png(client, f"/layers/SCL/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png")
     legend = yaml.safe_load(default_config_path().read_text())["layers"]["SCL"]["legend"]["items"]
-    palette = {tuple(int(item["color"][i:i + 2], 16) for i in (1, 3, 5)) for item in legend}
+    palette = {tuple(int(item["color"][i : i + 2], 16) for i in (1, 3, 5)) for item in legend}
     opaque = got[got[..., 3] == 255][:, :3]
     colours = {tuple(c) for c in np.unique(opaque, axis=0).tolist()}
     assert colours and colours <= palette

@@ -6,13 +6,19 @@ from server.errors import InvalidTime
 from server.models import parse_time
 
 
-@pytest.mark.parametrize(("text", "start", "end"), [
-    ("2022", datetime(2022, 1, 1, tzinfo=UTC), datetime(2022, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
-    ("2022-02", datetime(2022, 2, 1, tzinfo=UTC), datetime(2022, 2, 28, 23, 59, 59, 999999, tzinfo=UTC)),
-    ("2022-10-05", datetime(2022, 10, 5, tzinfo=UTC), datetime(2022, 10, 5, 23, 59, 59, 999999, tzinfo=UTC)),
-    ("2022-10-05T11:54:11Z", datetime(2022, 10, 5, 11, 54, 11, tzinfo=UTC),
-     datetime(2022, 10, 5, 11, 54, 11, 999999, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("2022", datetime(2022, 1, 1, tzinfo=UTC), datetime(2022, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2022-02", datetime(2022, 2, 1, tzinfo=UTC), datetime(2022, 2, 28, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2022-10-05", datetime(2022, 10, 5, tzinfo=UTC), datetime(2022, 10, 5, 23, 59, 59, 999999, tzinfo=UTC)),
+        (
+            "2022-10-05T11:54:11Z",
+            datetime(2022, 10, 5, 11, 54, 11, tzinfo=UTC),
+            datetime(2022, 10, 5, 11, 54, 11, 999999, tzinfo=UTC),
+        ),
+    ],
+)
 def test_instants_cover_their_precision(text, start, end):
     parsed = parse_time(text)
     assert (parsed.start, parsed.end) == (start, end)
@@ -28,8 +34,19 @@ def test_intervals_and_open_ends():
     assert parse_time(None) is None and parse_time("") is None and parse_time("latest") is None
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2022-13", "2022-02-30", "2022/2021", "1/2/3/4", "2022-01-01\x00",
-                                  "20221005", "2022-10-05T25:00:00Z"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "yesterday",
+        "2022-13",
+        "2022-02-30",
+        "2022/2021",
+        "1/2/3/4",
+        "2022-01-01\x00",
+        "20221005",
+        "2022-10-05T25:00:00Z",
+    ],
+)
 def test_malformed_times_raise(text):
     with pytest.raises(InvalidTime) as info:
         parse_time(text, "time")

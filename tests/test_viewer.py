@@ -13,8 +13,16 @@ import tempfile
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -42,8 +50,10 @@ def open_viewer(browser, url: str):
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     # Leaflet cancels in-flight tiles when a layer's URL changes (net::ERR_ABORTED): not an error.
-    page.on("requestfailed", lambda req: None if "ERR_ABORTED" in (req.failure or "") else errors.append(
-        f"failed {req.url}: {req.failure}"))
+    page.on(
+        "requestfailed",
+        lambda req: None if "ERR_ABORTED" in (req.failure or "") else errors.append(f"failed {req.url}: {req.failure}"),
+    )
     page.on("response", lambda r: tiles.append((r.status, r.url)) if "/tiles/" in r.url else None)
     page.goto(url)
     page.wait_for_function("window.eotilerReady === true", timeout=30000)
@@ -78,8 +88,9 @@ def test_viewer_draws_tiles_without_errors(browser, live_url: str, tmp_path):
     tiles.clear()
     page.select_option("#layer", "NDVI")
     page.wait_for_function("document.querySelector('#legend').complete && !document.querySelector('#legend').hidden")
-    page.wait_for_function("document.querySelectorAll('img.leaflet-tile-loaded[src*=\"/NDVI/\"]').length >= 1",
-                           timeout=60000)
+    page.wait_for_function(
+        "document.querySelectorAll('img.leaflet-tile-loaded[src*=\"/NDVI/\"]').length >= 1", timeout=60000
+    )
     assert page.evaluate("document.querySelector('#legend').naturalWidth") > 0
     # pick a date: tile URLs carry TIME
     tiles.clear()

@@ -28,7 +28,9 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     parameter = str(first.get("loc", ["", "request"])[-1])
-    return JSONResponse({"detail": f"{parameter}: {first.get('msg', 'invalid value')}", "parameter": parameter}, status_code=400)
+    return JSONResponse(
+        {"detail": f"{parameter}: {first.get('msg', 'invalid value')}", "parameter": parameter}, status_code=400
+    )
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:

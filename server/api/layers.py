@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from server.api.tiles import get_pipeline
+from server.api.tiles import PipelineDep
 from server.catalog.layers import Layer
 from server.config.models import LegendConfig
 from server.errors import EotilerError
-from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.contract import SampleType
-from server.pipeline import Pipeline
+from server.evalscript.expression import ExpressionEvalscript
 from server.render.legend import colormap_legend, render_legend
 
 router = APIRouter(tags=["layers"])
@@ -57,30 +56,38 @@ def describe(layer: Layer, base: str, detailed: bool) -> dict[str, Any]:
     }
     if detailed:
         info["scenes"] = [
-            {"id": s.id, "datetime": s.datetime.isoformat().replace("+00:00", "Z"),
-             "cloud_cover": s.cloud_cover, "bbox": list(s.bbox)}
+            {
+                "id": s.id,
+                "datetime": s.datetime.isoformat().replace("+00:00", "Z"),
+                "cloud_cover": s.cloud_cover,
+                "bbox": list(s.bbox),
+            }
             for s in sorted(layer.catalogue.scenes, key=lambda s: s.datetime)
         ]
     return info
 
 
 @router.get("/layers", summary="All configured layers")
-def list_layers(request: Request, pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:
+def list_layers(request: Request, pipeline: PipelineDep) -> dict[str, Any]:
     """Every layer with its bounds, dates, formats and links."""
     base = str(request.base_url).rstrip("/")
     return {"layers": [describe(layer, base, detailed=False) for layer in pipeline.registry.layers.values()]}
 
 
 @router.get("/layers/{layer}", summary="One layer, with its scenes")
-def get_layer(layer: str, request: Request, pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:
+def get_layer(layer: str, request: Request, pipeline: PipelineDep) -> dict[str, Any]:
     """A layer's description plus every scene of its collection."""
     base = str(request.base_url).rstrip("/")
     return describe(pipeline.registry.get(layer), base, detailed=True)
 
 
-@router.get("/layers/{layer}/legend.png", summary="Legend image", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
-def legend(layer: str, pipeline: Pipeline = Depends(get_pipeline)) -> Response:
+@router.get(
+    "/layers/{layer}/legend.png",
+    summary="Legend image",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def legend(layer: str, pipeline: PipelineDep) -> Response:
     """A PNG legend from the layer's legend definition or colormap."""
     definition = legend_of(pipeline.registry.get(layer))
     if definition is None:

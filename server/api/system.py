@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from server import __version__
-from server.api.tiles import get_pipeline
-from server.pipeline import Pipeline
+from server.api.tiles import PipelineDep
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -17,7 +16,7 @@ router = APIRouter()
 
 
 @router.get("/healthz", tags=["system"], summary="Liveness")
-def healthz(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, object]:
+def healthz(pipeline: PipelineDep) -> dict[str, object]:
     """``ok`` while the process serves requests, with the number of layers loaded."""
     return {"status": "ok", "version": __version__, "layers": len(pipeline.registry.layers)}
 

@@ -6,6 +6,7 @@ through ``Pipeline.render`` like every other protocol.
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -22,6 +23,9 @@ router = APIRouter(tags=["tiles"])
 def get_pipeline(request: Request) -> Pipeline:
     """The app's pipeline (built once in ``create_app``)."""
     return request.app.state.pipeline
+
+
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 
 
 def image_response(content: bytes, media_type: str, timings: dict[str, float], scenes: list[str]) -> Response:
@@ -45,7 +49,7 @@ def tile(
     x: str,
     y: str,
     request: Request,
-    pipeline: Pipeline = Depends(get_pipeline),
+    pipeline: PipelineDep,
 ) -> Response:
     """Render tile z/x/y of ``layer`` on TileMatrixSet ``tms``.
 
@@ -63,8 +67,8 @@ def tile(
     row = parse_int(y_text, "y", -(10**9), 10**9)
     if not (0 <= col < matrix.matrixWidth and 0 <= row < matrix.matrixHeight):
         raise TileOutOfRange(
-            f"tile {zoom}/{col}/{row} is outside the {matrices.id} matrix "
-            f"({matrix.matrixWidth}x{matrix.matrixHeight})", parameter="x/y",
+            f"tile {zoom}/{col}/{row} is outside the {matrices.id} matrix ({matrix.matrixWidth}x{matrix.matrixHeight})",
+            parameter="x/y",
         )
     options = RenderOptions.from_request(request)
     bounds = matrices.xy_bounds(col, row, zoom)
@@ -81,7 +85,7 @@ def tile(
 
 
 @router.get("/layers/{layer}/tilejson.json", summary="TileJSON 3.0 for a layer")
-def tilejson(layer: str, request: Request, pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, object]:
+def tilejson(layer: str, request: Request, pipeline: PipelineDep) -> dict[str, object]:
     """TileJSON for ``layer``; ``tms``, ``format`` and ``tile_scale`` pick the tile URL, and
     ``time``/``maxcc``/``priority`` are carried into it."""
     target = pipeline.registry.get(layer)

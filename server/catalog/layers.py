@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from server.config.models import CollectionConfig, Config, LayerConfig, StaticCatalogue as StaticCatalogueConfig
+from server.catalog.static import StaticCatalogue
+from server.config.models import CollectionConfig, Config, LayerConfig
+from server.config.models import StaticCatalogue as StaticCatalogueConfig
 from server.errors import ConfigError, EotilerError, LayerNotDefined
 from server.evalscript.contract import Evalscript, Samples
 from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.postprocess import to_sample_type
 from server.evalscript.python_script import PythonEvalscript
-from server.catalog.static import StaticCatalogue
 from server.models import TimeRange, parse_time
 
 
@@ -46,14 +47,20 @@ class Layer:
         return self.catalogue.extent()[1]
 
 
-def compile_evalscript(layer_id: str, layer: LayerConfig, collection: CollectionConfig, scripts_dir: Path) -> Evalscript:
+def compile_evalscript(
+    layer_id: str, layer: LayerConfig, collection: CollectionConfig, scripts_dir: Path
+) -> Evalscript:
     """Compile a layer's script and check its bands exist in the collection."""
     where = f"layers.{layer_id}"
     try:
         if layer.expression is not None:
             script: Evalscript = ExpressionEvalscript(
-                layer.expression, set(collection.bands), units=layer.units,
-                rescale=layer.rescale, colormap=layer.colormap, name=layer_id,
+                layer.expression,
+                set(collection.bands),
+                units=layer.units,
+                rescale=layer.rescale,
+                colormap=layer.colormap,
+                name=layer_id,
             )
         else:
             script = PythonEvalscript(scripts_dir / str(layer.evalscript))
@@ -61,7 +68,10 @@ def compile_evalscript(layer_id: str, layer: LayerConfig, collection: Collection
         raise ConfigError(f"{where}: {exc.public_message}") from None
     unknown = [b for b in script.inputs.data_bands if b not in collection.bands]
     if unknown:
-        raise ConfigError(f"{where}: evalscript {script.name} reads bands not in collection '{layer.collection}': {', '.join(unknown)}")
+        raise ConfigError(
+            f"{where}: evalscript {script.name} reads bands not in collection "
+            f"'{layer.collection}': {', '.join(unknown)}"
+        )
     return script
 
 
@@ -85,7 +95,9 @@ class LayerRegistry:
         catalogues: dict[str, StaticCatalogue] = {}
         for cid, collection in config.collections.items():
             if not isinstance(collection.catalogue, StaticCatalogueConfig):
-                raise ConfigError(f"collections.{cid}.catalogue: type '{collection.catalogue.type}' is not supported yet")
+                raise ConfigError(
+                    f"collections.{cid}.catalogue: type '{collection.catalogue.type}' is not supported yet"
+                )
             catalogues[cid] = StaticCatalogue(collection.catalogue.path)
         self.layers: dict[str, Layer] = {}
         for lid, layer in config.layers.items():
@@ -96,7 +108,9 @@ class LayerRegistry:
                 default_time = parse_time(layer.default_time, "default_time")
             except EotilerError as exc:
                 raise ConfigError(f"layers.{lid}.default_time: {exc.public_message}") from None
-            self.layers[lid] = Layer(lid, layer, layer.collection, collection, catalogues[layer.collection], script, default_time)
+            self.layers[lid] = Layer(
+                lid, layer, layer.collection, collection, catalogues[layer.collection], script, default_time
+            )
 
     def get(self, layer_id: str, parameter: str = "layer") -> Layer:
         """Return a layer or raise ``LayerNotDefined`` naming the parameter."""

@@ -49,7 +49,9 @@ def sort_scenes(scenes: list[Scene], priority: Priority) -> list[Scene]:
     if priority is Priority.LEAST_RECENT:
         return sorted(scenes, key=lambda s: (s.datetime, s.id))
     if priority is Priority.LEAST_CC:
-        return sorted(scenes, key=lambda s: (s.cloud_cover if s.cloud_cover is not None else 101.0, -s.datetime.timestamp(), s.id))
+        return sorted(
+            scenes, key=lambda s: (s.cloud_cover if s.cloud_cover is not None else 101.0, -s.datetime.timestamp(), s.id)
+        )
     return sorted(scenes, key=lambda s: (-s.datetime.timestamp(), s.id))
 
 

@@ -8,7 +8,7 @@ that numpy scripts, numexpr expressions and V8-hosted JavaScript can be swapped 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 from server.errors import EvalscriptError
 
 
-class SampleType(str, Enum):
+class SampleType(StrEnum):
     """Output sample types of Sentinel Hub evalscript V3."""
 
     AUTO = "AUTO"
@@ -101,9 +101,7 @@ def stack_output(result: object, output: OutputSpec, shape: tuple[int, int], nam
     else:
         raise EvalscriptError(f"evalscript '{name}' must return a list of {output.bands} band arrays")
     if len(bands) != output.bands:
-        raise EvalscriptError(
-            f"evalscript '{name}' returned {len(bands)} bands, setup() declares {output.bands}"
-        )
+        raise EvalscriptError(f"evalscript '{name}' returned {len(bands)} bands, setup() declares {output.bands}")
     stacked = np.empty((output.bands, *shape), dtype=np.float32)
     for i, band in enumerate(bands):
         arr = np.asarray(band, dtype=np.float32)

@@ -21,14 +21,57 @@ from server.evalscript.contract import InputSpec, OutputSpec, Samples, SampleTyp
 
 MAX_EXPRESSION_LENGTH = 2000
 FUNCTIONS = frozenset(
-    {"where", "sqrt", "exp", "log", "log10", "log1p", "abs", "sin", "cos", "tan", "arcsin",
-     "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh",
-     "minimum", "maximum"}
+    {
+        "where",
+        "sqrt",
+        "exp",
+        "log",
+        "log10",
+        "log1p",
+        "abs",
+        "sin",
+        "cos",
+        "tan",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "arctan2",
+        "sinh",
+        "cosh",
+        "tanh",
+        "arcsinh",
+        "arccosh",
+        "arctanh",
+        "minimum",
+        "maximum",
+    }
 )
 _NODES = (
-    ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name, ast.Load,
-    ast.Constant, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.Mod, ast.USub, ast.UAdd,
-    ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq, ast.BitAnd, ast.BitOr, ast.Invert,
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.Call,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.Pow,
+    ast.Mod,
+    ast.USub,
+    ast.UAdd,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.Eq,
+    ast.NotEq,
+    ast.BitAnd,
+    ast.BitOr,
+    ast.Invert,
 )
 
 
@@ -41,7 +84,9 @@ def _check(expr: str, allowed_names: set[str]) -> set[str]:
     used: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, _NODES):
-            raise EvalscriptError(f"expression uses '{type(node).__name__}', which is not allowed", parameter="expression")
+            raise EvalscriptError(
+                f"expression uses '{type(node).__name__}', which is not allowed", parameter="expression"
+            )
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
                 raise EvalscriptError("expression calls a function that is not allowed", parameter="expression")

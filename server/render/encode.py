@@ -37,10 +37,16 @@ def _geotiff(data: np.ma.MaskedArray, grid: Grid) -> bytes:
     count = data.shape[0]
     is_float = data.dtype.kind == "f"
     profile = {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "dtype": data.dtype.name,
-        "crs": grid.crs, "transform": from_bounds(*grid.bbox, grid.width, grid.height),
-        "compress": "deflate", "count": count if is_float else count + 1,
-        "nodata": float("nan") if is_float else None, "tiled": grid.width >= 256 and grid.height >= 256,
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "dtype": data.dtype.name,
+        "crs": grid.crs,
+        "transform": from_bounds(*grid.bbox, grid.width, grid.height),
+        "compress": "deflate",
+        "count": count if is_float else count + 1,
+        "nodata": float("nan") if is_float else None,
+        "tiled": grid.width >= 256 and grid.height >= 256,
     }
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)

@@ -69,10 +69,7 @@ def dn_offset(band: BandConfig, scene: Scene) -> float:
 
 def choose_source(name: str, band: BandConfig, scene: Scene, ground_res: float) -> BandSource | None:
     """Pick the coarsest available resolution <= ``ground_res``, else the finest available."""
-    available = [
-        (res, band.asset.format(res=int(res) if float(res).is_integer() else res))
-        for res in band.resolutions
-    ]
+    available = [(res, band.asset.format(res=int(res) if float(res).is_integer() else res)) for res in band.resolutions]
     available = [(res, key) for res, key in available if key in scene.assets]
     if not available:
         return None
@@ -87,9 +84,7 @@ def _read_one(path: str, band: BandConfig, grid: Grid, resampling: str) -> np.ma
     method = "nearest" if band.categorical else resampling
     options = {"nodata": band.nodata, "resampling_method": method, "reproject_method": method}
     with Reader(path, options=options) as src:  # type: ignore[arg-type]
-        image = src.part(
-            grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height
-        )
+        image = src.part(grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height)
     return image.array[0]
 
 

@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="OGC tile and map server for Copernicus Sentinel data.",
         lifespan=lifespan,
+        docs_url=None,  # served by server.api.system with vendored assets (no CDN)
+        redoc_url=None,
     )
     app.state.pipeline = pipeline
     app.state.settings = settings

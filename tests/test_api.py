@@ -131,6 +131,10 @@ def test_legend_png(client):
 def test_healthz_docs_and_viewer(client):
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/openapi.json").json()["info"]["title"] == "eotiler"
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "/static/vendor/leaflet/leaflet.js" in page.text
     assert client.get("/static/vendor/leaflet/leaflet.js").status_code == 200

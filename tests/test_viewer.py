@@ -97,3 +97,16 @@ def test_viewer_draws_tiles_without_errors(browser, live_url: str, tmp_path):
     page.select_option("#time", "2022-10-05")
     page.wait_for_function("document.querySelectorAll('img.leaflet-tile[src*=\"time=2022-10-05\"]').length >= 1")
     assert errors == []
+
+
+def test_api_docs_load_without_cdn(browser, live_url: str):
+    page = browser.new_page()
+    errors: list[str] = []
+    external: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("request", lambda req: external.append(req.url) if not req.url.startswith(live_url) else None)
+    page.goto(live_url + "/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=30000)
+    assert "eotiler" in page.inner_text(".swagger-ui .info .title")
+    assert page.locator(".opblock").count() >= 5
+    assert errors == [] and [u for u in external if not u.startswith("data:")] == []

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 
 from server import __version__
 from server.api.tiles import PipelineDep
@@ -25,3 +26,15 @@ def healthz(pipeline: PipelineDep) -> dict[str, object]:
 def viewer() -> FileResponse:
     """The Leaflet map viewer (all assets served locally, no CDN)."""
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/docs", include_in_schema=False)
+def docs() -> HTMLResponse:
+    """Swagger UI for the OpenAPI document, with its assets served locally (vendored from npm)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="eotiler API",
+        swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )

@@ -18,6 +18,7 @@ from server.api import layers, system, tiles
 from server.api.errors import install_error_handlers
 from server.api.system import STATIC_DIR
 from server.catalog.layers import LayerRegistry
+from server.ogc import routes as ogc_routes
 from server.config import load_config
 from server.pipeline import Pipeline
 from server.settings import Settings
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(layers.router)
     app.include_router(tiles.router)
     app.include_router(system.router)
+    app.include_router(ogc_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     return app

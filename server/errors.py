@@ -87,3 +87,24 @@ class ConfigError(EotilerError):
     """The configuration is invalid; the message names the file, the key path and the problem."""
 
     status = 500
+
+
+class StyleNotDefined(EotilerError):
+    """A STYLES value that the layer does not offer."""
+
+    status = 400
+    ogc_code = "StyleNotDefined"
+
+
+class OperationNotSupported(EotilerError):
+    """An OGC REQUEST this server does not implement."""
+
+    status = 400
+    ogc_code = "OperationNotSupported"
+
+
+class InvalidPoint(EotilerError):
+    """GetFeatureInfo I/J (X/Y) outside the map."""
+
+    status = 400
+    ogc_code = "InvalidPoint"

@@ -36,6 +36,16 @@ class Mosaic:
     scenes: list[Scene]
 
 
+@dataclass(slots=True)
+class RenderedData:
+    """A rendered image before encoding, with what a query (GetFeatureInfo) needs."""
+
+    data: np.ma.MaskedArray  # post-processed bands, masked where transparent
+    values: np.ndarray  # raw evalscript output (bands, h, w) float32
+    mosaic: Mosaic
+    timings: dict[str, float]
+
+
 class Pipeline:
     """Renders images for any protocol."""
 
@@ -101,11 +111,10 @@ class Pipeline:
             raise UpstreamUnavailable("no scene could be read from the data source")
         return Mosaic(bands, filled, scene_index, used)
 
-    def render(self, req: RenderRequest) -> RenderResult:
-        """Render one image; raises ``EotilerError`` subclasses for every client-visible failure."""
+    def render_data(self, req: RenderRequest) -> RenderedData:
+        """Render to a post-processed masked array (no encoding): for compositing and queries."""
         layer = self.registry.get(req.layer)
         script = layer.evalscript
-        check_format(script.output, req.format)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         scenes = self.find_scenes(layer, req)
@@ -119,24 +128,28 @@ class Pipeline:
         values = script.evaluate(Samples(samples))
         data = to_sample_type(values, script.output, mosaic.filled)
         timings["evalscript"] = (time.perf_counter() - mark) * 1000
+        return RenderedData(data, values, mosaic, timings)
+
+    def render(self, req: RenderRequest) -> RenderResult:
+        """Render and encode one image; raises ``EotilerError`` subclasses for client-visible failures."""
+        check_format(self.registry.get(req.layer).evalscript.output, req.format)
+        rendered = self.render_data(req)
+        return self.encode(rendered.data, req, rendered.mosaic.scenes, rendered.timings)
+
+    def encode(self, data: np.ma.MaskedArray, req: RenderRequest, scenes: list[Scene],
+               timings: dict[str, float]) -> RenderResult:
+        """Encode post-processed data in the request's format and time it."""
         mark = time.perf_counter()
         content = encode(data, req.grid, req.format, self.settings.png_zlevel)
-        timings["encode"] = (time.perf_counter() - mark) * 1000
-        return RenderResult(
-            content=content,
-            media_type=req.format.value,
-            scenes=[s.id for s in mosaic.scenes],
-            timings=timings,
-            empty=not mosaic.filled.any(),
-        )
+        timings = {**timings, "encode": (time.perf_counter() - mark) * 1000}
+        return RenderResult(content, req.format.value, [s.id for s in scenes], timings,
+                            empty=bool(np.ma.getmaskarray(data).all()))
 
     def render_empty(self, req: RenderRequest) -> RenderResult:
         """A fully transparent (or, for JPEG, black) image on the request's grid."""
-        layer = self.registry.get(req.layer)
-        check_format(layer.evalscript.output, req.format)
-        output = layer.evalscript.output
+        output = self.registry.get(req.layer).evalscript.output
+        check_format(output, req.format)
         shape = (req.grid.height, req.grid.width)
         values = np.zeros((output.bands, *shape), dtype=np.float32)
         data = to_sample_type(values, output, np.zeros(shape, dtype=bool))
-        content = encode(data, req.grid, req.format, self.settings.png_zlevel)
-        return RenderResult(content, req.format.value, [], {}, empty=True)
+        return self.encode(data, req, [], {})

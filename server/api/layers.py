@@ -8,11 +8,9 @@ from fastapi import APIRouter, Request, Response
 
 from server.api.tiles import PipelineDep
 from server.catalog.layers import Layer
-from server.config.models import LegendConfig
 from server.errors import EotilerError
 from server.evalscript.contract import SampleType
-from server.evalscript.expression import ExpressionEvalscript
-from server.render.legend import colormap_legend, render_legend
+from server.render.legend import render_legend
 
 router = APIRouter(tags=["layers"])
 
@@ -21,16 +19,6 @@ class LegendNotAvailable(EotilerError):
     """The layer has neither a legend nor a colormap."""
 
     status = 404
-
-
-def legend_of(layer: Layer) -> LegendConfig | None:
-    """The configured legend, or one derived from an expression layer's colormap."""
-    if layer.config.legend is not None:
-        return layer.config.legend
-    script = layer.evalscript
-    if isinstance(script, ExpressionEvalscript) and script.colormap is not None and script.rescale:
-        return colormap_legend(layer.config.title, script.colormap, *script.rescale)
-    return None
 
 
 def describe(layer: Layer, base: str, detailed: bool) -> dict[str, Any]:
@@ -52,7 +40,7 @@ def describe(layer: Layer, base: str, detailed: bool) -> dict[str, Any]:
         "output": {"bands": output.bands, "sample_type": output.sample_type.value},
         "formats": ["png", "jpg", "webp", "tif"] if visual else ["tif"],
         "tilejson": f"{base}/layers/{layer.id}/tilejson.json",
-        "legend": f"{base}/layers/{layer.id}/legend.png" if legend_of(layer) else None,
+        "legend": f"{base}/layers/{layer.id}/legend.png" if layer.legend() else None,
     }
     if detailed:
         info["scenes"] = [
@@ -89,7 +77,7 @@ def get_layer(layer: str, request: Request, pipeline: PipelineDep) -> dict[str, 
 )
 def legend(layer: str, pipeline: PipelineDep) -> Response:
     """A PNG legend from the layer's legend definition or colormap."""
-    definition = legend_of(pipeline.registry.get(layer))
+    definition = pipeline.registry.get(layer).legend()
     if definition is None:
         raise LegendNotAvailable(f"layer '{layer}' has no legend", parameter="layer")
     return Response(render_legend(definition), media_type="image/png")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from server.catalog.static import StaticCatalogue
-from server.config.models import CollectionConfig, Config, LayerConfig
+from server.config.models import CollectionConfig, Config, LayerConfig, LegendConfig
 from server.config.models import StaticCatalogue as StaticCatalogueConfig
 from server.errors import ConfigError, EotilerError, LayerNotDefined
 from server.evalscript.contract import Evalscript, Samples
@@ -22,6 +22,7 @@ from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.postprocess import to_sample_type
 from server.evalscript.python_script import PythonEvalscript
 from server.models import TimeRange, parse_time
+from server.render.legend import colormap_legend
 
 
 @dataclass(slots=True)
@@ -45,6 +46,15 @@ class Layer:
     def times(self) -> list[datetime]:
         """Acquisition times of every scene in the collection."""
         return self.catalogue.extent()[1]
+
+    def legend(self) -> LegendConfig | None:
+        """The configured legend, or one derived from an expression layer's colormap."""
+        if self.config.legend is not None:
+            return self.config.legend
+        script = self.evalscript
+        if isinstance(script, ExpressionEvalscript) and script.colormap is not None and script.rescale:
+            return colormap_legend(self.config.title, script.colormap, *script.rescale)
+        return None
 
 
 def compile_evalscript(

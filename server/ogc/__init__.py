@@ -1,0 +1,1 @@
+"""OGC services (WMS today) on top of the one pipeline: parse KVP -> RenderRequest -> response."""

@@ -1,0 +1,43 @@
+"""Case-insensitive OGC key-value parameters.
+
+Why its own type: OGC parameter names are case-insensitive while values are not (Leaflet sends
+``layers=``, OpenLayers ``LAYERS=``), a repeated parameter with two different values is
+ambiguous and refused, and vendor parameters a client puts in the base URL (``maxcc``, ``time``)
+arrive the same way as the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from server.errors import InvalidParameter, MissingParameter
+
+MAX_VALUE_LENGTH = 8192
+
+
+class KVP:
+    """Parameters by upper-cased name."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, str] = {}
+        for key, value in items:
+            name = key.upper()
+            if "\x00" in value or len(value) > MAX_VALUE_LENGTH:
+                raise InvalidParameter(f"{name} is not a valid value", parameter=name)
+            if name in self._values and self._values[name] != value:
+                raise InvalidParameter(f"{name} is given twice with different values", parameter=name)
+            self._values[name] = value
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of ``name`` (any case), or ``default``."""
+        return self._values.get(name.upper(), default)
+
+    def require(self, name: str) -> str:
+        """The value of ``name``; ``MissingParameterValue`` when absent or empty."""
+        value = self._values.get(name.upper())
+        if value is None or value.strip() == "":
+            raise MissingParameter(f"parameter {name.upper()} is required", parameter=name.upper())
+        return value
+
+    def __contains__(self, name: str) -> bool:
+        return name.upper() in self._values

@@ -1,0 +1,100 @@
+"""HTTP entry points of the OGC services: ``/ogc/wms`` and the SERVICE-dispatched ``/ogc``.
+
+Everything that goes wrong becomes an OGC exception (XML, INIMAGE or BLANK as asked), never a
+JSON body or a 500 page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+
+from server.api.tiles import PipelineDep
+from server.errors import EotilerError, OperationNotSupported
+from server.ogc import wms
+from server.ogc.capabilities import build_capabilities
+from server.ogc.crs import DEFAULT_CRS, normalise_code
+from server.ogc.exceptions import blank_exception, inimage_exception, wms_exception_xml
+from server.ogc.kvp import KVP
+from server.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ogc"])
+
+
+def allowed_crs(pipeline: Pipeline) -> tuple[str, ...]:
+    """Advertised CRS codes: the defaults plus ``EOTILER_EXTRA_CRS``."""
+    extra = [normalise_code(c) for c in pipeline.settings.extra_crs]
+    return tuple(dict.fromkeys([*DEFAULT_CRS, *extra]))
+
+
+def _service_url(request: Request) -> str:
+    return str(request.url.replace(query=None))
+
+
+def _wms_error(error: EotilerError, kvp: KVP | None, version: str, pipeline: Pipeline) -> Response:
+    mode = wms.parse_exceptions(kvp) if kvp is not None else "XML"
+    if mode != "XML" and kvp is not None:
+        width = (kvp.get("WIDTH") or "256").strip()
+        height = (kvp.get("HEIGHT") or "256").strip()
+        size = [int(v) if v.isdigit() else 256 for v in (width, height)]
+        fmt = (kvp.get("FORMAT") or "image/png").split(";")[0].strip().lower()
+        if mode == "INIMAGE":
+            return inimage_exception(error, size[0], size[1], fmt)
+        transparent = (kvp.get("TRANSPARENT") or "").upper() == "TRUE"
+        try:
+            background = None if transparent else wms._parse_bgcolor(kvp)
+        except EotilerError:
+            background = (255, 255, 255)
+        return blank_exception(size[0], size[1], fmt, background)
+    return wms_exception_xml(error, version)
+
+
+def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
+    """Dispatch a WMS request by REQUEST."""
+    version = wms.parse_version(kvp)
+    operation = (kvp.get("REQUEST") or "").strip().lower()
+    if operation in ("getcapabilities", "capabilities"):
+        body = build_capabilities(pipeline.registry, version, _service_url(request), allowed_crs(pipeline),
+                                  pipeline.settings.max_image_size)
+        media = "text/xml" if version == "1.3.0" else "application/vnd.ogc.wms_xml"
+        return Response(body, media_type=media)
+    if operation in ("getmap", "map"):
+        return wms.get_map(wms.parse_map_request(kvp, pipeline, allowed_crs(pipeline)), pipeline)
+    if operation == "getfeatureinfo":
+        return wms.get_feature_info(kvp, pipeline, allowed_crs(pipeline))
+    if operation == "getlegendgraphic":
+        return wms.get_legend_graphic(kvp, pipeline)
+    if not operation:
+        kvp.require("REQUEST")
+    raise OperationNotSupported(f"REQUEST '{operation[:40]}' is not supported by WMS", parameter="REQUEST")
+
+
+def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
+    kvp: KVP | None = None
+    version = "1.3.0"
+    try:
+        kvp = KVP(request.query_params.multi_items())
+        version = wms.parse_version(kvp)
+        name = (service or kvp.get("SERVICE") or "WMS").strip().upper()
+        if name != "WMS":
+            raise OperationNotSupported(f"SERVICE '{name[:20]}' is not offered here (WMS)", parameter="SERVICE")
+        return handle_wms(kvp, request, pipeline)
+    except EotilerError as error:
+        return _wms_error(error, kvp, version, pipeline)
+    except Exception:  # noqa: BLE001 - an OGC endpoint answers with an OGC report, never a 500 page
+        log.exception("unhandled error on %s", request.url.path)
+        return wms_exception_xml(EotilerError("internal error while processing the request"), version)
+
+
+@router.get("/ogc/wms", summary="WMS 1.1.1 / 1.3.0 (KVP)", response_class=Response)
+def wms_endpoint(request: Request, pipeline: PipelineDep) -> Response:
+    """WMS: GetCapabilities, GetMap, GetFeatureInfo, GetLegendGraphic."""
+    return _run(request, pipeline, "WMS")
+
+
+@router.get("/ogc", summary="OGC services dispatched by SERVICE", response_class=Response)
+def ogc_endpoint(request: Request, pipeline: PipelineDep) -> Response:
+    """Any OGC service by its SERVICE parameter (WMS for now)."""
+    return _run(request, pipeline, None)

@@ -1,0 +1,304 @@
+"""WMS 1.1.1 and 1.3.0: GetMap, GetFeatureInfo and GetLegendGraphic.
+
+Parsing turns KVP into a typed ``WmsMapRequest`` (version quirks live here: SRS vs CRS, the
+1.3.0 lat/lon BBOX order, I/J vs X/Y); serving only calls the pipeline. Several LAYERS are
+rendered one by one and composited bottom-up.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Response
+
+from server.errors import (
+    EotilerError,
+    InvalidFormat,
+    InvalidParameter,
+    InvalidPoint,
+    StyleNotDefined,
+)
+from server.evalscript.contract import SampleType
+from server.models import Grid, ImageFormat, Priority, RenderRequest, TimeRange, parse_maxcc, parse_time
+from server.ogc.crs import is_northing_first, parse_bbox, parse_crs
+from server.ogc.kvp import KVP
+from server.pipeline import Pipeline
+from server.render.encode import check_format
+from server.render.legend import render_legend
+
+VERSIONS = ("1.1.1", "1.3.0")
+INFO_FORMATS = ("application/json", "text/plain", "text/html", "application/vnd.ogc.gml")
+
+
+@dataclass(frozen=True, slots=True)
+class WmsMapRequest:
+    """A parsed GetMap (also the map part of GetFeatureInfo)."""
+
+    version: str
+    layers: tuple[str, ...]
+    crs_code: str
+    grid: Grid
+    format: ImageFormat
+    transparent: bool
+    bgcolor: tuple[int, int, int]
+    time: TimeRange | None
+    maxcc: float | None
+    priority: Priority | None
+    exceptions: str  # XML | INIMAGE | BLANK
+
+
+def parse_version(kvp: KVP) -> str:
+    """VERSION (or WMTVER); 1.3.0 when absent, the nearest supported one otherwise."""
+    version = (kvp.get("VERSION") or kvp.get("WMTVER") or "1.3.0").strip()
+    return "1.1.1" if version.startswith("1.1") or version.startswith("1.0") else "1.3.0"
+
+
+def parse_exceptions(kvp: KVP) -> str:
+    """EXCEPTIONS as XML, INIMAGE or BLANK (1.1.1 MIME types accepted)."""
+    value = (kvp.get("EXCEPTIONS") or "XML").lower()
+    if "inimage" in value:
+        return "INIMAGE"
+    if "blank" in value:
+        return "BLANK"
+    return "XML"
+
+
+def parse_format(value: str, parameter: str = "FORMAT") -> ImageFormat:
+    """``image/png`` and variants (``image/png; mode=8bit``, ``png``) -> ImageFormat."""
+    base = value.split(";")[0].strip().lower()
+    aliases = {"image/jpg": "image/jpeg", "image/geotiff": "image/tiff", "image/tif": "image/tiff"}
+    base = aliases.get(base, base)
+    for fmt in ImageFormat:
+        if fmt.value == base:
+            return fmt
+    try:
+        return ImageFormat.from_extension(base.split("/")[-1], parameter)
+    except EotilerError:
+        raise InvalidFormat(f"{parameter} '{value[:40]}' is not supported", parameter=parameter) from None
+
+
+def _parse_size(kvp: KVP, name: str, limit: int) -> int:
+    text = kvp.require(name).strip()
+    if not text.isdigit() or not 1 <= int(text) <= limit:
+        raise InvalidParameter(f"{name} must be an integer from 1 to {limit}", parameter=name)
+    return int(text)
+
+
+def _parse_bgcolor(kvp: KVP) -> tuple[int, int, int]:
+    text = (kvp.get("BGCOLOR") or "0xFFFFFF").strip()
+    digits = text[2:] if text.lower().startswith("0x") else text.lstrip("#")
+    if len(digits) != 6 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise InvalidParameter("BGCOLOR must be 0xRRGGBB", parameter="BGCOLOR")
+    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+
+
+def _check_styles(kvp: KVP, layers: tuple[str, ...]) -> None:
+    styles = kvp.get("STYLES") or ""
+    names = [s.strip() for s in styles.split(",")] if styles.strip() else []
+    if names and len(names) != len(layers):
+        raise StyleNotDefined("STYLES must list one style per layer (or be empty)", parameter="STYLES")
+    for name in names:
+        if name not in ("", "default"):
+            raise StyleNotDefined(f"style '{name[:40]}' is not defined (use 'default')", parameter="STYLES")
+
+
+def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]) -> WmsMapRequest:
+    """Parse GetMap parameters; every problem raises an error that names the parameter."""
+    version = parse_version(kvp)
+    names = tuple(n.strip() for n in kvp.require("LAYERS").split(",") if n.strip())
+    if not names:
+        raise InvalidParameter("LAYERS is empty", parameter="LAYERS")
+    for name in names:
+        pipeline.registry.get(name, parameter="LAYERS")
+    _check_styles(kvp, names)
+    crs_param = "SRS" if version == "1.1.1" else "CRS"
+    crs_text = kvp.get(crs_param) or kvp.get("SRS" if crs_param == "CRS" else "CRS")
+    if not crs_text:
+        kvp.require(crs_param)
+    code, crs = parse_crs(str(crs_text), allowed_crs, crs_param, version)
+    a, b, c, d = parse_bbox(kvp.require("BBOX"))
+    bbox = (b, a, d, c) if version == "1.3.0" and is_northing_first(code) else (a, b, c, d)
+    limit = pipeline.settings.max_image_size
+    width, height = _parse_size(kvp, "WIDTH", limit), _parse_size(kvp, "HEIGHT", limit)
+    fmt = parse_format(kvp.require("FORMAT"))
+    priority = kvp.get("PRIORITY")
+    return WmsMapRequest(
+        version=version, layers=names, crs_code=code, grid=Grid(bbox, crs, width, height), format=fmt,
+        transparent=(kvp.get("TRANSPARENT") or "FALSE").strip().upper() == "TRUE",
+        bgcolor=_parse_bgcolor(kvp), time=parse_time(kvp.get("TIME"), "TIME"),
+        maxcc=parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
+        priority=Priority.parse(priority, "PRIORITY") if priority else None,
+        exceptions=parse_exceptions(kvp),
+    )
+
+
+def _as_rgba(data: np.ma.MaskedArray) -> np.ndarray:
+    """Post-processed uint8 bands (1 or 3) -> float RGBA in 0..1."""
+    bands = data.data.astype(np.float32) / 255.0
+    rgb = np.repeat(bands[:1], 3, axis=0) if bands.shape[0] == 1 else bands[:3]
+    alpha = (~np.ma.getmaskarray(data)[0]).astype(np.float32)
+    return np.concatenate([rgb, alpha[None]])
+
+
+def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
+    """Render every layer through the pipeline and composite them in LAYERS order."""
+    single = len(req.layers) == 1
+    for name in req.layers:
+        output = pipeline.registry.get(name).evalscript.output
+        if not (single and req.format is ImageFormat.GTIFF):
+            check_format(output, req.format if req.format is not ImageFormat.GTIFF else ImageFormat.PNG)
+    first = RenderRequest(req.layers[0], req.grid, req.format, req.time, req.maxcc, req.priority)
+    if single and (req.transparent or req.format is ImageFormat.GTIFF):
+        result = pipeline.render(first)
+        return _map_response(result.content, result.media_type, result.timings, result.scenes)
+    canvas = np.zeros((4, req.grid.height, req.grid.width), dtype=np.float32)
+    scenes: list[str] = []
+    timings: dict[str, float] = {}
+    for name in req.layers:
+        rendered = pipeline.render_data(RenderRequest(name, req.grid, req.format, req.time, req.maxcc, req.priority))
+        layer_rgba = _as_rgba(rendered.data)
+        alpha = layer_rgba[3]
+        canvas[:3] = layer_rgba[:3] * alpha + canvas[:3] * (1 - alpha)
+        canvas[3] = np.maximum(canvas[3], alpha)
+        scenes += [s.id for s in rendered.mosaic.scenes if s.id not in scenes]
+        for key, value in rendered.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+    rgb = np.rint(canvas[:3] * 255).astype(np.uint8)
+    if req.transparent:
+        mask = np.broadcast_to(canvas[3] == 0, rgb.shape)
+    else:
+        background = np.array(req.bgcolor, dtype=np.uint8)[:, None, None]
+        rgb = np.where(canvas[3] > 0, rgb, background).astype(np.uint8)
+        mask = np.zeros(rgb.shape, dtype=bool)
+    result = pipeline.encode(np.ma.MaskedArray(rgb, mask=mask), first, [], timings)
+    return _map_response(result.content, result.media_type, result.timings, scenes)
+
+
+def _map_response(content: bytes, media_type: str, timings: dict[str, float], scenes: list[str]) -> Response:
+    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}
+    if scenes:
+        headers["X-Eotiler-Scenes"] = ",".join(scenes)
+    return Response(content, media_type=media_type, headers=headers)
+
+
+def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:
+    names = ("X", "Y") if version == "1.1.1" else ("I", "J")
+    values = []
+    for name, limit in zip(names, (req.grid.width, req.grid.height), strict=True):
+        text = (kvp.get(name) or kvp.get({"X": "I", "Y": "J", "I": "X", "J": "Y"}[name]) or "").strip()
+        if not text:
+            kvp.require(name)
+        if not text.lstrip("-").isdigit():
+            raise InvalidPoint(f"{name} must be an integer pixel index", parameter=name)
+        if not 0 <= int(text) < limit:
+            raise InvalidPoint(f"{name} is outside the map", parameter=name)
+        values.append(int(text))
+    return values[0], values[1]
+
+
+def get_feature_info(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]) -> Response:
+    """Evalscript output and raw band values at one pixel, with the scene that supplied it."""
+    req = parse_map_request(kvp, pipeline, allowed_crs)
+    query = tuple(n.strip() for n in (kvp.get("QUERY_LAYERS") or ",".join(req.layers)).split(",") if n.strip())
+    for name in query:
+        pipeline.registry.get(name, parameter="QUERY_LAYERS")
+    info_format = (kvp.get("INFO_FORMAT") or "text/plain").split(";")[0].strip().lower()
+    if info_format not in INFO_FORMATS:
+        raise InvalidFormat(f"INFO_FORMAT must be one of {', '.join(INFO_FORMATS)}", parameter="INFO_FORMAT")
+    col, row = _pixel(kvp, req.version, req)
+    x0, y0, x1, y1 = req.grid.bbox
+    dx, dy = (x1 - x0) / req.grid.width, (y1 - y0) / req.grid.height
+    left, top = x0 + col * dx, y1 - row * dy
+    cell = Grid((left, top - dy, left + dx, top), req.grid.crs, 1, 1)
+    features = [_query_layer(pipeline, name, cell, req) for name in query]
+    return _format_info(features, info_format, cell)
+
+
+def _query_layer(pipeline: Pipeline, name: str, cell: Grid, req: WmsMapRequest) -> dict[str, object]:
+    rendered = pipeline.render_data(RenderRequest(name, cell, ImageFormat.GTIFF, req.time, req.maxcc, req.priority))
+    layer = pipeline.registry.get(name)
+    index = int(rendered.mosaic.scene_index[0, 0])
+    has_data = index >= 0
+    output = layer.evalscript.output
+    values = rendered.values[:, 0, 0]
+    if output.sample_type is not SampleType.FLOAT32:
+        values = rendered.data.data[:, 0, 0]
+    scene = rendered.mosaic.scenes[index] if has_data else None
+    return {
+        "layer": name,
+        "has_data": has_data,
+        "value": [None if not has_data else float(v) for v in values],
+        "bands": {b: (float(a[0, 0]) if has_data else None) for b, a in rendered.mosaic.bands.items()},
+        "units": layer.evalscript.inputs.units,
+        "scene": None if scene is None else {
+            "id": scene.id, "datetime": scene.datetime.isoformat().replace("+00:00", "Z"),
+            "cloud_cover": scene.cloud_cover,
+        },
+    }
+
+
+def _format_info(features: list[dict[str, object]], info_format: str, cell: Grid) -> Response:
+    x = (cell.bbox[0] + cell.bbox[2]) / 2
+    y = (cell.bbox[1] + cell.bbox[3]) / 2
+    if info_format == "application/json":
+        body = {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "id": f["layer"], "geometry": None, "properties": f} for f in features
+        ], "crs": cell.crs.to_string(), "point": [x, y]}
+        return Response(json.dumps(body), media_type="application/json")
+    if info_format == "text/html":
+        rows = "".join(
+            f"<tr><td>{html.escape(str(f['layer']))}</td><td>{html.escape(json.dumps(f['value']))}</td>"
+            f"<td>{html.escape(json.dumps(f['bands']))}</td><td>{html.escape(json.dumps(f['scene']))}</td></tr>"
+            for f in features
+        )
+        page = ("<!doctype html><html><body><table><tr><th>layer</th><th>value</th><th>bands</th><th>scene</th>"
+                f"</tr>{rows}</table></body></html>")
+        return Response(page, media_type="text/html")
+    if info_format == "application/vnd.ogc.gml":
+        return Response(_gml(features), media_type="application/vnd.ogc.gml")
+    lines = []
+    for f in features:
+        lines.append(f"Layer '{f['layer']}'")
+        lines.append(f"  value = {json.dumps(f['value'])}")
+        for band, value in dict(f["bands"]).items():  # type: ignore[call-overload]
+            lines.append(f"  {band} = {value}")
+        lines.append(f"  scene = {json.dumps(f['scene'])}")
+    return Response("\n".join(lines) + "\n", media_type="text/plain")
+
+
+def _gml(features: list[dict[str, object]]) -> bytes:
+    from lxml import etree
+
+    root = etree.Element("msGMLOutput")
+    for f in features:
+        layer = etree.SubElement(root, f"{f['layer']}_layer")
+        feature = etree.SubElement(layer, f"{f['layer']}_feature")
+        for i, value in enumerate(f["value"]):  # type: ignore[arg-type]
+            etree.SubElement(feature, f"value_{i}").text = "" if value is None else str(value)
+        for band, value in dict(f["bands"]).items():  # type: ignore[call-overload]
+            etree.SubElement(feature, band).text = "" if value is None else str(value)
+        scene = f["scene"]
+        if isinstance(scene, dict):
+            etree.SubElement(feature, "scene_id").text = str(scene["id"])
+            etree.SubElement(feature, "scene_datetime").text = str(scene["datetime"])
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def get_legend_graphic(kvp: KVP, pipeline: Pipeline) -> Response:
+    """GetLegendGraphic: the layer's legend as PNG."""
+    name = kvp.get("LAYER") or kvp.require("LAYERS")
+    layer = pipeline.registry.get(name, parameter="LAYER")
+    style = (kvp.get("STYLE") or "").strip()
+    if style not in ("", "default"):
+        raise StyleNotDefined(f"style '{style[:40]}' is not defined", parameter="STYLE")
+    fmt = (kvp.get("FORMAT") or "image/png").split(";")[0].strip().lower()
+    if fmt != "image/png":
+        raise InvalidFormat("GetLegendGraphic returns image/png only", parameter="FORMAT")
+    legend = layer.legend()
+    if legend is None:
+        raise InvalidParameter(f"layer '{name}' has no legend", parameter="LAYER")
+    return Response(render_legend(legend), media_type="image/png")
+

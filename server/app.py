@@ -18,8 +18,8 @@ from server.api import layers, system, tiles
 from server.api.errors import install_error_handlers
 from server.api.system import STATIC_DIR
 from server.catalog.layers import LayerRegistry
-from server.ogc import routes as ogc_routes
 from server.config import load_config
+from server.ogc import routes as ogc_routes
 from server.pipeline import Pipeline
 from server.settings import Settings
 

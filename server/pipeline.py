@@ -136,14 +136,16 @@ class Pipeline:
         rendered = self.render_data(req)
         return self.encode(rendered.data, req, rendered.mosaic.scenes, rendered.timings)
 
-    def encode(self, data: np.ma.MaskedArray, req: RenderRequest, scenes: list[Scene],
-               timings: dict[str, float]) -> RenderResult:
+    def encode(
+        self, data: np.ma.MaskedArray, req: RenderRequest, scenes: list[Scene], timings: dict[str, float]
+    ) -> RenderResult:
         """Encode post-processed data in the request's format and time it."""
         mark = time.perf_counter()
         content = encode(data, req.grid, req.format, self.settings.png_zlevel)
         timings = {**timings, "encode": (time.perf_counter() - mark) * 1000}
-        return RenderResult(content, req.format.value, [s.id for s in scenes], timings,
-                            empty=bool(np.ma.getmaskarray(data).all()))
+        return RenderResult(
+            content, req.format.value, [s.id for s in scenes], timings, empty=bool(np.ma.getmaskarray(data).all())
+        )
 
     def render_empty(self, req: RenderRequest) -> RenderResult:
         """A fully transparent (or, for JPEG, black) image on the request's grid."""

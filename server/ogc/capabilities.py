@@ -71,8 +71,17 @@ def _time_dimension(b: _Builder, element: etree._Element, layer: Layer) -> None:
         return
     default = layer.config.default_time or days[-1]
     if b.version == "1.3.0":
-        b.sub(element, "Dimension", ",".join(days), name="time", units="ISO8601", default=default,
-              nearestValue="0", multipleValues="0", current="0")
+        b.sub(
+            element,
+            "Dimension",
+            ",".join(days),
+            name="time",
+            units="ISO8601",
+            default=default,
+            nearestValue="0",
+            multipleValues="0",
+            current="0",
+        )
     else:
         b.sub(element, "Dimension", name="time", units="ISO8601")
         b.sub(element, "Extent", ",".join(days), name="time", default=default, nearestValue="0")
@@ -87,12 +96,22 @@ def _layer(b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[s
     west, south, east, north = layer.bounds or (-180.0, -90.0, 180.0, 90.0)
     if b.version == "1.3.0":
         geo = b.sub(element, "EX_GeographicBoundingBox")
-        for name, value in (("westBoundLongitude", west), ("eastBoundLongitude", east),
-                            ("southBoundLatitude", south), ("northBoundLatitude", north)):
+        for name, value in (
+            ("westBoundLongitude", west),
+            ("eastBoundLongitude", east),
+            ("southBoundLatitude", south),
+            ("northBoundLatitude", north),
+        ):
             b.sub(geo, name, f"{value:.6f}")
     else:
-        b.sub(element, "LatLonBoundingBox", minx=f"{west:.6f}", miny=f"{south:.6f}", maxx=f"{east:.6f}",
-              maxy=f"{north:.6f}")
+        b.sub(
+            element,
+            "LatLonBoundingBox",
+            minx=f"{west:.6f}",
+            miny=f"{south:.6f}",
+            maxx=f"{east:.6f}",
+            maxy=f"{north:.6f}",
+        )
     for code in crs_codes:
         bounds = _bounds_in(code, west, south, east, north)
         if bounds is None:
@@ -100,8 +119,13 @@ def _layer(b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[s
         x0, y0, x1, y1 = bounds
         if b.version == "1.3.0" and is_northing_first(code):
             x0, y0, x1, y1 = y0, x0, y1, x1
-        attrs = {("CRS" if b.version == "1.3.0" else "SRS"): code,
-                 "minx": f"{x0:.6f}", "miny": f"{y0:.6f}", "maxx": f"{x1:.6f}", "maxy": f"{y1:.6f}"}
+        attrs = {
+            ("CRS" if b.version == "1.3.0" else "SRS"): code,
+            "minx": f"{x0:.6f}",
+            "miny": f"{y0:.6f}",
+            "maxx": f"{x1:.6f}",
+            "maxy": f"{y1:.6f}",
+        }
         b.sub(element, "BoundingBox", **attrs)
     _time_dimension(b, element, layer)
     style = b.sub(element, "Style")
@@ -110,18 +134,28 @@ def _layer(b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[s
     if layer.legend() is not None:
         legend = b.sub(style, "LegendURL", width="200", height="200")
         b.sub(legend, "Format", "image/png")
-        query = urlencode({"SERVICE": "WMS", "REQUEST": "GetLegendGraphic", "VERSION": b.version,
-                           "LAYER": layer.id, "FORMAT": "image/png", "STYLE": "default"})
+        query = urlencode(
+            {
+                "SERVICE": "WMS",
+                "REQUEST": "GetLegendGraphic",
+                "VERSION": b.version,
+                "LAYER": layer.id,
+                "FORMAT": "image/png",
+                "STYLE": "default",
+            }
+        )
         b.link(legend, f"{url}?{query}")
 
 
-def build_capabilities(registry: LayerRegistry, version: str, url: str, crs_codes: tuple[str, ...],
-                       max_size: int) -> bytes:
+def build_capabilities(
+    registry: LayerRegistry, version: str, url: str, crs_codes: tuple[str, ...], max_size: int
+) -> bytes:
     """The capabilities document for ``version`` with operations pointing at ``url``."""
     b = _Builder(version)
     if version == "1.3.0":
-        root = etree.Element(b.tag("WMS_Capabilities"), nsmap={None: WMS_NS, "xlink": XLINK_NS, "xsi": XSI_NS},
-                             version="1.3.0")
+        root = etree.Element(
+            b.tag("WMS_Capabilities"), nsmap={None: WMS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}, version="1.3.0"
+        )
         root.set(f"{{{XSI_NS}}}schemaLocation", f"{WMS_NS} http://schemas.opengis.net/wms/1.3.0/capabilities_1_3_0.xsd")
     else:
         # The 1.1.1 DTD declares xmlns:xlink on each OnlineResource, not on the root.
@@ -129,8 +163,11 @@ def build_capabilities(registry: LayerRegistry, version: str, url: str, crs_code
     service = b.sub(root, "Service")
     b.sub(service, "Name", "WMS" if version == "1.3.0" else "OGC:WMS")
     b.sub(service, "Title", "eotiler")
-    b.sub(service, "Abstract", "Copernicus Sentinel data rendered by evalscripts. "
-          "Contains modified Copernicus Sentinel data.")
+    b.sub(
+        service,
+        "Abstract",
+        "Copernicus Sentinel data rendered by evalscripts. Contains modified Copernicus Sentinel data.",
+    )
     b.link(service, url)
     b.sub(service, "Fees", "none")
     b.sub(service, "AccessConstraints", "none")
@@ -147,8 +184,11 @@ def build_capabilities(registry: LayerRegistry, version: str, url: str, crs_code
     if version == "1.1.1":
         _operation(b, request, "GetLegendGraphic", ("image/png",), query_url)
     exception = b.sub(capability, "Exception")
-    formats = ("XML", "INIMAGE", "BLANK") if version == "1.3.0" else (
-        "application/vnd.ogc.se_xml", "application/vnd.ogc.se_inimage", "application/vnd.ogc.se_blank")
+    formats = (
+        ("XML", "INIMAGE", "BLANK")
+        if version == "1.3.0"
+        else ("application/vnd.ogc.se_xml", "application/vnd.ogc.se_inimage", "application/vnd.ogc.se_blank")
+    )
     for fmt in formats:
         b.sub(exception, "Format", fmt)
     root_layer = b.sub(capability, "Layer")

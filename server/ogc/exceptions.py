@@ -29,7 +29,9 @@ def wms_exception_xml(error: EotilerError, version: str) -> Response:
         media_type = "application/vnd.ogc.se_xml"
         doctype = '<!DOCTYPE ServiceExceptionReport SYSTEM "http://schemas.opengis.net/wms/1.1.1/exception_1_1_1.dtd">'
     else:
-        root = etree.Element(f"{{{OGC_NS}}}ServiceExceptionReport", nsmap={None: OGC_NS, "xsi": XSI_NS}, version="1.3.0")
+        root = etree.Element(
+            f"{{{OGC_NS}}}ServiceExceptionReport", nsmap={None: OGC_NS, "xsi": XSI_NS}, version="1.3.0"
+        )
         root.set(f"{{{XSI_NS}}}schemaLocation", f"{OGC_NS} http://schemas.opengis.net/wms/1.3.0/exceptions_1_3_0.xsd")
         media_type = "text/xml"
         doctype = None
@@ -37,7 +39,7 @@ def wms_exception_xml(error: EotilerError, version: str) -> Response:
     item = etree.SubElement(root, tag)
     if code != "NoApplicableCode":
         item.set("code", code)
-    if error.parameter:
+    if error.parameter and version != "1.1.1":  # the 1.1.1 DTD has no locator attribute
         item.set("locator", error.parameter)
     item.text = error.public_message
     body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", doctype=doctype)

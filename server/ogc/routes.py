@@ -56,8 +56,9 @@ def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
     version = wms.parse_version(kvp)
     operation = (kvp.get("REQUEST") or "").strip().lower()
     if operation in ("getcapabilities", "capabilities"):
-        body = build_capabilities(pipeline.registry, version, _service_url(request), allowed_crs(pipeline),
-                                  pipeline.settings.max_image_size)
+        body = build_capabilities(
+            pipeline.registry, version, _service_url(request), allowed_crs(pipeline), pipeline.settings.max_image_size
+        )
         media = "text/xml" if version == "1.3.0" else "application/vnd.ogc.wms_xml"
         return Response(body, media_type=media)
     if operation in ("getmap", "map"):

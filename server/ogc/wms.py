@@ -126,9 +126,14 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
     fmt = parse_format(kvp.require("FORMAT"))
     priority = kvp.get("PRIORITY")
     return WmsMapRequest(
-        version=version, layers=names, crs_code=code, grid=Grid(bbox, crs, width, height), format=fmt,
+        version=version,
+        layers=names,
+        crs_code=code,
+        grid=Grid(bbox, crs, width, height),
+        format=fmt,
         transparent=(kvp.get("TRANSPARENT") or "FALSE").strip().upper() == "TRUE",
-        bgcolor=_parse_bgcolor(kvp), time=parse_time(kvp.get("TIME"), "TIME"),
+        bgcolor=_parse_bgcolor(kvp),
+        time=parse_time(kvp.get("TIME"), "TIME"),
         maxcc=parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
         priority=Priority.parse(priority, "PRIORITY") if priority else None,
         exceptions=parse_exceptions(kvp),
@@ -233,8 +238,11 @@ def _query_layer(pipeline: Pipeline, name: str, cell: Grid, req: WmsMapRequest) 
         "value": [None if not has_data else float(v) for v in values],
         "bands": {b: (float(a[0, 0]) if has_data else None) for b, a in rendered.mosaic.bands.items()},
         "units": layer.evalscript.inputs.units,
-        "scene": None if scene is None else {
-            "id": scene.id, "datetime": scene.datetime.isoformat().replace("+00:00", "Z"),
+        "scene": None
+        if scene is None
+        else {
+            "id": scene.id,
+            "datetime": scene.datetime.isoformat().replace("+00:00", "Z"),
             "cloud_cover": scene.cloud_cover,
         },
     }
@@ -244,9 +252,12 @@ def _format_info(features: list[dict[str, object]], info_format: str, cell: Grid
     x = (cell.bbox[0] + cell.bbox[2]) / 2
     y = (cell.bbox[1] + cell.bbox[3]) / 2
     if info_format == "application/json":
-        body = {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "id": f["layer"], "geometry": None, "properties": f} for f in features
-        ], "crs": cell.crs.to_string(), "point": [x, y]}
+        body = {
+            "type": "FeatureCollection",
+            "features": [{"type": "Feature", "id": f["layer"], "geometry": None, "properties": f} for f in features],
+            "crs": cell.crs.to_string(),
+            "point": [x, y],
+        }
         return Response(json.dumps(body), media_type="application/json")
     if info_format == "text/html":
         rows = "".join(
@@ -254,8 +265,10 @@ def _format_info(features: list[dict[str, object]], info_format: str, cell: Grid
             f"<td>{html.escape(json.dumps(f['bands']))}</td><td>{html.escape(json.dumps(f['scene']))}</td></tr>"
             for f in features
         )
-        page = ("<!doctype html><html><body><table><tr><th>layer</th><th>value</th><th>bands</th><th>scene</th>"
-                f"</tr>{rows}</table></body></html>")
+        page = (
+            "<!doctype html><html><body><table><tr><th>layer</th><th>value</th><th>bands</th><th>scene</th>"
+            f"</tr>{rows}</table></body></html>"
+        )
         return Response(page, media_type="text/html")
     if info_format == "application/vnd.ogc.gml":
         return Response(_gml(features), media_type="application/vnd.ogc.gml")
@@ -301,4 +314,3 @@ def get_legend_graphic(kvp: KVP, pipeline: Pipeline) -> Response:
     if legend is None:
         raise InvalidParameter(f"layer '{name}' has no legend", parameter="LAYER")
     return Response(render_legend(legend), media_type="image/png")
-

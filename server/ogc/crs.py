@@ -11,6 +11,7 @@ import math
 import re
 from functools import lru_cache
 
+import pyproj
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
@@ -69,9 +70,7 @@ def is_northing_first(code: str) -> bool:
     """True when the CRS's first axis is north/south (EPSG:4326, EPSG:3035 in its EPSG definition)."""
     if code == "CRS:84":
         return False
-    from pyproj import CRS as ProjCRS
-
-    axes = ProjCRS.from_user_input(code).axis_info
+    axes = pyproj.CRS.from_user_input(code).axis_info
     return bool(axes) and axes[0].direction.lower() in ("north", "south")
 
 

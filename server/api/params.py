@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import re
 
-import morecantile
 from fastapi import Request
-from morecantile import TileMatrixSet
 
-from server.errors import InvalidCRS, InvalidParameter
+from server.errors import InvalidParameter
 from server.models import ImageFormat, Priority, TimeRange, parse_maxcc, parse_time
 
 _TILE_Y = re.compile(r"^(?P<y>-?\d{1,10})(?:@(?P<scale>\d{1,2})x)?\.(?P<ext>[A-Za-z]{3,4})$")
@@ -26,15 +24,6 @@ def parse_int(value: str, parameter: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise InvalidParameter(f"{parameter} must be between {low} and {high}", parameter=parameter)
     return number
-
-
-def parse_tms(tms_id: str) -> TileMatrixSet:
-    """A TileMatrixSet known to morecantile."""
-    try:
-        return morecantile.tms.get(tms_id)
-    except Exception:  # noqa: BLE001 - morecantile raises its own InvalidIdentifier
-        known = ", ".join(morecantile.tms.list())
-        raise InvalidCRS(f"tms: unknown TileMatrixSet '{tms_id[:64]}' (known: {known})", parameter="tms") from None
 
 
 def parse_tile_name(name: str, max_scale: int) -> tuple[str, int, ImageFormat]:

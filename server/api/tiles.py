@@ -10,11 +10,10 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
-from rasterio.crs import CRS
 
-from server.api.params import RenderOptions, parse_int, parse_tile_name, parse_tms
-from server.errors import TileOutOfRange
-from server.models import Grid, ImageFormat, RenderRequest
+from server.api.params import RenderOptions, parse_int, parse_tile_name
+from server.grids import get_tms, tile_grid
+from server.models import ImageFormat, RenderRequest
 from server.pipeline import Pipeline
 
 router = APIRouter(tags=["tiles"])
@@ -59,25 +58,13 @@ def tile(
     fully transparent (JPEG: black).
     """
     target = pipeline.registry.get(layer)
-    matrices = parse_tms(tms)
+    matrices = get_tms(tms)
     y_text, scale, fmt = parse_tile_name(y, pipeline.settings.max_tile_scale)
     zoom = parse_int(z, "z", matrices.minzoom, matrices.maxzoom)
-    matrix = matrices.matrix(zoom)
     col = parse_int(x, "x", -(10**9), 10**9)
     row = parse_int(y_text, "y", -(10**9), 10**9)
-    if not (0 <= col < matrix.matrixWidth and 0 <= row < matrix.matrixHeight):
-        raise TileOutOfRange(
-            f"tile {zoom}/{col}/{row} is outside the {matrices.id} matrix ({matrix.matrixWidth}x{matrix.matrixHeight})",
-            parameter="x/y",
-        )
     options = RenderOptions.from_request(request)
-    bounds = matrices.xy_bounds(col, row, zoom)
-    grid = Grid(
-        (bounds.left, bounds.bottom, bounds.right, bounds.top),
-        CRS.from_user_input(matrices.crs.to_wkt()),
-        matrix.tileWidth * scale,
-        matrix.tileHeight * scale,
-    )
+    grid = tile_grid(matrices, zoom, col, row, scale)
     req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority)
     # Below the layer's minzoom a tile would read too much data: it is drawn empty instead.
     result = pipeline.render_empty(req) if zoom < target.config.minzoom else pipeline.render(req)
@@ -90,7 +77,7 @@ def tilejson(layer: str, request: Request, pipeline: PipelineDep) -> dict[str, o
     ``time``/``maxcc``/``priority`` are carried into it."""
     target = pipeline.registry.get(layer)
     query = {k.lower(): v for k, v in request.query_params.items()}
-    matrices = parse_tms(query.get("tms", "WebMercatorQuad"))
+    matrices = get_tms(query.get("tms", "WebMercatorQuad"))
     fmt = ImageFormat.from_extension(query.get("format", "png"), parameter="format")
     scale = parse_int(query.get("tile_scale", "1"), "tile_scale", 1, pipeline.settings.max_tile_scale)
     RenderOptions.from_request(request)  # validate before advertising a URL that would fail

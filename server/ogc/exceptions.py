@@ -46,6 +46,22 @@ def wms_exception_xml(error: EotilerError, version: str) -> Response:
     return Response(body, status_code=error.status, media_type=media_type)
 
 
+OWS_NS = "http://www.opengis.net/ows/1.1"
+
+
+def ows_exception_xml(error: EotilerError, version: str = "1.0.0") -> Response:
+    """An OWS 1.1 ExceptionReport (WMTS, WCS 2.0)."""
+    code = error.ogc_code
+    root = etree.Element(f"{{{OWS_NS}}}ExceptionReport", nsmap={"ows": OWS_NS, "xsi": XSI_NS}, version=version)
+    root.set(f"{{{XSI_NS}}}schemaLocation", f"{OWS_NS} http://schemas.opengis.net/ows/1.1.0/owsExceptionReport.xsd")
+    item = etree.SubElement(root, f"{{{OWS_NS}}}Exception", exceptionCode=code)
+    if error.parameter:
+        item.set("locator", error.parameter)
+    etree.SubElement(item, f"{{{OWS_NS}}}ExceptionText").text = error.public_message
+    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return Response(body, status_code=error.status, media_type="application/xml")
+
+
 def _image(width: int, height: int, media_type: str, rgba: tuple[int, int, int, int], text: str | None) -> Response:
     width, height = max(1, min(width, 4096)), max(1, min(height, 4096))
     fmt = _IMAGE_FORMATS.get(media_type, "PNG")
@@ -79,4 +95,4 @@ def blank_exception(width: int, height: int, media_type: str, background: tuple[
     return _image(width, height, media_type, rgba, None)
 
 
-__all__ = ["blank_exception", "inimage_exception", "wms_exception_xml"]
+__all__ = ["blank_exception", "inimage_exception", "ows_exception_xml", "wms_exception_xml"]

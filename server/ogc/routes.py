@@ -12,10 +12,10 @@ from fastapi import APIRouter, Request, Response
 
 from server.api.tiles import PipelineDep
 from server.errors import EotilerError, OperationNotSupported
-from server.ogc import wms
+from server.ogc import wms, wmts
 from server.ogc.capabilities import build_capabilities
 from server.ogc.crs import DEFAULT_CRS, normalise_code
-from server.ogc.exceptions import blank_exception, inimage_exception, wms_exception_xml
+from server.ogc.exceptions import blank_exception, inimage_exception, ows_exception_xml, wms_exception_xml
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
 
@@ -72,21 +72,42 @@ def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
     raise OperationNotSupported(f"REQUEST '{operation[:40]}' is not supported by WMS", parameter="REQUEST")
 
 
+def handle_wmts(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
+    """Dispatch a WMTS KVP request by REQUEST."""
+    operation = (kvp.get("REQUEST") or "").strip().lower()
+    if operation == "getcapabilities":
+        url = str(request.url_for("wmts_endpoint"))
+        body = wmts.build_capabilities(pipeline.registry, url, str(request.url_for("wms_endpoint")))
+        return Response(body, media_type="application/xml")
+    if operation == "gettile":
+        return wmts.get_tile_kvp(kvp, pipeline)
+    if operation == "getfeatureinfo":
+        return wmts.get_feature_info_kvp(kvp, pipeline)
+    if not operation:
+        kvp.require("REQUEST")
+    raise OperationNotSupported(f"REQUEST '{operation[:40]}' is not supported by WMTS", parameter="REQUEST")
+
+
 def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
     kvp: KVP | None = None
     version = "1.3.0"
+    name = (service or "WMS").upper()
     try:
         kvp = KVP(request.query_params.multi_items())
         version = wms.parse_version(kvp)
         name = (service or kvp.get("SERVICE") or "WMS").strip().upper()
+        if name == "WMTS":
+            return handle_wmts(kvp, request, pipeline)
         if name != "WMS":
-            raise OperationNotSupported(f"SERVICE '{name[:20]}' is not offered here (WMS)", parameter="SERVICE")
+            name = "WMS"
+            raise OperationNotSupported(f"SERVICE '{name[:20]}' is not offered here (WMS, WMTS)", parameter="SERVICE")
         return handle_wms(kvp, request, pipeline)
     except EotilerError as error:
-        return _wms_error(error, kvp, version, pipeline)
+        return ows_exception_xml(error) if name == "WMTS" else _wms_error(error, kvp, version, pipeline)
     except Exception:  # noqa: BLE001 - an OGC endpoint answers with an OGC report, never a 500 page
         log.exception("unhandled error on %s", request.url.path)
-        return wms_exception_xml(EotilerError("internal error while processing the request"), version)
+        error = EotilerError("internal error while processing the request")
+        return ows_exception_xml(error) if name == "WMTS" else wms_exception_xml(error, version)
 
 
 @router.get("/ogc/wms", summary="WMS 1.1.1 / 1.3.0 (KVP)", response_class=Response)
@@ -99,3 +120,40 @@ def wms_endpoint(request: Request, pipeline: PipelineDep) -> Response:
 def ogc_endpoint(request: Request, pipeline: PipelineDep) -> Response:
     """Any OGC service by its SERVICE parameter (WMS for now)."""
     return _run(request, pipeline, None)
+
+
+@router.get("/ogc/wmts", summary="WMTS 1.0.0 (KVP)", response_class=Response)
+def wmts_endpoint(request: Request, pipeline: PipelineDep) -> Response:
+    """WMTS: GetCapabilities, GetTile, GetFeatureInfo."""
+    return _run(request, pipeline, "WMTS")
+
+
+@router.get(
+    "/ogc/wmts/{layer}/{style}/{time}/{tms}/{matrix}/{row}/{tile}",
+    summary="WMTS GetTile (RESTful)",
+    response_class=Response,
+)
+def wmts_rest_tile(
+    layer: str,
+    style: str,
+    time: str,
+    tms: str,
+    matrix: str,
+    row: str,
+    tile: str,
+    request: Request,
+    pipeline: PipelineDep,
+) -> Response:
+    """The ResourceURL template of the capabilities: ``.../{TileRow}/{TileCol}.{ext}``."""
+    try:
+        col, _, ext = tile.partition(".")
+        fmt = wms.parse_format(ext or "png", "FORMAT")
+        query = {k.upper(): v for k, v in request.query_params.items()}
+        return wmts.get_tile(
+            pipeline, layer, style, tms, matrix, row, col, fmt, time, query.get("MAXCC"), query.get("PRIORITY")
+        )
+    except EotilerError as error:
+        return ows_exception_xml(error)
+    except Exception:  # noqa: BLE001
+        log.exception("unhandled error on %s", request.url.path)
+        return ows_exception_xml(EotilerError("internal error while processing the request"))

@@ -210,20 +210,45 @@ def get_feature_info(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...])
     query = tuple(n.strip() for n in (kvp.get("QUERY_LAYERS") or ",".join(req.layers)).split(",") if n.strip())
     for name in query:
         pipeline.registry.get(name, parameter="QUERY_LAYERS")
-    info_format = (kvp.get("INFO_FORMAT") or "text/plain").split(";")[0].strip().lower()
+    info_format = parse_info_format(kvp)
+    col, row = _pixel(kvp, req.version, req)
+    return feature_info(pipeline, query, pixel_cell(req.grid, col, row), req.time, req.maxcc, req.priority, info_format)
+
+
+def parse_info_format(kvp: KVP, default: str = "text/plain") -> str:
+    """INFO_FORMAT, one of ``INFO_FORMATS``."""
+    info_format = (kvp.get("INFO_FORMAT") or default).split(";")[0].strip().lower()
     if info_format not in INFO_FORMATS:
         raise InvalidFormat(f"INFO_FORMAT must be one of {', '.join(INFO_FORMATS)}", parameter="INFO_FORMAT")
-    col, row = _pixel(kvp, req.version, req)
-    x0, y0, x1, y1 = req.grid.bbox
-    dx, dy = (x1 - x0) / req.grid.width, (y1 - y0) / req.grid.height
+    return info_format
+
+
+def pixel_cell(grid: Grid, col: int, row: int) -> Grid:
+    """The 1x1 grid covering pixel (col, row) of ``grid``."""
+    x0, y0, x1, y1 = grid.bbox
+    dx, dy = (x1 - x0) / grid.width, (y1 - y0) / grid.height
     left, top = x0 + col * dx, y1 - row * dy
-    cell = Grid((left, top - dy, left + dx, top), req.grid.crs, 1, 1)
-    features = [_query_layer(pipeline, name, cell, req) for name in query]
+    return Grid((left, top - dy, left + dx, top), grid.crs, 1, 1)
+
+
+def feature_info(
+    pipeline: Pipeline,
+    layers: tuple[str, ...],
+    cell: Grid,
+    time: TimeRange | None,
+    maxcc: float | None,
+    priority: Priority | None,
+    info_format: str,
+) -> Response:
+    """Query ``layers`` at ``cell`` and format the answer (shared by WMS and WMTS)."""
+    features = [_query_layer(pipeline, name, cell, time, maxcc, priority) for name in layers]
     return _format_info(features, info_format, cell)
 
 
-def _query_layer(pipeline: Pipeline, name: str, cell: Grid, req: WmsMapRequest) -> dict[str, object]:
-    rendered = pipeline.render_data(RenderRequest(name, cell, ImageFormat.GTIFF, req.time, req.maxcc, req.priority))
+def _query_layer(
+    pipeline: Pipeline, name: str, cell: Grid, time: TimeRange | None, maxcc: float | None, priority: Priority | None
+) -> dict[str, object]:
+    rendered = pipeline.render_data(RenderRequest(name, cell, ImageFormat.GTIFF, time, maxcc, priority))
     layer = pipeline.registry.get(name)
     index = int(rendered.mosaic.scene_index[0, 0])
     has_data = index >= 0

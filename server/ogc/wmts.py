@@ -1,0 +1,259 @@
+"""WMTS 1.0.0: capabilities (every layer x TileMatrixSet), GetTile by KVP and REST, GetFeatureInfo.
+
+Tiles are the same grids as the XYZ API (``server.grids``) and render through the same
+pipeline. The REST template carries the time dimension:
+``/ogc/wmts/{Layer}/{Style}/{Time}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.png``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import Response
+from lxml import etree
+
+from server.catalog.layers import Layer, LayerRegistry
+from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
+from server.evalscript.contract import SampleType
+from server.grids import get_tms, tile_grid
+from server.models import ImageFormat, Priority, RenderRequest, TimeRange, parse_maxcc, parse_time
+from server.ogc.kvp import KVP
+from server.ogc.wms import INFO_FORMATS, feature_info, parse_format, parse_info_format, pixel_cell
+from server.pipeline import Pipeline
+
+WMTS_NS = "http://www.opengis.net/wmts/1.0"
+OWS_NS = "http://www.opengis.net/ows/1.1"
+XLINK_NS = "http://www.w3.org/1999/xlink"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+TILE_MATRIX_SETS = ("WebMercatorQuad", "WebMercatorQuad512", "WorldCRS84Quad")
+WELL_KNOWN = {
+    "WebMercatorQuad": "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible",
+    "WorldCRS84Quad": "urn:ogc:def:wkss:OGC:1.0:GoogleCRS84Quad",
+}
+SUPPORTED_CRS = {
+    "WebMercatorQuad": "urn:ogc:def:crs:EPSG::3857",
+    "WebMercatorQuad512": "urn:ogc:def:crs:EPSG::3857",
+    "WorldCRS84Quad": "urn:ogc:def:crs:OGC:1.3:CRS84",
+}
+
+
+def _ows(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    element = etree.SubElement(parent, f"{{{OWS_NS}}}{tag}", **attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _wmts(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    element = etree.SubElement(parent, f"{{{WMTS_NS}}}{tag}", **attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _operation(parent: etree._Element, name: str, url: str) -> None:
+    op = _ows(parent, "Operation", name=name)
+    for encoding in ("KVP",) if name != "GetTile" else ("KVP", "RESTful"):
+        get = _ows(_ows(_ows(op, "DCP"), "HTTP"), "Get")
+        get.set(f"{{{XLINK_NS}}}href", f"{url}?" if encoding == "KVP" else f"{url}/")
+        constraint = _ows(get, "Constraint", name="GetEncoding")
+        _ows(_ows(constraint, "AllowedValues"), "Value", encoding)
+
+
+def _formats(layer: Layer) -> tuple[str, ...]:
+    if layer.evalscript.output.sample_type is SampleType.FLOAT32:
+        return ("image/tiff",)
+    return ("image/png", "image/jpeg", "image/webp", "image/tiff")
+
+
+def _layer(contents: etree._Element, layer: Layer, url: str, legend_base: str) -> None:
+    element = _wmts(contents, "Layer")
+    _ows(element, "Title", layer.config.title)
+    if layer.config.abstract:
+        _ows(element, "Abstract", layer.config.abstract)
+    west, south, east, north = layer.bounds or (-180.0, -85.0, 180.0, 85.0)
+    box = _ows(element, "WGS84BoundingBox")
+    _ows(box, "LowerCorner", f"{west:.6f} {south:.6f}")
+    _ows(box, "UpperCorner", f"{east:.6f} {north:.6f}")
+    _ows(element, "Identifier", layer.id)
+    style = _wmts(element, "Style", isDefault="true")
+    _ows(style, "Identifier", "default")
+    if layer.legend() is not None:
+        legend = _wmts(style, "LegendURL", format="image/png")
+        query = urlencode(
+            {
+                "SERVICE": "WMS",
+                "REQUEST": "GetLegendGraphic",
+                "VERSION": "1.3.0",
+                "LAYER": layer.id,
+                "FORMAT": "image/png",
+            }
+        )
+        legend.set(f"{{{XLINK_NS}}}href", f"{legend_base}?{query}")
+    for fmt in _formats(layer):
+        _wmts(element, "Format", fmt)
+    for fmt in INFO_FORMATS:
+        _wmts(element, "InfoFormat", fmt)
+    days = sorted({t.date().isoformat() for t in layer.times})
+    dimension = _wmts(element, "Dimension")
+    _ows(dimension, "Identifier", "Time")
+    _wmts(dimension, "Default", layer.config.default_time or "default")
+    _wmts(dimension, "Value", "default")
+    for day in days:
+        _wmts(dimension, "Value", day)
+    for tms_id in TILE_MATRIX_SETS:
+        _wmts(_wmts(element, "TileMatrixSetLink"), "TileMatrixSet", tms_id)
+    for fmt in _formats(layer):
+        ext = ImageFormat(fmt).extension
+        _wmts(
+            element,
+            "ResourceURL",
+            format=fmt,
+            resourceType="tile",
+            template=f"{url}/{layer.id}/{{Style}}/{{Time}}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.{ext}",
+        )
+
+
+def _tile_matrix_set(contents: etree._Element, tms_id: str, maxzoom: int) -> None:
+    tms = get_tms(tms_id)
+    element = _wmts(contents, "TileMatrixSet")
+    _ows(element, "Identifier", tms_id)
+    _ows(element, "SupportedCRS", SUPPORTED_CRS[tms_id])
+    if tms_id in WELL_KNOWN:
+        _wmts(element, "WellKnownScaleSet", WELL_KNOWN[tms_id])
+    for zoom in range(tms.minzoom, min(maxzoom, tms.maxzoom) + 1):
+        matrix = tms.matrix(zoom)
+        tm = _wmts(element, "TileMatrix")
+        _ows(tm, "Identifier", str(zoom))
+        _wmts(tm, "ScaleDenominator", repr(matrix.scaleDenominator))
+        x, y = matrix.pointOfOrigin  # already in the CRS's axis order (lon lat for CRS84, x y for 3857)
+        _wmts(tm, "TopLeftCorner", f"{x!r} {y!r}")
+        _wmts(tm, "TileWidth", str(matrix.tileWidth))
+        _wmts(tm, "TileHeight", str(matrix.tileHeight))
+        _wmts(tm, "MatrixWidth", str(matrix.matrixWidth))
+        _wmts(tm, "MatrixHeight", str(matrix.matrixHeight))
+
+
+def build_capabilities(registry: LayerRegistry, url: str, legend_base: str) -> bytes:
+    """The WMTS 1.0.0 capabilities document; ``url`` is the service endpoint (``.../ogc/wmts``)."""
+    nsmap = {None: WMTS_NS, "ows": OWS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}
+    root = etree.Element(f"{{{WMTS_NS}}}Capabilities", nsmap=nsmap, version="1.0.0")
+    root.set(
+        f"{{{XSI_NS}}}schemaLocation", f"{WMTS_NS} http://schemas.opengis.net/wmts/1.0/wmtsGetCapabilities_response.xsd"
+    )
+    ident = _ows(root, "ServiceIdentification")
+    _ows(ident, "Title", "eotiler")
+    _ows(
+        ident,
+        "Abstract",
+        "Copernicus Sentinel data rendered by evalscripts. Contains modified Copernicus Sentinel data.",
+    )
+    _ows(ident, "ServiceType", "OGC WMTS")
+    _ows(ident, "ServiceTypeVersion", "1.0.0")
+    ops = _ows(root, "OperationsMetadata")
+    for name in ("GetCapabilities", "GetTile", "GetFeatureInfo"):
+        _operation(ops, name, url)
+    contents = _wmts(root, "Contents")
+    for layer in registry.layers.values():
+        _layer(contents, layer, url, legend_base)
+    maxzoom = max((layer.config.maxzoom for layer in registry.layers.values()), default=18)
+    for tms_id in TILE_MATRIX_SETS:
+        _tile_matrix_set(contents, tms_id, maxzoom)
+    meta = _wmts(root, "ServiceMetadataURL")
+    meta.set(f"{{{XLINK_NS}}}href", f"{url}?SERVICE=WMTS&REQUEST=GetCapabilities&VERSION=1.0.0")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _int(value: str, name: str) -> int:
+    text = value.strip()
+    if not text.lstrip("-").isdigit() or len(text) > 10:
+        raise InvalidParameter(f"{name} must be an integer", parameter=name)
+    return int(text)
+
+
+def _time(value: str | None) -> TimeRange | None:
+    return None if value is None or value.strip().lower() in ("", "default") else parse_time(value, "TIME")
+
+
+def get_tile(
+    pipeline: Pipeline,
+    layer_id: str,
+    style: str,
+    tms_id: str,
+    matrix: str,
+    row: str,
+    col: str,
+    fmt: ImageFormat,
+    time: str | None,
+    maxcc: str | None,
+    priority: str | None,
+) -> Response:
+    """Render one WMTS tile (shared by KVP and REST)."""
+    layer = pipeline.registry.get(layer_id, parameter="LAYER")
+    if style.strip() not in ("", "default"):
+        raise StyleNotDefined(f"style '{style[:40]}' is not defined (use 'default')", parameter="STYLE")
+    if tms_id not in TILE_MATRIX_SETS:
+        raise InvalidParameter(f"TILEMATRIXSET must be one of {', '.join(TILE_MATRIX_SETS)}", parameter="TILEMATRIXSET")
+    tms = get_tms(tms_id, "TILEMATRIXSET")
+    zoom = _int(matrix, "TILEMATRIX")
+    if not tms.minzoom <= zoom <= tms.maxzoom:
+        raise InvalidParameter("TILEMATRIX is not in the TileMatrixSet", parameter="TILEMATRIX")
+    grid = tile_grid(tms, zoom, _int(col, "TILECOL"), _int(row, "TILEROW"), parameter="TILECOL/TILEROW")
+    req = RenderRequest(
+        layer.id,
+        grid,
+        fmt,
+        _time(time),
+        parse_maxcc(maxcc, "MAXCC"),
+        Priority.parse(priority, "PRIORITY") if priority else None,
+    )
+    result = pipeline.render_empty(req) if zoom < layer.config.minzoom else pipeline.render(req)
+    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in result.timings.items())}
+    if result.scenes:
+        headers["X-Eotiler-Scenes"] = ",".join(result.scenes)
+    return Response(result.content, media_type=result.media_type, headers=headers)
+
+
+def get_tile_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
+    """GetTile with KVP encoding."""
+    return get_tile(
+        pipeline,
+        kvp.require("LAYER"),
+        kvp.get("STYLE") or "",
+        kvp.require("TILEMATRIXSET"),
+        kvp.require("TILEMATRIX"),
+        kvp.require("TILEROW"),
+        kvp.require("TILECOL"),
+        parse_format(kvp.require("FORMAT")),
+        kvp.get("TIME"),
+        kvp.get("MAXCC"),
+        kvp.get("PRIORITY"),
+    )
+
+
+def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
+    """GetFeatureInfo: the values at pixel I/J of a tile."""
+    layer = pipeline.registry.get(kvp.require("LAYER"), parameter="LAYER")
+    tms_id = kvp.require("TILEMATRIXSET")
+    if tms_id not in TILE_MATRIX_SETS:
+        raise InvalidParameter("unknown TILEMATRIXSET", parameter="TILEMATRIXSET")
+    tms = get_tms(tms_id, "TILEMATRIXSET")
+    grid = tile_grid(
+        tms,
+        _int(kvp.require("TILEMATRIX"), "TILEMATRIX"),
+        _int(kvp.require("TILECOL"), "TILECOL"),
+        _int(kvp.require("TILEROW"), "TILEROW"),
+    )
+    i, j = _int(kvp.require("I"), "I"), _int(kvp.require("J"), "J")
+    if not (0 <= i < grid.width and 0 <= j < grid.height):
+        raise InvalidPoint("I/J is outside the tile", parameter="I")
+    priority = kvp.get("PRIORITY")
+    return feature_info(
+        pipeline,
+        (layer.id,),
+        pixel_cell(grid, i, j),
+        _time(kvp.get("TIME")),
+        parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
+        Priority.parse(priority, "PRIORITY") if priority else None,
+        parse_info_format(kvp, "application/json"),
+    )

@@ -171,6 +171,11 @@ def parse_maxcc(value: str | float | None, parameter: str = "maxcc") -> float | 
     return number
 
 
+def parse_priority(value: str | None, parameter: str = "priority") -> Priority | None:
+    """Parse an optional PRIORITY; ``None`` or empty means the layer's default."""
+    return Priority.parse(value, parameter) if value else None
+
+
 @dataclass(frozen=True, slots=True)
 class Scene:
     """One catalogue item: a product (or mosaic tile) with its band assets."""

@@ -11,7 +11,7 @@ import re
 from fastapi import Request
 
 from server.errors import InvalidParameter
-from server.models import ImageFormat, Priority, TimeRange, parse_maxcc, parse_time
+from server.models import ImageFormat, Priority, TimeRange, parse_maxcc, parse_priority, parse_time
 
 _TILE_Y = re.compile(r"^(?P<y>-?\d{1,10})(?:@(?P<scale>\d{1,2})x)?\.(?P<ext>[A-Za-z]{3,4})$")
 
@@ -50,9 +50,8 @@ class RenderOptions:
     def from_request(cls, request: Request) -> RenderOptions:
         """Read ``time``, ``maxcc`` and ``priority`` (any case) from the query string."""
         query = {k.lower(): v for k, v in request.query_params.multi_items()}
-        priority = query.get("priority")
         return cls(
             time=parse_time(query.get("time"), "time"),
             maxcc=parse_maxcc(query.get("maxcc"), "maxcc"),
-            priority=Priority.parse(priority, "priority") if priority else None,
+            priority=parse_priority(query.get("priority"), "priority"),
         )

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from server.api.params import RenderOptions, parse_int, parse_tile_name
 from server.grids import get_tms, tile_grid
-from server.models import ImageFormat, RenderRequest
+from server.models import ImageFormat, RenderRequest, RenderResult
 from server.pipeline import Pipeline
 
 router = APIRouter(tags=["tiles"])
@@ -27,12 +27,12 @@ def get_pipeline(request: Request) -> Pipeline:
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 
 
-def image_response(content: bytes, media_type: str, timings: dict[str, float], scenes: list[str]) -> Response:
-    """An image response with ``Server-Timing`` and the ids of the scenes that were drawn."""
-    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}
-    if scenes:
-        headers["X-Eotiler-Scenes"] = ",".join(scenes)
-    return Response(content, media_type=media_type, headers=headers)
+def image_response(result: RenderResult) -> Response:
+    """An image response with ``Server-Timing`` and the ids of the scenes that were drawn (all protocols)."""
+    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in result.timings.items())}
+    if result.scenes:
+        headers["X-Eotiler-Scenes"] = ",".join(result.scenes)
+    return Response(result.content, media_type=result.media_type, headers=headers)
 
 
 @router.get(
@@ -68,7 +68,7 @@ def tile(
     req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority)
     # Below the layer's minzoom a tile would read too much data: it is drawn empty instead.
     result = pipeline.render_empty(req) if zoom < target.config.minzoom else pipeline.render(req)
-    return image_response(result.content, result.media_type, result.timings, result.scenes)
+    return image_response(result)
 
 
 @router.get("/layers/{layer}/tilejson.json", summary="TileJSON 3.0 for a layer")

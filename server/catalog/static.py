@@ -73,6 +73,7 @@ class StaticCatalogue:
             except (KeyError, ValueError, TypeError) as exc:
                 raise ConfigError(f"{item_path}: not a STAC item in the expected shape ({exc})") from None
         log.info("static catalogue %s: %d items", path, len(self.scenes))
+        self._extent = self._compute_extent()
 
     def search(
         self,
@@ -93,7 +94,10 @@ class StaticCatalogue:
         return sort_scenes(found, priority)[:limit]
 
     def extent(self) -> tuple[BBox | None, list[datetime]]:
-        """Union of item footprints and the sorted list of acquisition times."""
+        """Union of item footprints and the sorted list of acquisition times (computed once: items are static)."""
+        return self._extent
+
+    def _compute_extent(self) -> tuple[BBox | None, list[datetime]]:
         if not self.scenes:
             return None, []
         boxes = [s.bbox for s in self.scenes]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import Response
 
+from server.api.tiles import image_response
 from server.errors import (
     EotilerError,
     InvalidFormat,
@@ -22,7 +23,7 @@ from server.errors import (
     StyleNotDefined,
 )
 from server.evalscript.contract import SampleType
-from server.models import Grid, ImageFormat, Priority, RenderRequest, TimeRange, parse_maxcc, parse_time
+from server.models import Grid, ImageFormat, Priority, RenderRequest, TimeRange, parse_maxcc, parse_priority, parse_time
 from server.ogc.crs import is_northing_first, parse_bbox, parse_crs
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
@@ -135,7 +136,7 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
         bgcolor=_parse_bgcolor(kvp),
         time=parse_time(kvp.get("TIME"), "TIME"),
         maxcc=parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
-        priority=Priority.parse(priority, "PRIORITY") if priority else None,
+        priority=parse_priority(priority, "PRIORITY"),
         exceptions=parse_exceptions(kvp),
     )
 
@@ -157,8 +158,7 @@ def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
             check_format(output, req.format if req.format is not ImageFormat.GTIFF else ImageFormat.PNG)
     first = RenderRequest(req.layers[0], req.grid, req.format, req.time, req.maxcc, req.priority)
     if single and (req.transparent or req.format is ImageFormat.GTIFF):
-        result = pipeline.render(first)
-        return _map_response(result.content, result.media_type, result.timings, result.scenes)
+        return image_response(pipeline.render(first))
     canvas = np.zeros((4, req.grid.height, req.grid.width), dtype=np.float32)
     scenes: list[str] = []
     timings: dict[str, float] = {}
@@ -179,14 +179,8 @@ def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
         rgb = np.where(canvas[3] > 0, rgb, background).astype(np.uint8)
         mask = np.zeros(rgb.shape, dtype=bool)
     result = pipeline.encode(np.ma.MaskedArray(rgb, mask=mask), first, [], timings)
-    return _map_response(result.content, result.media_type, result.timings, scenes)
-
-
-def _map_response(content: bytes, media_type: str, timings: dict[str, float], scenes: list[str]) -> Response:
-    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}
-    if scenes:
-        headers["X-Eotiler-Scenes"] = ",".join(scenes)
-    return Response(content, media_type=media_type, headers=headers)
+    result.scenes = scenes
+    return image_response(result)
 
 
 def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:

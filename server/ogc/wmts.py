@@ -12,11 +12,12 @@ from urllib.parse import urlencode
 from fastapi import Response
 from lxml import etree
 
+from server.api.tiles import image_response
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
 from server.evalscript.contract import SampleType
 from server.grids import get_tms, tile_grid
-from server.models import ImageFormat, Priority, RenderRequest, TimeRange, parse_maxcc, parse_time
+from server.models import ImageFormat, RenderRequest, TimeRange, parse_maxcc, parse_priority, parse_time
 from server.ogc.kvp import KVP
 from server.ogc.wms import INFO_FORMATS, feature_info, parse_format, parse_info_format, pixel_cell
 from server.pipeline import Pipeline
@@ -205,13 +206,9 @@ def get_tile(
         fmt,
         _time(time),
         parse_maxcc(maxcc, "MAXCC"),
-        Priority.parse(priority, "PRIORITY") if priority else None,
+        parse_priority(priority, "PRIORITY"),
     )
-    result = pipeline.render_empty(req) if zoom < layer.config.minzoom else pipeline.render(req)
-    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in result.timings.items())}
-    if result.scenes:
-        headers["X-Eotiler-Scenes"] = ",".join(result.scenes)
-    return Response(result.content, media_type=result.media_type, headers=headers)
+    return image_response(pipeline.render_empty(req) if zoom < layer.config.minzoom else pipeline.render(req))
 
 
 def get_tile_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
@@ -243,17 +240,17 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
         _int(kvp.require("TILEMATRIX"), "TILEMATRIX"),
         _int(kvp.require("TILECOL"), "TILECOL"),
         _int(kvp.require("TILEROW"), "TILEROW"),
+        parameter="TILECOL/TILEROW",
     )
     i, j = _int(kvp.require("I"), "I"), _int(kvp.require("J"), "J")
     if not (0 <= i < grid.width and 0 <= j < grid.height):
         raise InvalidPoint("I/J is outside the tile", parameter="I")
-    priority = kvp.get("PRIORITY")
     return feature_info(
         pipeline,
         (layer.id,),
         pixel_cell(grid, i, j),
         _time(kvp.get("TIME")),
         parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
-        Priority.parse(priority, "PRIORITY") if priority else None,
+        parse_priority(kvp.get("PRIORITY"), "PRIORITY"),
         parse_info_format(kvp, "application/json"),
     )

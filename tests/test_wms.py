@@ -107,6 +107,16 @@ def test_getmap_3857_matches_xyz_tile(client):
     )
     xyz = image(client.get(f"/layers/TRUE_COLOR/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png"))
     assert np.array_equal(wms, xyz)
+    alias = getmap(
+        client,
+        VERSION="1.1.1",
+        SRS="EPSG:900913",
+        BBOX=f"{b.left},{b.bottom},{b.right},{b.top}",
+        LAYERS="TRUE_COLOR",
+        WIDTH="256",
+        HEIGHT="256",
+    )
+    assert np.array_equal(image(alias), xyz)  # the old Google code is web mercator too
 
 
 def test_gdal_wms_driver_reads_real_pixels(live_url, tmp_path):

@@ -18,6 +18,19 @@ from PIL import Image
 SCHEMAS = os.path.join(os.path.dirname(mapproxy.__file__), "test", "schemas")
 NS = {"w": "http://www.opengis.net/wmts/1.0", "ows": "http://www.opengis.net/ows/1.1"}
 TILE = morecantile.tms.get("WebMercatorQuad").tile(-8.77, 53.11, 12)
+GOOD = {
+    "SERVICE": "WMTS",
+    "REQUEST": "GetTile",
+    "VERSION": "1.0.0",
+    "LAYER": "TRUE_COLOR",
+    "STYLE": "default",
+    "FORMAT": "image/png",
+    "TILEMATRIXSET": "WebMercatorQuad",
+    "TILEMATRIX": "3",
+    "TILEROW": "2",
+    "TILECOL": "3",
+}
+AT_TILE = {"TILEMATRIX": str(TILE.z), "TILEROW": str(TILE.y), "TILECOL": str(TILE.x)}
 
 
 def caps(client) -> etree._Element:
@@ -82,22 +95,7 @@ def test_rest_template_equals_kvp(client):
         .replace("{TileCol}", str(TILE.x))
     )
     rest = client.get(url)
-    kvp = client.get(
-        "/ogc/wmts",
-        params={
-            "SERVICE": "WMTS",
-            "REQUEST": "GetTile",
-            "VERSION": "1.0.0",
-            "LAYER": "TRUE_COLOR",
-            "STYLE": "default",
-            "FORMAT": "image/png",
-            "TILEMATRIXSET": "WebMercatorQuad",
-            "TILEMATRIX": str(TILE.z),
-            "TILEROW": str(TILE.y),
-            "TILECOL": str(TILE.x),
-            "TIME": "2022-10-05",
-        },
-    )
+    kvp = client.get("/ogc/wmts", params={**GOOD, **AT_TILE, "TIME": "2022-10-05"})
     assert rest.status_code == kvp.status_code == 200 and rest.content == kvp.content
     other_day = client.get(url.replace("2022-10-05", "2017-06-17"))
     assert (np.asarray(Image.open(io.BytesIO(other_day.content)))[..., 3] == 0).all()  # no scene that day here
@@ -123,16 +121,11 @@ def test_feature_info(client):
     response = client.get(
         "/ogc/wmts",
         params={
-            "SERVICE": "WMTS",
+            **GOOD,
+            **AT_TILE,
             "REQUEST": "GetFeatureInfo",
-            "VERSION": "1.0.0",
             "LAYER": "RAW_NDMI",
-            "STYLE": "default",
             "FORMAT": "image/tiff",
-            "TILEMATRIXSET": "WebMercatorQuad",
-            "TILEMATRIX": str(TILE.z),
-            "TILEROW": str(TILE.y),
-            "TILECOL": str(TILE.x),
             "I": "128",
             "J": "128",
             "INFO_FORMAT": "application/json",
@@ -142,20 +135,6 @@ def test_feature_info(client):
     b8a, b11 = props["bands"]["B8A"], props["bands"]["B11"]
     assert props["value"][0] == pytest.approx((b8a - b11) / (b8a + b11), abs=1e-6)
     assert props["scene"]["id"].startswith("S2A_MSIL2A_20221005")
-
-
-GOOD = {
-    "SERVICE": "WMTS",
-    "REQUEST": "GetTile",
-    "VERSION": "1.0.0",
-    "LAYER": "TRUE_COLOR",
-    "STYLE": "default",
-    "FORMAT": "image/png",
-    "TILEMATRIXSET": "WebMercatorQuad",
-    "TILEMATRIX": "3",
-    "TILEROW": "2",
-    "TILECOL": "3",
-}
 
 
 @pytest.mark.parametrize(

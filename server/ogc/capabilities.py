@@ -14,7 +14,6 @@ from lxml import etree
 from rasterio.warp import transform_bounds
 
 from server.catalog.layers import Layer, LayerRegistry
-from server.evalscript.contract import SampleType
 from server.ogc.crs import is_northing_first, to_crs
 
 WMS_NS = "http://www.opengis.net/wms"
@@ -147,10 +146,15 @@ def _layer(b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[s
         b.link(legend, f"{url}?{query}")
 
 
+@lru_cache(maxsize=32)
 def build_capabilities(
     registry: LayerRegistry, version: str, url: str, crs_codes: tuple[str, ...], max_size: int
 ) -> bytes:
-    """The capabilities document for ``version`` with operations pointing at ``url``."""
+    """The capabilities document for ``version`` with operations pointing at ``url``.
+
+    Cached: the registry is built once per app and never changes, so a document depends only on
+    these arguments (the registry by identity).
+    """
     b = _Builder(version)
     if version == "1.3.0":
         root = etree.Element(
@@ -201,8 +205,3 @@ def build_capabilities(
     if version == "1.1.1":
         doctype = '<!DOCTYPE WMT_MS_Capabilities SYSTEM "http://schemas.opengis.net/wms/1.1.1/WMS_MS_Capabilities.dtd">'
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", doctype=doctype, pretty_print=True)
-
-
-def float_layers(registry: LayerRegistry) -> list[str]:
-    """Layers whose output is float32 (served as image/tiff only)."""
-    return [lid for lid, layer in registry.layers.items() if layer.evalscript.output.sample_type is SampleType.FLOAT32]

@@ -36,10 +36,10 @@ def normalise_code(text: str) -> str:
         match = pattern.match(text)
         if match:
             return f"EPSG:{match.group(1)}"
+    if text.upper() == "EPSG:900913":  # the old Google alias of web mercator
+        return "EPSG:3857"
     if text.upper().startswith("EPSG:"):
         return "EPSG:" + text[5:]
-    if text.upper() == "EPSG:900913":
-        return "EPSG:3857"
     return text
 
 
@@ -52,8 +52,6 @@ def to_crs(code: str) -> CRS:
 def parse_crs(text: str, allowed: tuple[str, ...], parameter: str, version: str = "1.3.0") -> tuple[str, CRS]:
     """Check ``text`` is an advertised CRS; return its normalised code and CRS."""
     code = normalise_code(text)
-    if code == "EPSG:900913":
-        code = "EPSG:3857"
     if code not in allowed:
         error = InvalidCRS(f"{parameter} '{text[:60]}' is not supported by this layer", parameter=parameter)
         if version == "1.1.1":

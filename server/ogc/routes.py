@@ -33,7 +33,7 @@ def _service_url(request: Request) -> str:
     return str(request.url.replace(query=None))
 
 
-def _wms_error(error: EotilerError, kvp: KVP | None, version: str, pipeline: Pipeline) -> Response:
+def _wms_error(error: EotilerError, kvp: KVP | None, version: str) -> Response:
     mode = wms.parse_exceptions(kvp) if kvp is not None else "XML"
     if mode != "XML" and kvp is not None:
         width = (kvp.get("WIDTH") or "256").strip()
@@ -44,7 +44,7 @@ def _wms_error(error: EotilerError, kvp: KVP | None, version: str, pipeline: Pip
             return inimage_exception(error, size[0], size[1], fmt)
         transparent = (kvp.get("TRANSPARENT") or "").upper() == "TRUE"
         try:
-            background = None if transparent else wms._parse_bgcolor(kvp)
+            background = None if transparent else wms.parse_bgcolor(kvp)
         except EotilerError:
             background = (255, 255, 255)
         return blank_exception(size[0], size[1], fmt, background)
@@ -103,7 +103,7 @@ def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
             raise OperationNotSupported(f"SERVICE '{name[:20]}' is not offered here (WMS, WMTS)", parameter="SERVICE")
         return handle_wms(kvp, request, pipeline)
     except EotilerError as error:
-        return ows_exception_xml(error) if name == "WMTS" else _wms_error(error, kvp, version, pipeline)
+        return ows_exception_xml(error) if name == "WMTS" else _wms_error(error, kvp, version)
     except Exception:  # noqa: BLE001 - an OGC endpoint answers with an OGC report, never a 500 page
         log.exception("unhandled error on %s", request.url.path)
         error = EotilerError("internal error while processing the request")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import Response
 
+from server.api.params import parse_int
 from server.api.tiles import image_response
 from server.errors import (
     EotilerError,
@@ -81,14 +82,8 @@ def parse_format(value: str, parameter: str = "FORMAT") -> ImageFormat:
         raise InvalidFormat(f"{parameter} '{value[:40]}' is not supported", parameter=parameter) from None
 
 
-def _parse_size(kvp: KVP, name: str, limit: int) -> int:
-    text = kvp.require(name).strip()
-    if not text.isdigit() or not 1 <= int(text) <= limit:
-        raise InvalidParameter(f"{name} must be an integer from 1 to {limit}", parameter=name)
-    return int(text)
-
-
-def _parse_bgcolor(kvp: KVP) -> tuple[int, int, int]:
+def parse_bgcolor(kvp: KVP) -> tuple[int, int, int]:
+    """BGCOLOR as 0xRRGGBB (default white); also used for BLANK exception images."""
     text = (kvp.get("BGCOLOR") or "0xFFFFFF").strip()
     digits = text[2:] if text.lower().startswith("0x") else text.lstrip("#")
     if len(digits) != 6 or any(c not in "0123456789abcdefABCDEF" for c in digits):
@@ -123,7 +118,8 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
     a, b, c, d = parse_bbox(kvp.require("BBOX"))
     bbox = (b, a, d, c) if version == "1.3.0" and is_northing_first(code) else (a, b, c, d)
     limit = pipeline.settings.max_image_size
-    width, height = _parse_size(kvp, "WIDTH", limit), _parse_size(kvp, "HEIGHT", limit)
+    width = parse_int(kvp.require("WIDTH").strip(), "WIDTH", 1, limit)
+    height = parse_int(kvp.require("HEIGHT").strip(), "HEIGHT", 1, limit)
     fmt = parse_format(kvp.require("FORMAT"))
     priority = kvp.get("PRIORITY")
     return WmsMapRequest(
@@ -133,7 +129,7 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
         grid=Grid(bbox, crs, width, height),
         format=fmt,
         transparent=(kvp.get("TRANSPARENT") or "FALSE").strip().upper() == "TRUE",
-        bgcolor=_parse_bgcolor(kvp),
+        bgcolor=parse_bgcolor(kvp),
         time=parse_time(kvp.get("TIME"), "TIME"),
         maxcc=parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
         priority=parse_priority(priority, "PRIORITY"),

@@ -7,11 +7,13 @@ pipeline. The REST template carries the time dimension:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlencode
 
 from fastapi import Response
 from lxml import etree
 
+from server.api.params import parse_int
 from server.api.tiles import image_response
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
@@ -135,8 +137,12 @@ def _tile_matrix_set(contents: etree._Element, tms_id: str, maxzoom: int) -> Non
         _wmts(tm, "MatrixHeight", str(matrix.matrixHeight))
 
 
+@lru_cache(maxsize=32)
 def build_capabilities(registry: LayerRegistry, url: str, legend_base: str) -> bytes:
-    """The WMTS 1.0.0 capabilities document; ``url`` is the service endpoint (``.../ogc/wmts``)."""
+    """The WMTS 1.0.0 capabilities document; ``url`` is the service endpoint (``.../ogc/wmts``).
+
+    Cached like the WMS one: the registry (hashed by identity) never changes once built.
+    """
     nsmap = {None: WMTS_NS, "ows": OWS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}
     root = etree.Element(f"{{{WMTS_NS}}}Capabilities", nsmap=nsmap, version="1.0.0")
     root.set(
@@ -165,11 +171,8 @@ def build_capabilities(registry: LayerRegistry, url: str, legend_base: str) -> b
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def _int(value: str, name: str) -> int:
-    text = value.strip()
-    if not text.lstrip("-").isdigit() or len(text) > 10:
-        raise InvalidParameter(f"{name} must be an integer", parameter=name)
-    return int(text)
+def _index(value: str, name: str) -> int:
+    return parse_int(value.strip(), name, -(10**9), 10**9)
 
 
 def _time(value: str | None) -> TimeRange | None:
@@ -196,10 +199,10 @@ def get_tile(
     if tms_id not in TILE_MATRIX_SETS:
         raise InvalidParameter(f"TILEMATRIXSET must be one of {', '.join(TILE_MATRIX_SETS)}", parameter="TILEMATRIXSET")
     tms = get_tms(tms_id, "TILEMATRIXSET")
-    zoom = _int(matrix, "TILEMATRIX")
+    zoom = _index(matrix, "TILEMATRIX")
     if not tms.minzoom <= zoom <= tms.maxzoom:
         raise InvalidParameter("TILEMATRIX is not in the TileMatrixSet", parameter="TILEMATRIX")
-    grid = tile_grid(tms, zoom, _int(col, "TILECOL"), _int(row, "TILEROW"), parameter="TILECOL/TILEROW")
+    grid = tile_grid(tms, zoom, _index(col, "TILECOL"), _index(row, "TILEROW"), parameter="TILECOL/TILEROW")
     req = RenderRequest(
         layer.id,
         grid,
@@ -237,12 +240,12 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
     tms = get_tms(tms_id, "TILEMATRIXSET")
     grid = tile_grid(
         tms,
-        _int(kvp.require("TILEMATRIX"), "TILEMATRIX"),
-        _int(kvp.require("TILECOL"), "TILECOL"),
-        _int(kvp.require("TILEROW"), "TILEROW"),
+        _index(kvp.require("TILEMATRIX"), "TILEMATRIX"),
+        _index(kvp.require("TILECOL"), "TILECOL"),
+        _index(kvp.require("TILEROW"), "TILEROW"),
         parameter="TILECOL/TILEROW",
     )
-    i, j = _int(kvp.require("I"), "I"), _int(kvp.require("J"), "J")
+    i, j = _index(kvp.require("I"), "I"), _index(kvp.require("J"), "J")
     if not (0 <= i < grid.width and 0 <= j < grid.height):
         raise InvalidPoint("I/J is outside the tile", parameter="I")
     return feature_info(

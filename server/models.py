@@ -210,12 +210,17 @@ class Grid:
         Measured geodesically so that it holds for any CRS (UTM, Web Mercator, lon/lat); used to
         choose between 10, 20 and 60 m files.
         """
+        across, down = self.ground_size()
+        return max(min(across / self.width, down / self.height), 1e-6)
+
+    def ground_size(self) -> tuple[float, float]:
+        """Geodesic length in metres of the bbox's middle row and middle column."""
         x0, y0, x1, y1 = self.bbox
         xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
         lons, lats = warp_transform(self.crs, "EPSG:4326", [x0, x1, xm, xm], [ym, ym, y0, y1])
         _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
         _, _, down = _GEOD.inv(lons[2], lats[2], lons[3], lats[3])
-        return max(min(abs(across) / self.width, abs(down) / self.height), 1e-6)
+        return abs(across), abs(down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +233,14 @@ class RenderRequest:
     time: TimeRange | None = None
     maxcc: float | None = None
     priority: Priority | None = None
+    # An EVALSCRIPT sent with the request, compiled for this layer (replaces the layer's script).
+    script: Any = None
+    # Keep only these output bands (0-based), e.g. a WCS RANGESUBSET.
+    bands: tuple[int, ...] | None = None
+    # GeoTIFF as data (WCS): no alpha band, no-data in an internal mask or NaN.
+    coverage: bool = False
+    # Resampling for continuous bands (WCS INTERPOLATION); ``None`` is the layer's own.
+    resampling: str | None = None
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import UpstreamUnavailable
-from server.evalscript.contract import Samples
+from server.evalscript.contract import Evalscript, OutputSpec, Samples
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
 from server.render.encode import check_format, encode
@@ -68,10 +68,29 @@ class Pipeline:
             limit=self.settings.max_scenes,
         )
 
-    def mosaic(self, layer: Layer, scenes: list[Scene], grid: Grid) -> Mosaic:
+    def script(self, req: RenderRequest) -> Evalscript:
+        """The script that renders ``req``: the request's EVALSCRIPT, else the layer's own."""
+        return req.script if req.script is not None else self.registry.get(req.layer).evalscript
+
+    def output(self, req: RenderRequest) -> OutputSpec:
+        """The output ``req`` produces, after any band subset."""
+        output = self.script(req).output
+        if req.bands is None:
+            return output
+        return OutputSpec(len(req.bands), output.sample_type, output.id)
+
+    def mosaic(
+        self,
+        layer: Layer,
+        scenes: list[Scene],
+        grid: Grid,
+        script: Evalscript | None = None,
+        resampling: str | None = None,
+    ) -> Mosaic:
         """Fill the grid per pixel from scenes in priority order, stopping once it is full."""
         shape = (grid.height, grid.width)
-        names = layer.evalscript.inputs.data_bands
+        script = script or layer.evalscript
+        names = script.inputs.data_bands
         bands = {name: np.zeros(shape, dtype=np.float32) for name in names}
         filled = np.zeros(shape, dtype=bool)
         scene_index = np.full(shape, -1, dtype=np.int16)
@@ -84,8 +103,8 @@ class Pipeline:
                     layer.collection,
                     names,
                     grid,
-                    resampling=layer.config.resampling,
-                    units=layer.evalscript.inputs.units,
+                    resampling=resampling or layer.config.resampling,
+                    units=script.inputs.units,
                     gdal_options=self.settings.gdal_options(),
                     executor=self._pool,
                 )
@@ -114,25 +133,31 @@ class Pipeline:
     def render_data(self, req: RenderRequest) -> RenderedData:
         """Render to a post-processed masked array (no encoding): for compositing and queries."""
         layer = self.registry.get(req.layer)
-        script = layer.evalscript
+        script = self.script(req)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         scenes = self.find_scenes(layer, req)
         timings["catalogue"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
-        mosaic = self.mosaic(layer, scenes, req.grid)
+        mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling)
         timings["read"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
         samples = dict(mosaic.bands)
         samples["dataMask"] = mosaic.filled.astype(np.float32)
         values = script.evaluate(Samples(samples))
-        data = to_sample_type(values, script.output, mosaic.filled)
+        output = script.output
+        if req.bands is not None:
+            if output.has_alpha:  # keep transparency although the alpha band is not selected
+                mosaic.filled &= values[-1] > 0
+            values = values[list(req.bands)]
+            output = self.output(req)
+        data = to_sample_type(values, output, mosaic.filled)
         timings["evalscript"] = (time.perf_counter() - mark) * 1000
         return RenderedData(data, values, mosaic, timings)
 
     def render(self, req: RenderRequest) -> RenderResult:
         """Render and encode one image; raises ``EotilerError`` subclasses for client-visible failures."""
-        check_format(self.registry.get(req.layer).evalscript.output, req.format)
+        check_format(self.output(req), req.format)
         rendered = self.render_data(req)
         return self.encode(rendered.data, req, rendered.mosaic.scenes, rendered.timings)
 
@@ -141,7 +166,7 @@ class Pipeline:
     ) -> RenderResult:
         """Encode post-processed data in the request's format and time it."""
         mark = time.perf_counter()
-        content = encode(data, req.grid, req.format, self.settings.png_zlevel)
+        content = encode(data, req.grid, req.format, self.settings.png_zlevel, coverage=req.coverage)
         timings = {**timings, "encode": (time.perf_counter() - mark) * 1000}
         return RenderResult(
             content, req.format.value, [s.id for s in scenes], timings, empty=bool(np.ma.getmaskarray(data).all())
@@ -149,7 +174,7 @@ class Pipeline:
 
     def render_empty(self, req: RenderRequest) -> RenderResult:
         """A fully transparent (or, for JPEG, black) image on the request's grid."""
-        output = self.registry.get(req.layer).evalscript.output
+        output = self.output(req)
         check_format(output, req.format)
         shape = (req.grid.height, req.grid.width)
         values = np.zeros((output.bands, *shape), dtype=np.float32)

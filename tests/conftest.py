@@ -34,6 +34,12 @@ TEST_LAYERS = {
     "RAW_B04_DN": {"title": "B04 DN", "collection": "sentinel-2-l2a", "expression": "B04", "units": "DN"},
     "RAW_NDMI": {"title": "NDMI", "collection": "sentinel-2-l2a", "expression": "(B8A - B11) / (B8A + B11)"},
     "SCL_BILINEAR": {"title": "SCL", "collection": "sentinel-2-l2a", "expression": "SCL", "resampling": "bilinear"},
+    "LOCKED_B04": {
+        "title": "B04, no request scripts",
+        "collection": "sentinel-2-l2a",
+        "expression": "B04",
+        "request_evalscript": False,
+    },
     "RAW_MOSAIC_NDVI": {
         "title": "mosaic NDVI",
         "collection": "sentinel-2-global-mosaics",

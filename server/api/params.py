@@ -39,12 +39,15 @@ def parse_tile_name(name: str, max_scale: int) -> tuple[str, int, ImageFormat]:
 
 
 class RenderOptions:
-    """The query parameters shared by image endpoints: time, maxcc, priority."""
+    """The query parameters shared by image endpoints: time, maxcc, priority, evalscript (base64)."""
 
-    def __init__(self, time: TimeRange | None, maxcc: float | None, priority: Priority | None) -> None:
+    def __init__(
+        self, time: TimeRange | None, maxcc: float | None, priority: Priority | None, evalscript: str | None = None
+    ) -> None:
         self.time = time
         self.maxcc = maxcc
         self.priority = priority
+        self.evalscript = evalscript
 
     @classmethod
     def from_request(cls, request: Request) -> RenderOptions:
@@ -54,4 +57,5 @@ class RenderOptions:
             time=parse_time(query.get("time"), "time"),
             maxcc=parse_maxcc(query.get("maxcc"), "maxcc"),
             priority=parse_priority(query.get("priority"), "priority"),
+            evalscript=query.get("evalscript"),
         )

@@ -54,8 +54,9 @@ def tile(
 
     ``y`` carries the format and optional scale: ``12.png``, ``12@2x.webp``, ``12.tif``.
     Query: ``time`` (instant, reduced precision such as ``2022-10``, or ``start/end``),
-    ``maxcc`` (0-100), ``priority`` (mostRecent, leastRecent, leastCC). Tiles with no data are
-    fully transparent (JPEG: black).
+    ``maxcc`` (0-100), ``priority`` (mostRecent, leastRecent, leastCC), ``evalscript`` (base64
+    band-math expression replacing the layer's script). Tiles with no data are fully transparent
+    (JPEG: black).
     """
     target = pipeline.registry.get(layer)
     matrices = get_tms(tms)
@@ -65,7 +66,8 @@ def tile(
     row = parse_int(y_text, "y", -(10**9), 10**9)
     options = RenderOptions.from_request(request)
     grid = tile_grid(matrices, zoom, col, row, scale)
-    req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority)
+    script = target.request_script(options.evalscript, "evalscript")
+    req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority, script=script)
     # Below the layer's minzoom a tile would read too much data: it is drawn empty instead.
     result = pipeline.render_empty(req) if zoom < target.config.minzoom else pipeline.render(req)
     return image_response(result)
@@ -74,14 +76,15 @@ def tile(
 @router.get("/layers/{layer}/tilejson.json", summary="TileJSON 3.0 for a layer")
 def tilejson(layer: str, request: Request, pipeline: PipelineDep) -> dict[str, object]:
     """TileJSON for ``layer``; ``tms``, ``format`` and ``tile_scale`` pick the tile URL, and
-    ``time``/``maxcc``/``priority`` are carried into it."""
+    ``time``/``maxcc``/``priority``/``evalscript`` are carried into it."""
     target = pipeline.registry.get(layer)
     query = {k.lower(): v for k, v in request.query_params.items()}
     matrices = get_tms(query.get("tms", "WebMercatorQuad"))
     fmt = ImageFormat.from_extension(query.get("format", "png"), parameter="format")
     scale = parse_int(query.get("tile_scale", "1"), "tile_scale", 1, pipeline.settings.max_tile_scale)
-    RenderOptions.from_request(request)  # validate before advertising a URL that would fail
-    carried = {k: query[k] for k in ("time", "maxcc", "priority") if query.get(k)}
+    options = RenderOptions.from_request(request)  # validate before advertising a URL that would fail
+    target.request_script(options.evalscript, "evalscript")
+    carried = {k: query[k] for k in ("time", "maxcc", "priority", "evalscript") if query.get(k)}
     suffix = f"@{scale}x" if scale > 1 else ""
     base = str(request.base_url).rstrip("/")
     url = f"{base}/layers/{target.id}/tiles/{matrices.id}/{{z}}/{{x}}/{{y}}{suffix}.{fmt.extension}"

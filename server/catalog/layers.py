@@ -16,18 +16,19 @@ import numpy as np
 from server.catalog.static import StaticCatalogue
 from server.config.models import CollectionConfig, Config, LayerConfig, LegendConfig
 from server.config.models import StaticCatalogue as StaticCatalogueConfig
-from server.errors import ConfigError, EotilerError, LayerNotDefined
+from server.errors import ConfigError, EotilerError, InvalidParameter, LayerNotDefined
 from server.evalscript.contract import Evalscript, Samples
 from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.postprocess import to_sample_type
 from server.evalscript.python_script import PythonEvalscript
+from server.evalscript.request_script import compile_request_script, decode_evalscript
 from server.models import TimeRange, parse_time
 from server.render.legend import colormap_legend
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Layer:
-    """A configured layer, ready to render."""
+    """A configured layer, ready to render (hashed by identity: built once per app)."""
 
     id: str
     config: LayerConfig
@@ -46,6 +47,27 @@ class Layer:
     def times(self) -> list[datetime]:
         """Acquisition times of every scene in the collection."""
         return self.catalogue.extent()[1]
+
+    @property
+    def native_resolution(self) -> float:
+        """Finest resolution in metres among the bands the script reads (10 m when unknown)."""
+        found = [
+            res
+            for name in self.evalscript.inputs.data_bands
+            for res in self.collection.bands[name].resolutions
+            if res > 0
+        ]
+        return min(found) if found else 10.0
+
+    def request_script(self, encoded: str | None, parameter: str = "EVALSCRIPT") -> Evalscript | None:
+        """Compile a request's EVALSCRIPT for this layer (``None`` when absent); refused if the layer forbids it."""
+        if encoded is None or not encoded.strip():
+            return None
+        if not self.config.request_evalscript:
+            raise InvalidParameter(f"layer '{self.id}' does not accept {parameter}", parameter=parameter)
+        text = decode_evalscript(encoded, parameter)
+        units = self.config.units
+        return compile_request_script(text, frozenset(self.collection.bands), units, parameter)
 
     def legend(self) -> LegendConfig | None:
         """The configured legend, or one derived from an expression layer's colormap."""

@@ -129,6 +129,9 @@ class LayerConfig(_Strict):
     maxzoom: int = Field(default=18, ge=0, le=30)
     resampling: Literal["nearest", "bilinear", "cubic"] = "nearest"
     legend: LegendConfig | None = None
+    # Whether requests may replace this layer's script with an EVALSCRIPT parameter. Request
+    # scripts are only ever compiled as whitelisted expressions, never as Python.
+    request_evalscript: bool = True
 
     @model_validator(mode="after")
     def _one_script(self) -> LayerConfig:

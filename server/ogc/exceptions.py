@@ -1,4 +1,4 @@
-"""OGC exception responses: WMS 1.1.1 and 1.3.0 XML reports, INIMAGE and BLANK images.
+"""OGC exception responses: WMS 1.1.1/1.3.0 and WCS 1.0.0/2.0.1 XML reports, INIMAGE and BLANK images.
 
 Only the error's public message is written; the HTTP status is the error's own (400/404/502),
 except INIMAGE and BLANK, which are images and answer 200 as clients expect.
@@ -62,6 +62,50 @@ def ows_exception_xml(error: EotilerError, version: str = "1.0.0") -> Response:
     return Response(body, status_code=error.status, media_type="application/xml")
 
 
+OWS20_NS = "http://www.opengis.net/ows/2.0"
+# WCS 1.0.0 knows only these codes; the rest become InvalidParameterValue.
+_WCS10_CODES = {"InvalidFormat", "CoverageNotDefined", "MissingParameterValue", "InvalidParameterValue"}
+_WCS10_RENAMES = {"NoSuchCoverage": "CoverageNotDefined", "LayerNotDefined": "CoverageNotDefined"}
+_WCS20_RENAMES = {
+    "LayerNotDefined": "NoSuchCoverage",
+    "CoverageNotDefined": "NoSuchCoverage",
+    "InvalidDimensionValue": "InvalidSubsetting",
+    "InvalidFormat": "InvalidParameterValue",
+}
+
+
+def wcs_exception_xml(error: EotilerError, version: str) -> Response:
+    """WCS 1.0.0: an OGC ServiceExceptionReport 1.2.0; WCS 2.0.1: an OWS 2.0 ExceptionReport."""
+    code = error.ogc_code
+    if version == "1.0.0":
+        code = _WCS10_RENAMES.get(code, code)
+        if code not in _WCS10_CODES and code != "NoApplicableCode":
+            code = "InvalidParameterValue"
+        root = etree.Element(
+            f"{{{OGC_NS}}}ServiceExceptionReport", nsmap={None: OGC_NS, "xsi": XSI_NS}, version="1.2.0"
+        )
+        root.set(f"{{{XSI_NS}}}schemaLocation", f"{OGC_NS} http://schemas.opengis.net/wcs/1.0.0/OGC-exception.xsd")
+        item = etree.SubElement(root, f"{{{OGC_NS}}}ServiceException")
+        if code != "NoApplicableCode":
+            item.set("code", code)
+        if error.parameter:
+            item.set("locator", error.parameter)
+        item.text = error.public_message
+        body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+        return Response(body, status_code=error.status, media_type="application/vnd.ogc.se_xml")
+    if code == "InvalidCRS":
+        code = "OutputCrs-NotSupported" if error.parameter == "OUTPUTCRS" else "SubsettingCrs-NotSupported"
+    code = _WCS20_RENAMES.get(code, code)
+    root = etree.Element(f"{{{OWS20_NS}}}ExceptionReport", nsmap={"ows": OWS20_NS, "xsi": XSI_NS}, version="2.0.1")
+    root.set(f"{{{XSI_NS}}}schemaLocation", f"{OWS20_NS} http://schemas.opengis.net/ows/2.0/owsExceptionReport.xsd")
+    item = etree.SubElement(root, f"{{{OWS20_NS}}}Exception", exceptionCode=code)
+    if error.parameter:
+        item.set("locator", error.parameter)
+    etree.SubElement(item, f"{{{OWS20_NS}}}ExceptionText").text = error.public_message
+    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return Response(body, status_code=error.status, media_type="application/xml")
+
+
 def _image(width: int, height: int, media_type: str, rgba: tuple[int, int, int, int], text: str | None) -> Response:
     width, height = max(1, min(width, 4096)), max(1, min(height, 4096))
     fmt = _IMAGE_FORMATS.get(media_type, "PNG")
@@ -95,4 +139,4 @@ def blank_exception(width: int, height: int, media_type: str, background: tuple[
     return _image(width, height, media_type, rgba, None)
 
 
-__all__ = ["blank_exception", "inimage_exception", "ows_exception_xml", "wms_exception_xml"]
+__all__ = ["blank_exception", "inimage_exception", "ows_exception_xml", "wcs_exception_xml", "wms_exception_xml"]

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from server.errors import InvalidParameter, MissingParameter
 
 MAX_VALUE_LENGTH = 8192
+# Parameters that may legitimately repeat (WCS 2.0 gives one SUBSET per axis).
+REPEATABLE = frozenset({"SUBSET"})
 
 
 class KVP:
@@ -20,10 +22,14 @@ class KVP:
 
     def __init__(self, items: Iterable[tuple[str, str]]) -> None:
         self._values: dict[str, str] = {}
+        self._repeated: dict[str, list[str]] = {}
         for key, value in items:
             name = key.upper()
             if "\x00" in value or len(value) > MAX_VALUE_LENGTH:
                 raise InvalidParameter(f"{name} is not a valid value", parameter=name)
+            if name in REPEATABLE:
+                self._repeated.setdefault(name, []).append(value)
+                continue
             if name in self._values and self._values[name] != value:
                 raise InvalidParameter(f"{name} is given twice with different values", parameter=name)
             self._values[name] = value
@@ -31,6 +37,10 @@ class KVP:
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of ``name`` (any case), or ``default``."""
         return self._values.get(name.upper(), default)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of a repeatable parameter (``SUBSET``), in request order."""
+        return list(self._repeated.get(name.upper(), []))
 
     def require(self, name: str) -> str:
         """The value of ``name``; ``MissingParameterValue`` when absent or empty."""
@@ -40,4 +50,4 @@ class KVP:
         return value
 
     def __contains__(self, name: str) -> bool:
-        return name.upper() in self._values
+        return name.upper() in self._values or name.upper() in self._repeated

@@ -10,12 +10,18 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 
-from server.api.tiles import PipelineDep
-from server.errors import EotilerError, OperationNotSupported
-from server.ogc import wms, wmts
+from server.api.tiles import PipelineDep, image_response
+from server.errors import EotilerError, InvalidParameter, OperationNotSupported
+from server.ogc import wcs, wcs_documents, wms, wmts
 from server.ogc.capabilities import build_capabilities
 from server.ogc.crs import DEFAULT_CRS, normalise_code
-from server.ogc.exceptions import blank_exception, inimage_exception, ows_exception_xml, wms_exception_xml
+from server.ogc.exceptions import (
+    blank_exception,
+    inimage_exception,
+    ows_exception_xml,
+    wcs_exception_xml,
+    wms_exception_xml,
+)
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
 
@@ -88,26 +94,83 @@ def handle_wmts(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
     raise OperationNotSupported(f"REQUEST '{operation[:40]}' is not supported by WMTS", parameter="REQUEST")
 
 
+def wcs_version(kvp: KVP) -> str:
+    """VERSION or ACCEPTVERSIONS -> ``2.0.1`` (default, also for 2.0.0) or ``1.0.0`` (any 1.x)."""
+    text = kvp.get("VERSION") or kvp.get("ACCEPTVERSIONS") or "2.0.1"
+    for candidate in text.split(","):
+        candidate = candidate.strip()
+        if candidate.startswith("2."):
+            return "2.0.1"
+        if candidate.startswith("1."):
+            return "1.0.0"
+    error = InvalidParameter("VERSION must be 2.0.1 or 1.0.0", parameter="VERSION")
+    error.ogc_code = "VersionNegotiationFailed"
+    raise error
+
+
+def handle_wcs(kvp: KVP, request: Request, pipeline: Pipeline, version: str) -> Response:
+    """Dispatch a WCS request by REQUEST."""
+    operation = (kvp.get("REQUEST") or "").strip().lower()
+    url = _service_url(request)
+    registry = pipeline.registry
+    if operation == "getcapabilities":
+        if version == "1.0.0":
+            return Response(wcs_documents.capabilities_100(registry, url), media_type="application/xml")
+        body = wcs_documents.capabilities_201(registry, url, allowed_crs(pipeline))
+        return Response(body, media_type="application/xml")
+    if operation == "describecoverage":
+        parameter = "COVERAGE" if version == "1.0.0" else "COVERAGEID"
+        text = kvp.get(parameter) if version == "1.0.0" else kvp.require(parameter)
+        names = [n for n in (text or ",".join(registry.layers)).split(",") if n.strip()]
+        ids = tuple(wcs.coverage_layer(pipeline, n, parameter).id for n in names)
+        if version == "1.0.0":
+            body = wcs_documents.describe_coverage_100(registry, ids, allowed_crs(pipeline))
+        else:
+            body = wcs_documents.describe_coverage_201(registry, ids)
+        return Response(body, media_type="application/xml")
+    if operation == "getcoverage":
+        parse = wcs.parse_get_coverage_100 if version == "1.0.0" else wcs.parse_get_coverage_201
+        render = parse(kvp, pipeline, allowed_crs(pipeline))
+        response = image_response(pipeline.render(render))
+        response.headers["Content-Disposition"] = f'inline; filename="{render.layer}.tif"'
+        return response
+    if not operation:
+        kvp.require("REQUEST")
+    raise OperationNotSupported(f"REQUEST '{operation[:40]}' is not supported by WCS", parameter="REQUEST")
+
+
+def _ogc_error(error: EotilerError, name: str, kvp: KVP | None, version: str) -> Response:
+    if name == "WMTS":
+        return ows_exception_xml(error)
+    if name == "WCS":
+        return wcs_exception_xml(error, version)
+    return _wms_error(error, kvp, version) if kvp is not None else wms_exception_xml(error, version)
+
+
 def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
     kvp: KVP | None = None
-    version = "1.3.0"
+    version = "2.0.1" if service == "WCS" else "1.3.0"
     name = (service or "WMS").upper()
     try:
         kvp = KVP(request.query_params.multi_items())
-        version = wms.parse_version(kvp)
         name = (service or kvp.get("SERVICE") or "WMS").strip().upper()
+        if name == "WCS":
+            version = wcs_version(kvp)
+            return handle_wcs(kvp, request, pipeline, version)
+        version = wms.parse_version(kvp)
         if name == "WMTS":
             return handle_wmts(kvp, request, pipeline)
         if name != "WMS":
-            name = "WMS"
-            raise OperationNotSupported(f"SERVICE '{name[:20]}' is not offered here (WMS, WMTS)", parameter="SERVICE")
+            asked, name = name, "WMS"
+            raise OperationNotSupported(
+                f"SERVICE '{asked[:20]}' is not offered here (WMS, WMTS, WCS)", parameter="SERVICE"
+            )
         return handle_wms(kvp, request, pipeline)
     except EotilerError as error:
-        return ows_exception_xml(error) if name == "WMTS" else _wms_error(error, kvp, version)
+        return _ogc_error(error, name, kvp, version)
     except Exception:  # noqa: BLE001 - an OGC endpoint answers with an OGC report, never a 500 page
         log.exception("unhandled error on %s", request.url.path)
-        error = EotilerError("internal error while processing the request")
-        return ows_exception_xml(error) if name == "WMTS" else wms_exception_xml(error, version)
+        return _ogc_error(EotilerError("internal error while processing the request"), name, None, version)
 
 
 @router.get("/ogc/wms", summary="WMS 1.1.1 / 1.3.0 (KVP)", response_class=Response)
@@ -118,8 +181,14 @@ def wms_endpoint(request: Request, pipeline: PipelineDep) -> Response:
 
 @router.get("/ogc", summary="OGC services dispatched by SERVICE", response_class=Response)
 def ogc_endpoint(request: Request, pipeline: PipelineDep) -> Response:
-    """Any OGC service by its SERVICE parameter (WMS for now)."""
+    """Any OGC service by its SERVICE parameter (WMS when absent, WMTS, WCS)."""
     return _run(request, pipeline, None)
+
+
+@router.get("/ogc/wcs", summary="WCS 2.0.1 / 1.0.0 (KVP)", response_class=Response)
+def wcs_endpoint(request: Request, pipeline: PipelineDep) -> Response:
+    """WCS: GetCapabilities, DescribeCoverage, GetCoverage (GeoTIFF)."""
+    return _run(request, pipeline, "WCS")
 
 
 @router.get("/ogc/wmts", summary="WMTS 1.0.0 (KVP)", response_class=Response)
@@ -150,7 +219,18 @@ def wmts_rest_tile(
         fmt = wms.parse_format(ext or "png", "FORMAT")
         query = {k.upper(): v for k, v in request.query_params.items()}
         return wmts.get_tile(
-            pipeline, layer, style, tms, matrix, row, col, fmt, time, query.get("MAXCC"), query.get("PRIORITY")
+            pipeline,
+            layer,
+            style,
+            tms,
+            matrix,
+            row,
+            col,
+            fmt,
+            time,
+            query.get("MAXCC"),
+            query.get("PRIORITY"),
+            query.get("EVALSCRIPT"),
         )
     except EotilerError as error:
         return ows_exception_xml(error)

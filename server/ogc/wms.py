@@ -50,6 +50,12 @@ class WmsMapRequest:
     maxcc: float | None
     priority: Priority | None
     exceptions: str  # XML | INIMAGE | BLANK
+    evalscript: str | None = None  # base64 EVALSCRIPT as sent
+
+    def render_request(self, name: str, pipeline: Pipeline, fmt: ImageFormat | None = None) -> RenderRequest:
+        """The pipeline request for one of the LAYERS (EVALSCRIPT compiled for that layer)."""
+        script = pipeline.registry.get(name).request_script(self.evalscript)
+        return RenderRequest(name, self.grid, fmt or self.format, self.time, self.maxcc, self.priority, script=script)
 
 
 def parse_version(kvp: KVP) -> str:
@@ -134,6 +140,7 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
         maxcc=parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
         priority=parse_priority(priority, "PRIORITY"),
         exceptions=parse_exceptions(kvp),
+        evalscript=kvp.get("EVALSCRIPT"),
     )
 
 
@@ -148,18 +155,19 @@ def _as_rgba(data: np.ma.MaskedArray) -> np.ndarray:
 def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
     """Render every layer through the pipeline and composite them in LAYERS order."""
     single = len(req.layers) == 1
-    for name in req.layers:
-        output = pipeline.registry.get(name).evalscript.output
+    requests = [req.render_request(name, pipeline) for name in req.layers]
+    for layer_req in requests:
         if not (single and req.format is ImageFormat.GTIFF):
-            check_format(output, req.format if req.format is not ImageFormat.GTIFF else ImageFormat.PNG)
-    first = RenderRequest(req.layers[0], req.grid, req.format, req.time, req.maxcc, req.priority)
+            fmt = req.format if req.format is not ImageFormat.GTIFF else ImageFormat.PNG
+            check_format(pipeline.output(layer_req), fmt)
+    first = requests[0]
     if single and (req.transparent or req.format is ImageFormat.GTIFF):
         return image_response(pipeline.render(first))
     canvas = np.zeros((4, req.grid.height, req.grid.width), dtype=np.float32)
     scenes: list[str] = []
     timings: dict[str, float] = {}
-    for name in req.layers:
-        rendered = pipeline.render_data(RenderRequest(name, req.grid, req.format, req.time, req.maxcc, req.priority))
+    for layer_req in requests:
+        rendered = pipeline.render_data(layer_req)
         layer_rgba = _as_rgba(rendered.data)
         alpha = layer_rgba[3]
         canvas[:3] = layer_rgba[:3] * alpha + canvas[:3] * (1 - alpha)

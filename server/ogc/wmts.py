@@ -191,6 +191,7 @@ def get_tile(
     time: str | None,
     maxcc: str | None,
     priority: str | None,
+    evalscript: str | None = None,
 ) -> Response:
     """Render one WMTS tile (shared by KVP and REST)."""
     layer = pipeline.registry.get(layer_id, parameter="LAYER")
@@ -210,6 +211,7 @@ def get_tile(
         _time(time),
         parse_maxcc(maxcc, "MAXCC"),
         parse_priority(priority, "PRIORITY"),
+        script=layer.request_script(evalscript),
     )
     return image_response(pipeline.render_empty(req) if zoom < layer.config.minzoom else pipeline.render(req))
 
@@ -228,6 +230,7 @@ def get_tile_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
         kvp.get("TIME"),
         kvp.get("MAXCC"),
         kvp.get("PRIORITY"),
+        kvp.get("EVALSCRIPT"),
     )
 
 

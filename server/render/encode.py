@@ -8,6 +8,7 @@ the file is georeferenced with the request's grid.
 from __future__ import annotations
 
 import numpy as np
+import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 from rasterio.transform import from_bounds
@@ -33,9 +34,15 @@ def check_format(output: OutputSpec, fmt: ImageFormat) -> None:
         raise InvalidFormat("16-bit output needs image/png or image/tiff", parameter="format")
 
 
-def _geotiff(data: np.ma.MaskedArray, grid: Grid) -> bytes:
+def _geotiff(data: np.ma.MaskedArray, grid: Grid, coverage: bool) -> bytes:
+    """Images get an alpha band (integer) or NaN (float); coverages keep only the data bands.
+
+    A coverage (WCS) with integer samples marks no-data in an internal TIFF mask, so a client
+    sees exactly the bands DescribeCoverage lists.
+    """
     count = data.shape[0]
     is_float = data.dtype.kind == "f"
+    alpha = not is_float and not coverage
     profile = {
         "driver": "GTiff",
         "width": grid.width,
@@ -44,16 +51,19 @@ def _geotiff(data: np.ma.MaskedArray, grid: Grid) -> bytes:
         "crs": grid.crs,
         "transform": from_bounds(*grid.bbox, grid.width, grid.height),
         "compress": "deflate",
-        "count": count if is_float else count + 1,
+        "count": count + 1 if alpha else count,
         "nodata": float("nan") if is_float else None,
         "tiled": grid.width >= 256 and grid.height >= 256,
     }
     if profile["tiled"]:
         profile.update(blockxsize=256, blockysize=256)
-    with MemoryFile() as memfile:
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
             if is_float:
                 dst.write(data.filled(np.nan))
+            elif coverage:
+                dst.write(data.filled(0))
+                dst.write_mask(np.where(np.ma.getmaskarray(data)[0], 0, 255).astype(np.uint8))
             else:
                 dst.write(data.filled(0), indexes=list(range(1, count + 1)))
                 alpha = np.where(np.ma.getmaskarray(data)[0], 0, np.iinfo(data.dtype).max).astype(data.dtype)
@@ -62,10 +72,12 @@ def _geotiff(data: np.ma.MaskedArray, grid: Grid) -> bytes:
         return memfile.read()
 
 
-def encode(data: np.ma.MaskedArray, grid: Grid, fmt: ImageFormat, png_zlevel: int = 6) -> bytes:
+def encode(
+    data: np.ma.MaskedArray, grid: Grid, fmt: ImageFormat, png_zlevel: int = 6, *, coverage: bool = False
+) -> bytes:
     """Encode ``data`` (bands, h, w) for ``grid`` in ``fmt``."""
     if fmt is ImageFormat.GTIFF:
-        return _geotiff(data, grid)
+        return _geotiff(data, grid, coverage)
     image = ImageData(data, bounds=grid.bbox, crs=grid.crs)
     options: dict[str, object] = {}
     if fmt is ImageFormat.PNG:

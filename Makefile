@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench install clean
+.PHONY: serve test lint bench qgis-check install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/tile_render.py
+
+# By hand: needs Debian's qgis and python3-qgis (apt-get install qgis python3-qgis).
+qgis-check: install
+	/usr/bin/python3 tests/clients/qgis_check.py --eotiler $(BIN)/eotiler
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -6,7 +6,10 @@ client would reach it.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -106,3 +109,34 @@ def live_url(settings: Settings) -> Iterator[str]:
 def client(live_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_url, timeout=60) as http:
         yield http
+
+
+# Headless Chromium (Debian's package) driven by Playwright, shared by the browser tests.
+# Skipped when /usr/bin/chromium is missing, unless EOTILER_REQUIRE_BROWSER=1 (set by .ci/run).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("EOTILER_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required (EOTILER_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip("Debian chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=FLAGS, viewport={"width": 1000, "height": 700}
+        )
+        yield context
+        context.close()

@@ -7,40 +7,10 @@ in which case a missing browser fails the run.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("EOTILER_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is required (EOTILER_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip("Debian chromium not installed")
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=FLAGS, viewport={"width": 1000, "height": 700}
-        )
-        yield context
-        context.close()
 
 
 def open_viewer(browser, url: str):

@@ -56,8 +56,10 @@ def _wmts(parent: etree._Element, tag: str, text: str | None = None, **attrs: st
 
 def _operation(parent: etree._Element, name: str, url: str) -> None:
     op = _ows(parent, "Operation", name=name)
+    # One DCP/HTTP holding a Get per encoding: OpenLayers reads a single DCP element.
+    http = _ows(_ows(op, "DCP"), "HTTP")
     for encoding in ("KVP",) if name != "GetTile" else ("KVP", "RESTful"):
-        get = _ows(_ows(_ows(op, "DCP"), "HTTP"), "Get")
+        get = _ows(http, "Get")
         get.set(f"{{{XLINK_NS}}}href", f"{url}?" if encoding == "KVP" else f"{url}/")
         constraint = _ows(get, "Constraint", name="GetEncoding")
         _ows(_ows(constraint, "AllowedValues"), "Value", encoding)

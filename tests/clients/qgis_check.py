@@ -1,0 +1,202 @@
+"""Add eotiler's WMS, WMTS and WCS to QGIS (PyQGIS, headless) and render every layer.
+
+Run by hand with Debian's QGIS (``apt-get install qgis python3-qgis``): ``make qgis-check``.
+It is not part of ``make test``: QGIS is a 1 GB install. The script starts ``eotiler serve`` on a
+free 127.0.0.1 port, loads each service the way the QGIS "Add layer" dialogs do (provider URIs
+as QGIS writes them), renders 800x600 maps with QgsMapRendererSequentialJob, and reports what
+QGIS requested (from the server's access log) and how many pixels each map drew.
+
+Usage: /usr/bin/python3 tests/clients/qgis_check.py [--eotiler .venv/bin/eotiler] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402 - the platform must be chosen before Qt loads
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsMapRendererSequentialJob,
+    QgsMapSettings,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+)
+from qgis.PyQt.QtCore import QSize  # noqa: E402
+from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+AREA = (-8.9, 53.0, -8.6, 53.2)  # lon/lat inside the bundled 2022 T29UNU scene
+TIME = "2022-10-05"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(eotiler: str, port: int, log: Path) -> subprocess.Popen:
+    handle = log.open("w")
+    proc = subprocess.Popen(
+        [eotiler, "serve", "--host", "127.0.0.1", "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT
+    )
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"eotiler did not start; see {log}")
+
+
+def layer_uris(base: str) -> dict[str, tuple[str, str]]:
+    """Provider URIs as QGIS's WMS/WMTS and WCS dialogs build them."""
+    wms = f"{base}/ogc/wms"
+    wmts_caps = quote(f"{base}/ogc/wmts?SERVICE=WMTS&REQUEST=GetCapabilities", safe=":/")
+    # A Sentinel Hub habit: vendor parameters in the base URL (kept on every request).
+    vendor = quote(f"{wms}?MAXCC=80&PRIORITY=mostRecent", safe=":/")
+    return {
+        "WMS 1.3.0 TRUE_COLOR": (
+            "wms",
+            f"contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&layers=TRUE_COLOR&styles=&url={wms}",
+        ),
+        "WMS 1.3.0 SCL (EPSG:4326)": (
+            "wms",
+            f"contextualWMSLegend=0&crs=EPSG:4326&dpiMode=7&format=image/png&layers=SCL&styles=default&url={wms}",
+        ),
+        "WMS tiled (WMS-C style) TRUE_COLOR": (
+            "wms",
+            "contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/jpeg&layers=TRUE_COLOR&styles="
+            f"&tiled=256;256&url={wms}",
+        ),
+        "WMS vendor params in base URL": (
+            "wms",
+            f"IgnoreGetMapUrl=1&crs=EPSG:3857&format=image/png&layers=TRUE_COLOR&styles=&url={vendor}",
+        ),
+        "WMTS WebMercatorQuad TRUE_COLOR": (
+            "wms",
+            "contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&layers=TRUE_COLOR&styles=default"
+            f"&tileMatrixSet=WebMercatorQuad&tileDimensions=Time%3D{TIME}&url={wmts_caps}",
+        ),
+        "WMTS WebMercatorQuad512 SWIR": (
+            "wms",
+            "contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&layers=SWIR&styles=default"
+            f"&tileMatrixSet=WebMercatorQuad512&url={wmts_caps}",
+        ),
+        "WMTS WorldCRS84Quad TRUE_COLOR": (
+            "wms",
+            "contextualWMSLegend=0&crs=OGC:CRS84&dpiMode=7&format=image/png&layers=TRUE_COLOR&styles=default"
+            f"&tileMatrixSet=WorldCRS84Quad&url={wmts_caps}",
+        ),
+        "WCS 1.0.0 TRUE_COLOR": (
+            "wcs",
+            f"cache=AlwaysNetwork&crs=EPSG:4326&format=GeoTIFF&identifier=TRUE_COLOR&time={TIME}&url={base}/ogc/wcs",
+        ),
+    }
+
+
+def render(layer: QgsRasterLayer, out: Path) -> dict[str, object]:
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setBackgroundColor(QColor(0, 0, 0, 0))
+    settings.setOutputSize(QSize(800, 600))
+    target = QgsCoordinateReferenceSystem("EPSG:3857")
+    settings.setDestinationCrs(target)
+    area = QgsRectangle(*AREA)
+    to_target = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), target, QgsProject.instance())
+    settings.setExtent(to_target.transformBoundingBox(area))
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    image.save(str(out))
+    drawn = sum(
+        1
+        for y in range(0, image.height(), 4)
+        for x in range(0, image.width(), 4)
+        if QColor(image.pixel(x, y)).alpha() > 0 and sum(QColor(image.pixel(x, y)).getRgb()[:3]) > 15
+    )
+    samples = (image.height() // 4) * (image.width() // 4)
+    errors = [e.what() for e in job.errors()]
+    return {"drawn_share": round(drawn / samples, 3), "errors": errors}
+
+
+def summarise(log: Path, start: int) -> list[str]:
+    """One line per distinct (path, REQUEST, key set) QGIS sent, with a count and one example."""
+    seen: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    pattern = re.compile(r'"GET (\S+) HTTP/1\.1" (\d+)')
+    for line in log.read_text().splitlines()[start:]:
+        match = pattern.search(line)
+        if not match:
+            continue
+        url, status = match.groups()
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        request = next((v for k, v in query.items() if k.upper() == "REQUEST"), "")
+        key = f"{status} {parts.path} {request} [{','.join(sorted(k.upper() for k in query))}]"
+        seen[key] += 1
+        examples.setdefault(key, url)
+    return [f"{count:4d} x {key}\n       e.g. {examples[key][:400]}" for key, count in seen.most_common()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eotiler", default=str(Path(".venv/bin/eotiler").resolve()))
+    parser.add_argument("--out", default="benchmarks/results/qgis")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = out / "server.log"
+    server = start_server(args.eotiler, port, log)
+    app = QgsApplication([], False)
+    app.initQgis()
+    report: dict[str, object] = {"qgis": Qgis.QGIS_VERSION, "layers": {}}
+    failures = 0
+    try:
+        for name, (provider, uri) in layer_uris(f"http://127.0.0.1:{port}").items():
+            mark = len(log.read_text().splitlines())
+            layer = QgsRasterLayer(uri, name, provider)
+            entry: dict[str, object] = {"uri": uri, "valid": layer.isValid()}
+            if layer.isValid():
+                slug = re.sub(r"\W+", "_", name).strip("_").lower()
+                entry.update(render(layer, out / f"{slug}.png"))
+            else:
+                entry["error"] = layer.error().summary()
+            time.sleep(0.3)  # let the access log flush
+            entry["requests"] = summarise(log, mark)
+            ok = bool(entry["valid"]) and float(entry.get("drawn_share", 0)) > 0.2 and not entry.get("errors")
+            entry["ok"] = ok
+            failures += 0 if ok else 1
+            report["layers"][name] = entry  # type: ignore[index]
+            print(f"{'OK  ' if ok else 'FAIL'} {name}: valid={entry['valid']} drawn={entry.get('drawn_share')}")
+            for line in entry["requests"]:  # type: ignore[union-attr]
+                print("      " + line)
+    finally:
+        app.exitQgis()
+        server.terminate()
+        server.wait(timeout=10)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"report: {out / 'report.json'}; maps: {out}/*.png")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

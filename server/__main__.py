@@ -1,4 +1,4 @@
-"""The ``eotiler`` command: ``serve``, ``layers`` and ``check-config``."""
+"""The ``eotiler`` command: ``serve``, ``layers``, ``check-config``, ``seed`` and ``cache``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from server.errors import ConfigError
+from server.errors import ConfigError, EotilerError
 from server.resources import default_config_path
 
 
@@ -72,6 +72,94 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_bbox(text: str) -> tuple[float, float, float, float]:
+    from server.errors import InvalidParameter
+    from server.ogc.crs import parse_bbox
+
+    west, south, east, north = parse_bbox(text, "bbox")
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise InvalidParameter("bbox must be W,S,E,N in degrees", parameter="bbox")
+    return west, south, east, north
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Pre-render tiles of a layer into the shared (Redis) cache, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from server.cache import seed
+    from server.grids import get_tms
+    from server.models import ImageFormat, parse_time
+    from server.pipeline import Pipeline
+    from server.settings import Settings
+
+    settings = Settings(config=Path(args.config))
+    if not settings.redis_url and not args.dask:
+        print("seeding needs EOTILER_REDIS_URL: tiles seeded into this process's memory would vanish with it")
+        return 2
+    pipeline = Pipeline(_registry(settings.config), settings)
+    layer = pipeline.registry.get(args.layer, parameter="layer")
+    tms = get_tms(args.tms, "tms")
+    fmt = ImageFormat.from_extension(args.format)
+    time_range = parse_time(args.time, "time")
+    tiles = seed.tile_list(tms, _parse_bbox(args.bbox), seed.parse_zooms(args.zooms))
+    console = Console(stderr=True)
+    console.print(f"seeding {len(tiles)} tiles of {layer.id} on {tms.id} ({args.zooms}) into {settings.redis_url}")
+    columns = [*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("tiles", total=len(tiles))
+        if args.dask:
+            summary = seed.seed_dask(
+                args.dask,
+                layer.id,
+                tms.id,
+                tiles,
+                fmt,
+                args.time,
+                args.concurrency,
+                lambda n: progress.advance(task, n),
+            )
+        else:
+            summary = seed.seed_local(
+                pipeline,
+                layer.id,
+                tms.id,
+                tiles,
+                fmt,
+                time_range,
+                args.concurrency,
+                lambda: progress.advance(task),
+            )
+    pipeline.close()
+    print(
+        f"rendered {summary.rendered}, skipped {summary.skipped} (already cached), failed {summary.failed}, "
+        f"{summary.bytes / 1e6:.1f} MB, {summary.elapsed_s:.1f} s"
+    )
+    for message in summary.errors:
+        print(f"  failed: {message}")
+    return 1 if summary.failed else 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``cache stats`` / ``cache clear [--layer L]`` on the shared Redis level."""
+    import json
+
+    from server.cache.tile_cache import TileCache
+    from server.settings import Settings
+
+    settings = Settings()
+    if not settings.redis_url:
+        print("EOTILER_REDIS_URL is not set: the only cache is each server process's own memory (see /cache/stats)")
+        return 2
+    cache = TileCache(0, settings.redis_url, settings.cache_ttl)
+    if args.action == "stats":
+        print(json.dumps(cache.stats()["redis"], indent=2))
+        return 0
+    deleted = cache.clear(args.layer)
+    print(f"deleted {deleted} cached images" + (f" of layer {args.layer}" if args.layer else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = argparse.ArgumentParser(prog="eotiler", description="OGC tile and map server for Copernicus data")
@@ -89,12 +177,32 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a configuration and its evalscripts")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
+    seed = sub.add_parser("seed", help="pre-render tiles into the shared cache (needs EOTILER_REDIS_URL)")
+    seed.add_argument("--config", default=default)
+    seed.add_argument("--layer", required=True)
+    seed.add_argument("--bbox", required=True, help="W,S,E,N in degrees (write --bbox=-9,53,-8,54 when W is negative)")
+    seed.add_argument("--zooms", required=True, help="e.g. 8-12")
+    seed.add_argument("--time", default=None, help="TIME as on tile requests (instant, month, start/end)")
+    seed.add_argument("--tms", default="WebMercatorQuad")
+    seed.add_argument("--format", default="png", help="png, jpg, webp or tif")
+    seed.add_argument("--concurrency", type=int, default=4, help="tiles rendered at once (CDSE quota: 4)")
+    seed.add_argument(
+        "--dask", default=None, metavar="ADDRESS", help="dask.distributed scheduler, e.g. tcp://host:8786"
+    )
+    seed.set_defaults(func=cmd_seed)
+    cache = sub.add_parser("cache", help="statistics of, or clear, the shared Redis cache")
+    cache.add_argument("action", choices=["stats", "clear"])
+    cache.add_argument("--layer", default=None, help="clear only this layer's images")
+    cache.set_defaults(func=cmd_cache)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"configuration error:\n{exc.public_message}", file=sys.stderr)
         return 1
+    except EotilerError as exc:
+        print(f"error: {exc.public_message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from server import __version__
 from server.api import layers, system, tiles
 from server.api.errors import install_error_handlers
+from server.api.http_caching import install_http_caching
 from server.api.system import STATIC_DIR
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
@@ -52,4 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ogc_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
+    install_http_caching(app)
     return app

@@ -252,3 +252,5 @@ class RenderResult:
     scenes: list[str]
     timings: dict[str, float]  # stage -> milliseconds
     empty: bool = False
+    cache: str | None = None  # "HIT" (from the tile cache) or "MISS"; None when not cacheable
+    max_age: int | None = None  # Cache-Control max-age in seconds

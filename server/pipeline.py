@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
+from server.cache.keys import render_key
+from server.cache.tile_cache import CachedImage, TileCache
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import UpstreamUnavailable
 from server.evalscript.contract import Evalscript, OutputSpec, Samples
@@ -53,6 +57,7 @@ class Pipeline:
         self.registry = registry
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=settings.read_threads, thread_name_prefix="eotiler-read")
+        self.cache = TileCache(settings.cache_memory_bytes, settings.redis_url, settings.cache_ttl)
 
     def close(self) -> None:
         """Stop the reader threads."""
@@ -130,13 +135,14 @@ class Pipeline:
             raise UpstreamUnavailable("no scene could be read from the data source")
         return Mosaic(bands, filled, scene_index, used)
 
-    def render_data(self, req: RenderRequest) -> RenderedData:
+    def render_data(self, req: RenderRequest, scenes: list[Scene] | None = None) -> RenderedData:
         """Render to a post-processed masked array (no encoding): for compositing and queries."""
         layer = self.registry.get(req.layer)
         script = self.script(req)
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        scenes = self.find_scenes(layer, req)
+        if scenes is None:
+            scenes = self.find_scenes(layer, req)
         timings["catalogue"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
         mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling)
@@ -156,10 +162,60 @@ class Pipeline:
         return RenderedData(data, values, mosaic, timings)
 
     def render(self, req: RenderRequest) -> RenderResult:
-        """Render and encode one image; raises ``EotilerError`` subclasses for client-visible failures."""
+        """Render and encode one image, through the tile cache.
+
+        The catalogue is always asked first (cheap): the cache key holds the resolved scene ids,
+        so two TIME values that select the same scenes share one entry.
+        """
+        layer = self.registry.get(req.layer)
         check_format(self.output(req), req.format)
-        rendered = self.render_data(req)
+        start = time.perf_counter()
+        scenes = self.find_scenes(layer, req)
+        catalogue_ms = (time.perf_counter() - start) * 1000
+        key = self.cache_key(req, layer, scenes)
+        return self.cached(
+            key,
+            req,
+            lambda: self._render_uncached(req, scenes),
+            {"catalogue": catalogue_ms},
+        )
+
+    def cache_key(self, req: RenderRequest, layer: Layer, scenes: list[Scene]) -> str:
+        """The tile-cache key of ``req`` once its scenes are known (also used by seeding)."""
+        return render_key(req, layer, scenes, variant=f"zlevel={self.settings.png_zlevel}")
+
+    def _render_uncached(self, req: RenderRequest, scenes: list[Scene]) -> RenderResult:
+        rendered = self.render_data(req, scenes)
         return self.encode(rendered.data, req, rendered.mosaic.scenes, rendered.timings)
+
+    def cached(
+        self, key: str, req: RenderRequest, produce: Callable[[], RenderResult], timings: dict[str, float]
+    ) -> RenderResult:
+        """Serve ``key`` from the tile cache, or ``produce`` it and store it (XYZ, WMS, WMTS, WCS)."""
+        mark = time.perf_counter()
+        found = self.cache.get(key)
+        if found is not None:
+            item, level = found
+            timings = {**timings, f"cache-{level}": (time.perf_counter() - mark) * 1000}
+            return RenderResult(
+                item.content, item.media_type, item.scenes, timings, item.empty, "HIT", self.max_age(req)
+            )
+        result = produce()
+        result.timings = {**timings, **{k: v for k, v in result.timings.items() if k != "catalogue"}}
+        self.cache.put(key, CachedImage(result.content, result.media_type, result.scenes, result.empty))
+        result.cache = "MISS"
+        result.max_age = self.max_age(req)
+        return result
+
+    def max_age(self, req: RenderRequest) -> int:
+        """Cache-Control max-age: short while TIME is open-ended (new scenes may still arrive)."""
+        layer = self.registry.get(req.layer)
+        time_range = req.time if req.time is not None else layer.default_time
+        if time_range is None or time_range.end is None or time_range.end > datetime.now(UTC):
+            return self.settings.cache_max_age_open
+        if layer.config.cache_max_age is not None:
+            return layer.config.cache_max_age
+        return self.settings.cache_max_age
 
     def encode(
         self, data: np.ma.MaskedArray, req: RenderRequest, scenes: list[Scene], timings: dict[str, float]

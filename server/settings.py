@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     max_image_size: int = Field(default=4096, ge=256, le=16384, description="largest WIDTH/HEIGHT of a map")
     extra_crs: list[str] = Field(default_factory=list, description="CRS codes advertised besides the defaults")
     log_level: str = "info"
+    cache_memory_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0, description="in-process tile cache bound in bytes (0: off)"
+    )
+    redis_url: str | None = Field(default=None, description="shared cache level, e.g. redis://127.0.0.1:6379/0")
+    cache_ttl: int = Field(default=7 * 24 * 3600, ge=60, description="seconds an entry lives in Redis")
+    cache_max_age: int = Field(default=3600, ge=0, description="Cache-Control max-age for a closed TIME")
+    cache_max_age_open: int = Field(default=300, ge=0, description="max-age when TIME is open-ended or absent")
 
     def gdal_options(self) -> dict[str, object]:
         """GDAL configuration applied around every read with ``rasterio.Env``."""

@@ -18,8 +18,15 @@ router = APIRouter()
 
 @router.get("/healthz", tags=["system"], summary="Liveness")
 def healthz(pipeline: PipelineDep) -> dict[str, object]:
-    """``ok`` while the process serves requests, with the number of layers loaded."""
-    return {"status": "ok", "version": __version__, "layers": len(pipeline.registry.layers)}
+    """``ok`` while the process serves requests (``degraded`` while a configured Redis cache is down)."""
+    status = "degraded" if pipeline.cache.degraded else "ok"
+    return {"status": status, "version": __version__, "layers": len(pipeline.registry.layers)}
+
+
+@router.get("/cache/stats", tags=["system"], summary="Tile cache statistics")
+def cache_stats(pipeline: PipelineDep) -> dict[str, object]:
+    """Hits, misses, writes, errors, entries and bytes per cache level (this worker's memory, shared Redis)."""
+    return pipeline.cache.stats()
 
 
 @router.get("/", include_in_schema=False)

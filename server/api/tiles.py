@@ -6,6 +6,7 @@ through ``Pipeline.render`` like every other protocol.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -28,10 +29,19 @@ PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 
 
 def image_response(result: RenderResult) -> Response:
-    """An image response with ``Server-Timing`` and the ids of the scenes that were drawn (all protocols)."""
-    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in result.timings.items())}
+    """An image response for every protocol: ``Server-Timing``, the scenes drawn, ``X-Cache``,
+    ``Cache-Control`` and a strong ``ETag`` (``If-None-Match`` is answered with 304 by the app's
+    conditional-request middleware)."""
+    headers = {
+        "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in result.timings.items()),
+        "ETag": '"' + hashlib.sha256(result.content).hexdigest()[:32] + '"',
+    }
     if result.scenes:
         headers["X-Eotiler-Scenes"] = ",".join(result.scenes)
+    if result.cache:
+        headers["X-Cache"] = result.cache
+    if result.max_age is not None:
+        headers["Cache-Control"] = f"public, max-age={result.max_age}"
     return Response(result.content, media_type=result.media_type, headers=headers)
 
 

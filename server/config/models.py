@@ -132,6 +132,9 @@ class LayerConfig(_Strict):
     # Whether requests may replace this layer's script with an EVALSCRIPT parameter. Request
     # scripts are only ever compiled as whitelisted expressions, never as Python.
     request_evalscript: bool = True
+    # Cache-Control max-age for this layer's images (default: EOTILER_CACHE_MAX_AGE; an open-ended
+    # or absent TIME always uses the shorter EOTILER_CACHE_MAX_AGE_OPEN).
+    cache_max_age: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _one_script(self) -> LayerConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from fastapi import Response
 
 from server.api.params import parse_int
 from server.api.tiles import image_response
+from server.cache.keys import render_key
 from server.errors import (
     EotilerError,
     InvalidFormat,
@@ -24,7 +26,18 @@ from server.errors import (
     StyleNotDefined,
 )
 from server.evalscript.contract import SampleType
-from server.models import Grid, ImageFormat, Priority, RenderRequest, TimeRange, parse_maxcc, parse_priority, parse_time
+from server.models import (
+    Grid,
+    ImageFormat,
+    Priority,
+    RenderRequest,
+    RenderResult,
+    Scene,
+    TimeRange,
+    parse_maxcc,
+    parse_priority,
+    parse_time,
+)
 from server.ogc.crs import is_northing_first, parse_bbox, parse_crs
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
@@ -163,18 +176,31 @@ def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
     first = requests[0]
     if single and (req.transparent or req.format is ImageFormat.GTIFF):
         return image_response(pipeline.render(first))
+    # Composite (or opaque) maps are cached as a whole, keyed by every layer's own key.
+    start = time.perf_counter()
+    found = [pipeline.find_scenes(pipeline.registry.get(r.layer), r) for r in requests]
+    timings = {"catalogue": (time.perf_counter() - start) * 1000}
+    parts = [render_key(r, pipeline.registry.get(r.layer), scenes) for r, scenes in zip(requests, found, strict=True)]
+    variant = f"composite:{'|'.join(parts)}:{req.transparent}:{req.bgcolor}:{pipeline.settings.png_zlevel}"
+    key = render_key(first, pipeline.registry.get(first.layer), [], variant=variant)
+    return image_response(pipeline.cached(key, first, lambda: _composite(req, requests, found, pipeline), timings))
+
+
+def _composite(
+    req: WmsMapRequest, requests: list[RenderRequest], found: list[list[Scene]], pipeline: Pipeline
+) -> RenderResult:
     canvas = np.zeros((4, req.grid.height, req.grid.width), dtype=np.float32)
     scenes: list[str] = []
     timings: dict[str, float] = {}
-    for layer_req in requests:
-        rendered = pipeline.render_data(layer_req)
+    for layer_req, layer_scenes in zip(requests, found, strict=True):
+        rendered = pipeline.render_data(layer_req, layer_scenes)
         layer_rgba = _as_rgba(rendered.data)
         alpha = layer_rgba[3]
         canvas[:3] = layer_rgba[:3] * alpha + canvas[:3] * (1 - alpha)
         canvas[3] = np.maximum(canvas[3], alpha)
         scenes += [s.id for s in rendered.mosaic.scenes if s.id not in scenes]
-        for key, value in rendered.timings.items():
-            timings[key] = timings.get(key, 0.0) + value
+        for name, value in rendered.timings.items():
+            timings[name] = timings.get(name, 0.0) + value
     rgb = np.rint(canvas[:3] * 255).astype(np.uint8)
     if req.transparent:
         mask = np.broadcast_to(canvas[3] == 0, rgb.shape)
@@ -182,9 +208,9 @@ def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
         background = np.array(req.bgcolor, dtype=np.uint8)[:, None, None]
         rgb = np.where(canvas[3] > 0, rgb, background).astype(np.uint8)
         mask = np.zeros(rgb.shape, dtype=bool)
-    result = pipeline.encode(np.ma.MaskedArray(rgb, mask=mask), first, [], timings)
+    result = pipeline.encode(np.ma.MaskedArray(rgb, mask=mask), requests[0], [], timings)
     result.scenes = scenes
-    return image_response(result)
+    return result
 
 
 def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:

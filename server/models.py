@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from pyproj import Geod
@@ -188,6 +189,20 @@ class Scene:
     properties: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
+@lru_cache(maxsize=4096)
+def _bbox_wgs84(bbox: tuple[float, float, float, float], crs_wkt: str) -> tuple[float, float, float, float]:
+    crs = _crs_from_wkt(crs_wkt)
+    if crs.to_epsg() == 4326 or crs == CRS.from_user_input("OGC:CRS84"):
+        return bbox
+    west, south, east, north = transform_bounds(crs, "EPSG:4326", *bbox, densify_pts=21)
+    return (west, south, east, north)
+
+
+@lru_cache(maxsize=64)
+def _crs_from_wkt(wkt: str) -> CRS:
+    return CRS.from_wkt(wkt)
+
+
 @dataclass(frozen=True, slots=True)
 class Grid:
     """An output raster grid: bounds in ``crs`` (always x/y, east/north order) and a size."""
@@ -198,11 +213,9 @@ class Grid:
     height: int
 
     def bbox_wgs84(self) -> tuple[float, float, float, float]:
-        """The grid's bounds in lon/lat, densified so curved edges are covered."""
-        if self.crs.to_epsg() == 4326 or self.crs == CRS.from_user_input("OGC:CRS84"):
-            return self.bbox
-        west, south, east, north = transform_bounds(self.crs, "EPSG:4326", *self.bbox, densify_pts=21)
-        return (west, south, east, north)
+        """The grid's bounds in lon/lat, densified so curved edges are covered (memoised: every
+        request, cached or not, asks the catalogue with it)."""
+        return _bbox_wgs84(self.bbox, self.crs.to_wkt())
 
     def ground_resolution(self) -> float:
         """Metres per pixel on the ground along the grid's middle row and column.

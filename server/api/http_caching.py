@@ -8,10 +8,9 @@ that web pages on other origins embed; credentials are never involved.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 EXPOSED_HEADERS = ["ETag", "X-Cache", "X-Eotiler-Scenes", "Server-Timing", "Content-Disposition"]
 
@@ -21,20 +20,47 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+class ConditionalGetMiddleware:
+    """Pure ASGI (no per-request task or body buffering): turns a 200 whose ETag matches the
+    request's ``If-None-Match`` into an empty 304 with the validators."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        condition = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"if-none-match"), None)
+        if condition is None:
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def send_conditional(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                etag = headers.get(b"etag")
+                if etag and _matches(condition, etag.decode("latin-1")):
+                    replaced = True
+                    keep = [(k, v) for k, v in message["headers"] if k.lower() in _VALIDATORS]
+                    await send({"type": "http.response.start", "status": 304, "headers": keep})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+            if replaced:
+                return  # drop the original body
+            await send(message)
+
+        await self.app(scope, receive, send_conditional)
+
+
+_VALIDATORS = (b"etag", b"cache-control", b"x-cache", b"access-control-allow-origin", b"vary")
+
+
 def install_http_caching(app: FastAPI) -> None:
     """304 for a matching ``If-None-Match`` on GET/HEAD, and CORS headers."""
-
-    @app.middleware("http")
-    async def conditional(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        etag = response.headers.get("etag")
-        condition = request.headers.get("if-none-match")
-        if etag and condition and request.method in ("GET", "HEAD") and response.status_code == 200:
-            if _matches(condition, etag):
-                keep = {k: v for k, v in response.headers.items() if k.lower() in ("etag", "cache-control", "x-cache")}
-                return Response(status_code=304, headers=keep)
-        return response
-
+    app.add_middleware(ConditionalGetMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],

@@ -50,14 +50,20 @@ OWS_NS = "http://www.opengis.net/ows/1.1"
 
 
 def ows_exception_xml(error: EotilerError, version: str = "1.0.0") -> Response:
-    """An OWS 1.1 ExceptionReport (WMTS, WCS 2.0)."""
-    code = error.ogc_code
-    root = etree.Element(f"{{{OWS_NS}}}ExceptionReport", nsmap={"ows": OWS_NS, "xsi": XSI_NS}, version=version)
-    root.set(f"{{{XSI_NS}}}schemaLocation", f"{OWS_NS} http://schemas.opengis.net/ows/1.1.0/owsExceptionReport.xsd")
-    item = etree.SubElement(root, f"{{{OWS_NS}}}Exception", exceptionCode=code)
+    """An OWS 1.1 ExceptionReport (WMTS)."""
+    return _ows_report(error, error.ogc_code, OWS_NS, "1.1.0", version)
+
+
+def _ows_report(error: EotilerError, code: str, ns: str, schema_version: str, version: str) -> Response:
+    """An OWS ExceptionReport (1.1 for WMTS, 2.0 for WCS 2.0.1)."""
+    root = etree.Element(f"{{{ns}}}ExceptionReport", nsmap={"ows": ns, "xsi": XSI_NS}, version=version)
+    root.set(
+        f"{{{XSI_NS}}}schemaLocation", f"{ns} http://schemas.opengis.net/ows/{schema_version}/owsExceptionReport.xsd"
+    )
+    item = etree.SubElement(root, f"{{{ns}}}Exception", exceptionCode=code)
     if error.parameter:
         item.set("locator", error.parameter)
-    etree.SubElement(item, f"{{{OWS_NS}}}ExceptionText").text = error.public_message
+    etree.SubElement(item, f"{{{ns}}}ExceptionText").text = error.public_message
     body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     return Response(body, status_code=error.status, media_type="application/xml")
 
@@ -95,15 +101,7 @@ def wcs_exception_xml(error: EotilerError, version: str) -> Response:
         return Response(body, status_code=error.status, media_type="application/vnd.ogc.se_xml")
     if code == "InvalidCRS":
         code = "OutputCrs-NotSupported" if error.parameter == "OUTPUTCRS" else "SubsettingCrs-NotSupported"
-    code = _WCS20_RENAMES.get(code, code)
-    root = etree.Element(f"{{{OWS20_NS}}}ExceptionReport", nsmap={"ows": OWS20_NS, "xsi": XSI_NS}, version="2.0.1")
-    root.set(f"{{{XSI_NS}}}schemaLocation", f"{OWS20_NS} http://schemas.opengis.net/ows/2.0/owsExceptionReport.xsd")
-    item = etree.SubElement(root, f"{{{OWS20_NS}}}Exception", exceptionCode=code)
-    if error.parameter:
-        item.set("locator", error.parameter)
-    etree.SubElement(item, f"{{{OWS20_NS}}}ExceptionText").text = error.public_message
-    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-    return Response(body, status_code=error.status, media_type="application/xml")
+    return _ows_report(error, _WCS20_RENAMES.get(code, code), OWS20_NS, "2.0", "2.0.1")
 
 
 def _image(width: int, height: int, media_type: str, rgba: tuple[int, int, int, int], text: str | None) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 
 from server.catalog.layers import Layer
 from server.models import RenderRequest, Scene
@@ -18,8 +19,10 @@ from server.models import RenderRequest, Scene
 KEY_PREFIX = "eotiler:img"
 
 
+@lru_cache(maxsize=1024)
 def layer_digest(layer: Layer) -> str:
-    """Hash of everything in the configuration that changes a layer's pixels."""
+    """Hash of everything in the configuration that changes a layer's pixels (once per layer:
+    layers are built once per app and hashed by identity)."""
     parts = {
         "layer": layer.config.model_dump(mode="json"),
         "collection": layer.collection.model_dump(mode="json"),

@@ -85,16 +85,10 @@ class Pipeline:
         return OutputSpec(len(req.bands), output.sample_type, output.id)
 
     def mosaic(
-        self,
-        layer: Layer,
-        scenes: list[Scene],
-        grid: Grid,
-        script: Evalscript | None = None,
-        resampling: str | None = None,
+        self, layer: Layer, scenes: list[Scene], grid: Grid, script: Evalscript, resampling: str | None
     ) -> Mosaic:
         """Fill the grid per pixel from scenes in priority order, stopping once it is full."""
         shape = (grid.height, grid.width)
-        script = script or layer.evalscript
         names = script.inputs.data_bands
         bands = {name: np.zeros(shape, dtype=np.float32) for name in names}
         filled = np.zeros(shape, dtype=bool)

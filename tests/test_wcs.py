@@ -196,6 +196,29 @@ def test_evalscript_on_getcoverage(client):
         assert np.allclose(b.read(1), 2 * a.read(1), equal_nan=True)
 
 
+def test_evalscript_sets_the_range_of_the_coverage(client):
+    import base64
+
+    subset = ["Long(-8.9,-8.8)", "Lat(53.05,53.1)"]
+    one_band = base64.b64encode(b"B04").decode()  # over a 3-band layer: the range becomes 1 band
+    ok = coverage(client, COVERAGEID="TRUE_COLOR", SUBSET=subset, SCALESIZE="x(40),y(20)", EVALSCRIPT=one_band)
+    with geotiff(ok) as src:
+        assert src.count == 1 and src.dtypes[0] == "float32"
+    beyond = coverage(
+        client,
+        COVERAGEID="TRUE_COLOR",
+        SUBSET=subset,
+        SCALESIZE="x(40),y(20)",
+        EVALSCRIPT=one_band,
+        RANGESUBSET="band_2",
+    )
+    assert beyond.status_code == 400 and ows_code(beyond) == "InvalidParameterValue"
+    rgba = base64.b64encode(b'{"expression": "B04", "rescale": [0, 0.3], "colormap": "viridis"}').decode()
+    visual = coverage(client, COVERAGEID="RAW_B04", SUBSET=subset, SCALESIZE="x(40),y(20)", EVALSCRIPT=rgba)
+    with geotiff(visual) as src:
+        assert src.count == 3 and src.dtypes[0] == "uint8"  # the colormap's alpha became the mask
+
+
 def ows_code(response) -> str:
     doc = etree.fromstring(response.content)
     assert doc.tag == f"{{{OWS20}}}ExceptionReport" and doc.get("version") == "2.0.1"

@@ -23,8 +23,17 @@ from rasterio.warp import transform_bounds
 from server.api.params import parse_int
 from server.catalog.layers import Layer
 from server.errors import EotilerError, InvalidFormat, InvalidParameter, InvalidTime, MissingParameter
-from server.evalscript.contract import SampleType
-from server.models import Grid, ImageFormat, RenderRequest, TimeRange, parse_maxcc, parse_priority, parse_time
+from server.evalscript.contract import Evalscript, OutputSpec, SampleType
+from server.models import (
+    Grid,
+    ImageFormat,
+    Priority,
+    RenderRequest,
+    TimeRange,
+    parse_maxcc,
+    parse_priority,
+    parse_time,
+)
 from server.ogc.crs import normalise_code, parse_bbox, parse_crs
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
@@ -85,12 +94,22 @@ class Domain:
     @property
     def band_names(self) -> tuple[str, ...]:
         """Range field names, as RANGESUBSET and DescribeCoverage use them."""
-        return tuple(f"band_{i + 1}" for i in range(self.bands))
+        return band_names(self.bands)
 
     @property
     def data_type(self) -> str:
         """GDAL / GeoTIFF data type name of the range."""
         return {SampleType.UINT16: "UInt16", SampleType.FLOAT32: "Float32"}.get(self.sample_type, "Byte")
+
+
+def band_names(count: int) -> tuple[str, ...]:
+    """``band_1`` ... ``band_<count>``."""
+    return tuple(f"band_{i + 1}" for i in range(count))
+
+
+def range_bands(output: OutputSpec) -> int:
+    """Bands of a coverage's range: a visual output's alpha band becomes the no-data mask instead."""
+    return output.bands - (1 if output.has_alpha else 0)
 
 
 @lru_cache(maxsize=256)
@@ -102,7 +121,7 @@ def coverage_domain(layer: Layer) -> Domain:
     height = max(1, math.ceil((north - south) / resolution))
     bbox = (west, north - height * resolution, west + width * resolution, north)
     output = layer.evalscript.output
-    bands = output.bands - (1 if output.has_alpha else 0)
+    bands = range_bands(output)
     times = tuple(sorted({t.date().isoformat() for t in layer.times}))
     return Domain(bbox, resolution, width, height, times, bands, output.sample_type)
 
@@ -153,24 +172,37 @@ def _native_size(bbox: tuple[float, float, float, float], crs: CRS, domain: Doma
     return max(1, round(across / layer.native_resolution)), max(1, round(down / layer.native_resolution))
 
 
-def _common(kvp: KVP, layer: Layer) -> dict[str, object]:
-    """TIME, MAXCC, PRIORITY and EVALSCRIPT, shared by both versions."""
-    return {
-        "maxcc": parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
-        "priority": parse_priority(kvp.get("PRIORITY"), "PRIORITY"),
-        "script": layer.request_script(kvp.get("EVALSCRIPT")),
-    }
+@dataclass(frozen=True, slots=True)
+class _Common:
+    """MAXCC, PRIORITY and EVALSCRIPT, shared by both versions, and the range they produce."""
+
+    maxcc: float | None
+    priority: Priority | None
+    script: Evalscript | None
+    bands: int  # range size of the script that will run (the request's EVALSCRIPT or the layer's)
+    has_alpha: bool
+
+    def band_subset(self, picked: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        """The requested bands, else all range bands when an alpha band must be dropped."""
+        return picked or (tuple(range(self.bands)) if self.has_alpha else None)
 
 
-def _band_subset(layer: Layer, domain: Domain) -> tuple[int, ...] | None:
-    """Visual outputs with alpha drop the alpha band from the range (it becomes the mask)."""
-    return tuple(range(domain.bands)) if layer.evalscript.output.has_alpha else None
+def _common(kvp: KVP, layer: Layer) -> _Common:
+    script = layer.request_script(kvp.get("EVALSCRIPT"))
+    output = (script or layer.evalscript).output
+    return _Common(
+        parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
+        parse_priority(kvp.get("PRIORITY"), "PRIORITY"),
+        script,
+        range_bands(output),
+        output.has_alpha,
+    )
 
 
 def parse_get_coverage_100(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]) -> RenderRequest:
     """WCS 1.0.0 GetCoverage: COVERAGE, CRS, BBOX, WIDTH/HEIGHT or RESX/RESY, FORMAT, RESPONSE_CRS, TIME."""
     layer = coverage_layer(pipeline, kvp.require("COVERAGE"), "COVERAGE")
-    domain = coverage_domain(layer)
+    common = _common(kvp, layer)
     fmt = parse_coverage_format(kvp.require("FORMAT"))
     _, crs = parse_crs(kvp.require("CRS"), allowed_crs, "CRS")
     response_crs = crs
@@ -197,10 +229,12 @@ def parse_get_coverage_100(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
         Grid(bbox, response_crs, width, height),
         fmt,
         parse_time(kvp.get("TIME"), "TIME"),
+        maxcc=common.maxcc,
+        priority=common.priority,
+        script=common.script,
         coverage=True,
-        bands=parse_band_axis(kvp.get("BAND"), domain) or _band_subset(layer, domain),
+        bands=common.band_subset(parse_band_axis(kvp.get("BAND"), common.bands)),
         resampling=parse_interpolation(kvp.get("INTERPOLATION")),
-        **_common(kvp, layer),  # type: ignore[arg-type]
     )
 
 
@@ -347,6 +381,7 @@ def parse_get_coverage_201(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
     """WCS 2.0.1 GetCoverage (core + CRS, scaling, range subsetting and interpolation extensions)."""
     layer = coverage_layer(pipeline, kvp.require("COVERAGEID"), "COVERAGEID")
     domain = coverage_domain(layer)
+    common = _common(kvp, layer)
     fmt = parse_coverage_format(kvp.get("FORMAT") or "image/tiff")
     media = (kvp.get("MEDIATYPE") or "").strip().lower()
     if media and media != "image/tiff":
@@ -384,28 +419,30 @@ def parse_get_coverage_201(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
         Grid(bbox, output_crs, width, height),
         fmt,
         time,
+        maxcc=common.maxcc,
+        priority=common.priority,
+        script=common.script,
         coverage=True,
-        bands=parse_range_subset(kvp.get("RANGESUBSET"), domain) or _band_subset(layer, domain),
+        bands=common.band_subset(parse_range_subset(kvp.get("RANGESUBSET"), common.bands)),
         resampling=parse_interpolation(kvp.get("INTERPOLATION")),
-        **_common(kvp, layer),  # type: ignore[arg-type]
     )
 
 
-def parse_band_axis(value: str | None, domain: Domain) -> tuple[int, ...] | None:
+def parse_band_axis(value: str | None, count: int) -> tuple[int, ...] | None:
     """WCS 1.0.0 range subsetting through the ``Band`` axis of DescribeCoverage: ``BAND=1,3`` (1-based)."""
     if value is None or not value.strip():
         return None
     picked = []
     for item in value.split(","):
-        picked.append(parse_int(item.strip(), "BAND", 1, domain.bands) - 1)
+        picked.append(parse_int(item.strip(), "BAND", 1, count) - 1)
     return tuple(picked)
 
 
-def parse_range_subset(value: str | None, domain: Domain) -> tuple[int, ...] | None:
+def parse_range_subset(value: str | None, count: int) -> tuple[int, ...] | None:
     """``band_1,band_3`` or ``band_1:band_2`` (WCS 2.0 range subsetting) -> 0-based band indices."""
     if value is None or not value.strip():
         return None
-    names = [n.lower() for n in domain.band_names]
+    names = [n.lower() for n in band_names(count)]
     picked: list[int] = []
     for item in value.split(","):
         low, sep, high = item.strip().partition(":")
@@ -414,7 +451,7 @@ def parse_range_subset(value: str | None, domain: Domain) -> tuple[int, ...] | N
             last = names.index(high.strip().lower()) if sep else first
         except ValueError:
             raise InvalidParameter(
-                f"RANGESUBSET names unknown bands; the coverage has {', '.join(domain.band_names)}",
+                f"RANGESUBSET names unknown bands; the coverage has {', '.join(band_names(count))}",
                 parameter="RANGESUBSET",
             ) from None
         if last < first:

@@ -77,6 +77,16 @@ def _lonlat_envelope(parent: etree._Element, layer: Layer) -> None:
         _el(envelope, GML_NS, "timePosition", domain.times[-1])
 
 
+def _coverage_header(element: etree._Element, layer: Layer) -> etree._Element:
+    """description, name, label and lonLatEnvelope: shared by CoverageOfferingBrief and CoverageOffering."""
+    if layer.config.abstract:
+        _el(element, WCS10_NS, "description", layer.config.abstract)
+    _el(element, WCS10_NS, "name", layer.id)
+    _el(element, WCS10_NS, "label", _label(layer))
+    _lonlat_envelope(element, layer)
+    return element
+
+
 def _root_100(name: str, schema: str) -> etree._Element:
     root = etree.Element(
         f"{{{WCS10_NS}}}{name}",
@@ -104,23 +114,13 @@ def capabilities_100(registry: LayerRegistry, url: str) -> bytes:
     _el(_el(capability, WCS10_NS, "Exception"), WCS10_NS, "Format", "application/vnd.ogc.se_xml")
     content = _el(root, WCS10_NS, "ContentMetadata")
     for layer in registry.layers.values():
-        brief = _el(content, WCS10_NS, "CoverageOfferingBrief")
-        if layer.config.abstract:
-            _el(brief, WCS10_NS, "description", layer.config.abstract)
-        _el(brief, WCS10_NS, "name", layer.id)
-        _el(brief, WCS10_NS, "label", _label(layer))
-        _lonlat_envelope(brief, layer)
+        _coverage_header(_el(content, WCS10_NS, "CoverageOfferingBrief"), layer)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
 def _offering_100(parent: etree._Element, layer: Layer, crs_codes: tuple[str, ...]) -> None:
     domain = coverage_domain(layer)
-    offering = _el(parent, WCS10_NS, "CoverageOffering")
-    if layer.config.abstract:
-        _el(offering, WCS10_NS, "description", layer.config.abstract)
-    _el(offering, WCS10_NS, "name", layer.id)
-    _el(offering, WCS10_NS, "label", _label(layer))
-    _lonlat_envelope(offering, layer)
+    offering = _coverage_header(_el(parent, WCS10_NS, "CoverageOffering"), layer)
     domain_set = _el(offering, WCS10_NS, "domainSet")
     spatial = _el(domain_set, WCS10_NS, "spatialDomain")
     west, south, east, north = domain.bbox

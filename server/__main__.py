@@ -58,7 +58,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
             layer.collection_id,
             layer.evalscript.name,
             f"{out.bands} x {out.sample_type.value}",
-            str(len(layer.catalogue.scenes)),
+            str(len(layer.catalogue.scenes)) if layer.catalogue.enumerable else "STAC API",
             span,
         )
     Console(width=160).print(table)

@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    registry = LayerRegistry(load_config(settings.config))
+    registry = LayerRegistry(load_config(settings.config), settings)
     pipeline = Pipeline(registry, settings)
 
     @asynccontextmanager

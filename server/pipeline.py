@@ -57,6 +57,7 @@ class Pipeline:
         self.registry = registry
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=settings.read_threads, thread_name_prefix="eotiler-read")
+        self.gdal = settings.gdal_environment()
         self.cache = TileCache(settings.cache_memory_bytes, settings.redis_url, settings.cache_ttl)
 
     def close(self) -> None:
@@ -104,7 +105,7 @@ class Pipeline:
                     grid,
                     resampling=resampling or layer.config.resampling,
                     units=script.inputs.units,
-                    gdal_options=self.settings.gdal_options(),
+                    gdal=self.gdal,
                     executor=self._pool,
                 )
             except UpstreamUnavailable:

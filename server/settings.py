@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.resources import default_config_path
+from server.sources.gdal_env import GdalEnvironment, S3Settings
 
 # GDAL options for cloud reads; values and reasons in docs/architecture.md and
 # ../shared/notes/performance.md (measured there: each removes requests per tile).
@@ -24,15 +25,24 @@ CLOUD_GDAL_OPTIONS: dict[str, object] = {
     "VSI_CACHE": "TRUE",
     "VSI_CACHE_SIZE": 5000000,
     "GDAL_BAND_BLOCK_CACHE": "HASHSET",
+    "GDAL_HTTP_MULTIPLEX": "YES",  # HTTP/2 endpoints: parallel range GETs share one connection
+    "GDAL_HTTP_TCP_KEEPALIVE": "YES",  # pooled connections survive idle periods behind NAT
     "GDAL_HTTP_MAX_RETRY": 3,
     "GDAL_HTTP_RETRY_DELAY": 0.5,
+    "GDAL_HTTP_TIMEOUT": 30,  # one stuck connection must not hold a worker thread forever
+    "GDAL_HTTP_CONNECTTIMEOUT": 5,
 }
+
+
+def _env(aws_name: str) -> AliasChoices:
+    """Accept ``EOTILER_S3_<NAME>`` and the ``AWS_*`` spelling GDAL users already have in their shell."""
+    return AliasChoices(f"EOTILER_S3_{aws_name.removeprefix('AWS_').removeprefix('S3_')}", aws_name)
 
 
 class Settings(BaseSettings):
     """Server settings; every field can be set as ``EOTILER_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="EOTILER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EOTILER_", extra="ignore", populate_by_name=True)
 
     config: Path = Field(default_factory=default_config_path)
     host: str = "127.0.0.1"
@@ -53,6 +63,29 @@ class Settings(BaseSettings):
     cache_max_age: int = Field(default=3600, ge=0, description="Cache-Control max-age for a closed TIME")
     cache_max_age_open: int = Field(default=300, ge=0, description="max-age when TIME is open-ended or absent")
 
-    def gdal_options(self) -> dict[str, object]:
-        """GDAL configuration applied around every read with ``rasterio.Env``."""
-        return dict(CLOUD_GDAL_OPTIONS)
+    # S3 (CDSE eodata by default). Read from EOTILER_S3_* or the usual AWS_* variables.
+    s3_endpoint: str = Field(default="eodata.dataspace.copernicus.eu", validation_alias=_env("AWS_S3_ENDPOINT"))
+    s3_https: bool = Field(default=True, validation_alias=_env("AWS_HTTPS"))
+    s3_virtual_hosting: bool = Field(default=False, validation_alias=_env("AWS_VIRTUAL_HOSTING"))
+    s3_region: str = Field(default="default", validation_alias=_env("AWS_REGION"))
+    s3_access_key_id: SecretStr | None = Field(default=None, validation_alias=_env("AWS_ACCESS_KEY_ID"))
+    s3_secret_access_key: SecretStr | None = Field(default=None, validation_alias=_env("AWS_SECRET_ACCESS_KEY"))
+    s3_no_sign_request: bool = Field(default=False, validation_alias=_env("AWS_NO_SIGN_REQUEST"))
+    stac_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per STAC API request")
+    stac_cache_ttl: int = Field(default=300, ge=0, description="seconds a STAC search result is reused")
+    request_budget: float = Field(
+        default=20.0, gt=0, le=600, description="seconds a request may spend reading scenes before it stops"
+    )
+
+    def gdal_environment(self) -> GdalEnvironment:
+        """GDAL options and S3 settings applied around every read with ``rasterio.Env``."""
+        s3 = S3Settings(
+            endpoint=self.s3_endpoint,
+            https=self.s3_https,
+            virtual_hosting=self.s3_virtual_hosting,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            no_sign_request=self.s3_no_sign_request,
+        )
+        return GdalEnvironment(dict(CLOUD_GDAL_OPTIONS), s3)

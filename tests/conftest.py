@@ -77,7 +77,7 @@ def settings(test_config: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def pipeline(settings: Settings) -> Iterator[Pipeline]:
-    pipe = Pipeline(LayerRegistry(load_config(settings.config)), settings)
+    pipe = Pipeline(LayerRegistry(load_config(settings.config), settings), settings)
     yield pipe
     pipe.close()
 

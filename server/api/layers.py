@@ -42,7 +42,9 @@ def describe(layer: Layer, base: str, detailed: bool) -> dict[str, Any]:
         "tilejson": f"{base}/layers/{layer.id}/tilejson.json",
         "legend": f"{base}/layers/{layer.id}/legend.png" if layer.legend() else None,
     }
-    if detailed:
+    if detailed and not layer.catalogue.enumerable:
+        info["scenes"] = None  # a STAC API collection is searched per request, never listed
+    elif detailed:
         info["scenes"] = [
             {
                 "id": s.id,

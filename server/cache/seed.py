@@ -117,7 +117,7 @@ def _seed_chunk_on_worker(
     from server.settings import Settings
 
     settings = Settings()
-    pipeline = Pipeline(LayerRegistry(load_config(settings.config)), settings)
+    pipeline = Pipeline(LayerRegistry(load_config(settings.config), settings), settings)
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             return list(

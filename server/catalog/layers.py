@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from server.catalog.catalogue import Catalogue
+from server.catalog.stac_api import StacApiCatalogue
 from server.catalog.static import StaticCatalogue
 from server.config.models import CollectionConfig, Config, LayerConfig, LegendConfig
 from server.config.models import StaticCatalogue as StaticCatalogueConfig
@@ -24,6 +26,7 @@ from server.evalscript.python_script import PythonEvalscript
 from server.evalscript.request_script import compile_request_script, decode_evalscript
 from server.models import TimeRange, parse_time
 from server.render.legend import colormap_legend
+from server.settings import Settings
 
 
 @dataclass(slots=True, eq=False)
@@ -34,7 +37,7 @@ class Layer:
     config: LayerConfig
     collection_id: str
     collection: CollectionConfig
-    catalogue: StaticCatalogue
+    catalogue: Catalogue
     evalscript: Evalscript
     default_time: TimeRange | None
 
@@ -122,15 +125,23 @@ def smoke_test(layer_id: str, script: Evalscript) -> None:
 class LayerRegistry:
     """All layers by id."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, settings: Settings | None = None) -> None:
         self.config = config
-        catalogues: dict[str, StaticCatalogue] = {}
+        settings = settings or Settings()
+        catalogues: dict[str, Catalogue] = {}
         for cid, collection in config.collections.items():
-            if not isinstance(collection.catalogue, StaticCatalogueConfig):
-                raise ConfigError(
-                    f"collections.{cid}.catalogue: type '{collection.catalogue.type}' is not supported yet"
+            cat = collection.catalogue
+            if isinstance(cat, StaticCatalogueConfig):
+                catalogues[cid] = StaticCatalogue(cat.path)
+            else:
+                catalogues[cid] = StacApiCatalogue(
+                    cat.url,
+                    cat.collection,
+                    cql2_filter=cat.filter,
+                    max_items=cat.max_items,
+                    timeout=settings.stac_timeout,
+                    cache_ttl=settings.stac_cache_ttl,
                 )
-            catalogues[cid] = StaticCatalogue(collection.catalogue.path)
         self.layers: dict[str, Layer] = {}
         for lid, layer in config.layers.items():
             collection = config.collections[layer.collection]

@@ -13,12 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from server.catalog.catalogue import BBox
 from server.errors import ConfigError
 from server.models import Priority, Scene, TimeRange
 
 log = logging.getLogger(__name__)
-
-BBox = tuple[float, float, float, float]
 
 
 def scene_from_item(item: dict[str, Any]) -> Scene:
@@ -58,6 +57,8 @@ def sort_scenes(scenes: list[Scene], priority: Priority) -> list[Scene]:
 class StaticCatalogue:
     """All items of one collection directory, held in memory."""
 
+    enumerable = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.scenes: list[Scene] = []
@@ -78,17 +79,17 @@ class StaticCatalogue:
     def search(
         self,
         bbox: BBox,
-        time: TimeRange | None,
+        time_range: TimeRange | None,
         maxcc: float | None,
         priority: Priority,
         limit: int,
     ) -> list[Scene]:
-        """Scenes overlapping ``bbox`` (lon/lat) within ``time`` and ``maxcc``, in priority order."""
+        """Scenes overlapping ``bbox`` (lon/lat) within ``time_range`` and ``maxcc``, in priority order."""
         found = [
             s
             for s in self.scenes
             if intersects(s.bbox, bbox)
-            and (time is None or time.contains(s.datetime))
+            and (time_range is None or time_range.contains(s.datetime))
             and (maxcc is None or s.cloud_cover is None or s.cloud_cover <= maxcc)
         ]
         return sort_scenes(found, priority)[:limit]

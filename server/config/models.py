@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,8 +33,18 @@ class StacApiCatalogue(_Strict):
     """A STAC API (e.g. the CDSE one) searched per request."""
 
     type: Literal["stac-api"]
-    url: str
+    url: str = "https://stac.dataspace.copernicus.eu/v1"
     collection: str
+    # Extra CQL2-JSON clause ANDed into every search, e.g. to exclude a platform.
+    filter: dict[str, Any] | None = None
+    max_items: int = Field(default=100, ge=1, le=1000, description="items fetched per search at most")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return value
 
 
 Catalogue = Annotated[StaticCatalogue | StacApiCatalogue, Field(discriminator="type")]

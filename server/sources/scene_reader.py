@@ -21,6 +21,7 @@ from rio_tiler.io import Reader
 
 from server.config.models import BandConfig, CollectionConfig
 from server.models import Grid, Scene
+from server.sources.gdal_env import GdalEnvironment
 from server.sources.paths import gdal_path
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def read_scene(
     *,
     resampling: str = "nearest",
     units: str = "REFLECTANCE",
-    gdal_options: dict[str, object] | None = None,
+    gdal: GdalEnvironment | None = None,
     executor: Executor | None = None,
 ) -> SceneData | None:
     """Read ``band_names`` of ``scene`` on ``grid``.
@@ -134,7 +135,7 @@ def read_scene(
     def load(item: tuple[str, BandConfig, BandSource]) -> np.ma.MaskedArray | None:
         _, band, source = item
         path = gdal_path(scene.assets[source.asset_key], collection.href_prefix, collection.data_root)
-        with rasterio.Env(**(gdal_options or {})):
+        with gdal.env() if gdal is not None else rasterio.Env():
             try:
                 return _read_one(path, band, grid, resampling)
             except TileOutsideBounds:

@@ -1,0 +1,73 @@
+"""The GDAL environment every read runs in: cloud-read tuning plus S3 endpoint and credentials.
+
+Why a rasterio ``Session`` of our own: rasterio refuses ``AWS_ACCESS_KEY_ID`` as a plain config
+option and its ``AWSSession`` needs boto3. A small session hands GDAL the endpoint and keys as
+thread-local config options for the duration of one ``rasterio.Env``, so the process environment
+is never mutated at request time and two threads never see each other's settings.
+Credentials live only in ``pydantic.SecretStr`` values until this point, so they never reach a
+``repr``, a log line or a response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import rasterio
+from pydantic import SecretStr
+from rasterio.session import Session
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """Where the S3 bucket is and how to sign requests to it (CDSE defaults in the README)."""
+
+    endpoint: str = "eodata.dataspace.copernicus.eu"
+    https: bool = True
+    virtual_hosting: bool = False
+    region: str = "default"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    no_sign_request: bool = False
+
+    def options(self) -> dict[str, str]:
+        """GDAL config options for ``/vsis3/`` (secrets included: only ever handed to GDAL)."""
+        opts = {
+            "AWS_S3_ENDPOINT": self.endpoint,
+            "AWS_HTTPS": "YES" if self.https else "NO",
+            "AWS_VIRTUAL_HOSTING": "TRUE" if self.virtual_hosting else "FALSE",
+            "AWS_REGION": self.region,
+        }
+        if self.no_sign_request or self.access_key_id is None or self.secret_access_key is None:
+            opts["AWS_NO_SIGN_REQUEST"] = "YES"
+        else:
+            opts["AWS_NO_SIGN_REQUEST"] = "NO"
+            opts["AWS_ACCESS_KEY_ID"] = self.access_key_id.get_secret_value()
+            opts["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key.get_secret_value()
+        return opts
+
+
+class _S3Session(Session):
+    """A rasterio session that passes our S3 settings to GDAL (no boto3 lookup of other keys)."""
+
+    def __init__(self, s3: S3Settings) -> None:
+        self._s3 = s3
+        self.credentials: dict[str, str] = {}
+
+    @classmethod
+    def hascreds(cls, config: dict[str, object]) -> bool:  # noqa: D102 - rasterio's contract
+        return True
+
+    def get_credential_options(self) -> dict[str, str]:  # noqa: D102 - rasterio's contract
+        return self._s3.options()
+
+
+@dataclass(frozen=True, slots=True)
+class GdalEnvironment:
+    """GDAL options and S3 settings, entered around every read with ``env()``."""
+
+    options: dict[str, object] = field(default_factory=dict)
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    def env(self) -> rasterio.Env:
+        """A fresh ``rasterio.Env`` (thread-local GDAL config) for one read."""
+        return rasterio.Env(session=_S3Session(self.s3), **self.options)

@@ -1,0 +1,192 @@
+"""A real S3 HTTP server on 127.0.0.1 (moto's server mode) holding a directory tree as a bucket.
+
+Why a process of its own: GDAL reaches it over HTTP exactly as it reaches CDSE (``AWS_S3_ENDPOINT``,
+path-style, signed requests), and a WSGI wrapper counts every request at the server, which is
+what the request-count assertions and the benchmarks need. Options:
+
+- ``--delay-ms N`` holds each request N ms before answering (an emulated round-trip time);
+- ``--require-key ID`` answers 403 ``InvalidAccessKeyId`` to requests signed with any other key
+  (moto itself accepts every key), to provoke an authentication failure.
+
+Control endpoints (S3 bucket names cannot contain ``_``, so they never collide): ``GET /_log``
+returns the request log as JSON, ``POST /_log/reset`` empties it.
+
+``S3Server`` starts the process from a test and reads the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+class _Counting:
+    """WSGI middleware: logs method, path, Range, status and body bytes of every S3 request."""
+
+    def __init__(self, app: Any, delay: float, require_key: str | None) -> None:
+        self.app = app
+        self.delay = delay
+        self.require_key = require_key
+        self.log: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_log"):
+            return self._control(environ, start_response)
+        if self.delay:
+            time.sleep(self.delay)
+        entry = {
+            "method": environ["REQUEST_METHOD"],
+            "path": path,
+            "query": environ.get("QUERY_STRING", ""),
+            "range": environ.get("HTTP_RANGE"),
+            "status": 0,
+            "bytes": 0,
+        }
+        with self.lock:
+            self.log.append(entry)
+        match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if self.require_key is not None and (match is None or match.group(1) != self.require_key):
+            entry["status"] = 403
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code>'
+                b"<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>"
+            )
+            start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+            entry["bytes"] = len(body)
+            return [body]
+
+        def recording_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            entry["status"] = int(status.split()[0])
+            return start_response(status, headers, exc_info)
+
+        def body() -> Iterable[bytes]:
+            for chunk in self.app(environ, recording_start):
+                entry["bytes"] += len(chunk)
+                yield chunk
+
+        return body()
+
+    def _control(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        with self.lock:
+            if environ["REQUEST_METHOD"] == "POST":
+                self.log.clear()
+            payload = json.dumps(self.log).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+
+def _fill(port: int, root: Path, bucket: str, key: str | None) -> int:
+    import boto3  # imported here: only the server process needs it
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id=key or "fill",
+        aws_secret_access_key="fill-secret",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=bucket)
+    count = 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, path.relative_to(root).as_posix())
+            count += 1
+    return count
+
+
+def main() -> None:
+    """Serve ``--root`` as bucket ``--bucket`` until killed; print ``READY <port>`` once filled."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, action="append", required=True, help="directory to upload (repeatable)")
+    parser.add_argument("--bucket", default="eodata")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--require-key", default=None)
+    args = parser.parse_args()
+
+    import logging
+
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per range GET is noise
+
+    app = _Counting(DomainDispatcherApplication(create_backend_app), 0.0, None)
+    server = make_server("127.0.0.1", args.port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    files = sum(_fill(server.server_port, root, args.bucket, args.require_key) for root in args.root)
+    app.log.clear()
+    app.delay = args.delay_ms / 1000.0
+    app.require_key = args.require_key
+    print(f"READY {server.server_port} {files}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+class S3Server:
+    """Start the server process from a test; read and reset its request log."""
+
+    def __init__(
+        self, *roots: Path, bucket: str = "eodata", delay_ms: float = 0.0, require_key: str | None = None
+    ) -> None:
+        command = [sys.executable, "-m", "tests.support.s3_server", "--bucket", bucket, "--delay-ms", str(delay_ms)]
+        for root in roots:
+            command += ["--root", str(root)]
+        if require_key:
+            command += ["--require-key", require_key]
+        repo = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=repo, env=env, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().split()
+        if not line or line[0] != "READY":
+            self.process.kill()
+            raise RuntimeError("the S3 server did not start")
+        self.port = int(line[1])
+        self.files = int(line[2])
+        self.endpoint = f"127.0.0.1:{self.port}"
+
+    def env(self, key: str = "test-key", secret: str = "test-secret") -> dict[str, str]:  # noqa: S107 - test keys
+        """Environment for a server under test: reach this S3 exactly as production reaches CDSE."""
+        return {
+            "AWS_S3_ENDPOINT": self.endpoint,
+            "AWS_HTTPS": "NO",
+            "AWS_VIRTUAL_HOSTING": "FALSE",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+        }
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every S3 request since the last reset."""
+        return httpx.get(f"http://{self.endpoint}/_log", timeout=10).json()
+
+    def reset(self) -> None:
+        """Empty the request log."""
+        httpx.post(f"http://{self.endpoint}/_log/reset", timeout=10)
+
+    def stop(self) -> None:
+        """Kill the process."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

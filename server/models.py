@@ -266,4 +266,6 @@ class RenderResult:
     timings: dict[str, float]  # stage -> milliseconds
     empty: bool = False
     cache: str | None = None  # "HIT" (from the tile cache) or "MISS"; None when not cacheable
-    max_age: int | None = None  # Cache-Control max-age in seconds
+    max_age: int | None = None  # Cache-Control max-age in seconds (0: not storable)
+    failed: list[str] = field(default_factory=list)  # scenes that could not be read
+    skipped: list[str] = field(default_factory=list)  # scenes left out: the time budget was spent

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from server.cache.keys import render_key
 from server.cache.tile_cache import CachedImage, TileCache
 from server.catalog.layers import Layer, LayerRegistry
-from server.errors import UpstreamUnavailable
+from server.errors import EotilerError, UpstreamUnavailable
 from server.evalscript.contract import Evalscript, OutputSpec, Samples
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
@@ -30,6 +30,12 @@ from server.sources.scene_reader import read_scene
 log = logging.getLogger(__name__)
 
 
+def _public(exc: Exception) -> str:
+    """A log-safe one-line description of a read failure (GDAL messages name paths, never keys)."""
+    text = exc.public_message if isinstance(exc, EotilerError) else str(exc)
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
 @dataclass(slots=True)
 class Mosaic:
     """Input samples flattened over scenes (Sentinel Hub SIMPLE mosaicking)."""
@@ -38,6 +44,19 @@ class Mosaic:
     filled: np.ndarray  # bool (h, w): some scene had data here
     scene_index: np.ndarray  # int16 (h, w): index into ``scenes`` of the pixel's scene, -1 none
     scenes: list[Scene]
+    failed: list[str] = field(default_factory=list)  # scenes that could not be read
+    skipped: list[str] = field(default_factory=list)  # scenes not read: the time budget was spent
+
+    def add(self, valid: np.ndarray, bands: dict[str, np.ndarray], scene: Scene) -> bool:
+        """Take ``scene``'s valid pixels where nothing is drawn yet; True once the grid is full."""
+        take = valid & ~self.filled
+        if take.any():
+            for name, values in self.bands.items():
+                values[take] = bands[name][take]
+            self.scene_index[take] = len(self.scenes)
+            self.scenes.append(scene)
+            self.filled |= take
+        return bool(self.filled.all())
 
 
 @dataclass(slots=True)
@@ -88,15 +107,26 @@ class Pipeline:
     def mosaic(
         self, layer: Layer, scenes: list[Scene], grid: Grid, script: Evalscript, resampling: str | None
     ) -> Mosaic:
-        """Fill the grid per pixel from scenes in priority order, stopping once it is full."""
+        """Fill the grid per pixel from scenes in priority order, stopping once it is full.
+
+        A scene that cannot be read is skipped and named in ``failed``; once the request's time
+        budget is spent the remaining scenes are named in ``skipped`` (the first scene is always
+        read). Only when every scene failed is the request an error (502).
+        """
         shape = (grid.height, grid.width)
         names = script.inputs.data_bands
-        bands = {name: np.zeros(shape, dtype=np.float32) for name in names}
-        filled = np.zeros(shape, dtype=bool)
-        scene_index = np.full(shape, -1, dtype=np.int16)
-        used: list[Scene] = []
-        failures = 0
-        for scene in scenes:
+        mosaic = Mosaic(
+            {name: np.zeros(shape, dtype=np.float32) for name in names},
+            np.zeros(shape, dtype=bool),
+            np.full(shape, -1, dtype=np.int16),
+            [],
+        )
+        deadline = time.monotonic() + self.settings.request_budget
+        for number, scene in enumerate(scenes):
+            if number and time.monotonic() > deadline:
+                mosaic.skipped = [s.id for s in scenes[number:]]
+                log.warning("time budget spent: %d scene(s) not read", len(mosaic.skipped))
+                break
             try:
                 data = read_scene(
                     scene,
@@ -108,27 +138,15 @@ class Pipeline:
                     gdal=self.gdal,
                     executor=self._pool,
                 )
-            except UpstreamUnavailable:
-                raise
-            except Exception:  # noqa: BLE001 - one unreadable scene must not sink the mosaic
-                log.exception("reading scene %s failed", scene.id)
-                failures += 1
+            except Exception as exc:  # noqa: BLE001 - one unreadable scene must not sink the mosaic
+                log.warning("reading scene %s failed: %s", scene.id, _public(exc))
+                mosaic.failed.append(scene.id)
                 continue
-            if data is None:
-                continue
-            take = data.valid & ~filled
-            if not take.any():
-                continue
-            for name in names:
-                bands[name][take] = data.bands[name][take]
-            scene_index[take] = len(used)
-            used.append(scene)
-            filled |= take
-            if filled.all():
+            if data is not None and mosaic.add(data.valid, data.bands, scene):
                 break
-        if failures and not used and failures == len(scenes):
+        if mosaic.failed and len(mosaic.failed) == len(scenes):
             raise UpstreamUnavailable("no scene could be read from the data source")
-        return Mosaic(bands, filled, scene_index, used)
+        return mosaic
 
     def render_data(self, req: RenderRequest, scenes: list[Scene] | None = None) -> RenderedData:
         """Render to a post-processed masked array (no encoding): for compositing and queries."""
@@ -181,7 +199,9 @@ class Pipeline:
 
     def _render_uncached(self, req: RenderRequest, scenes: list[Scene]) -> RenderResult:
         rendered = self.render_data(req, scenes)
-        return self.encode(rendered.data, req, rendered.mosaic.scenes, rendered.timings)
+        result = self.encode(rendered.data, req, rendered.mosaic.scenes, rendered.timings)
+        result.failed, result.skipped = rendered.mosaic.failed, rendered.mosaic.skipped
+        return result
 
     def cached(
         self, key: str, req: RenderRequest, produce: Callable[[], RenderResult], timings: dict[str, float]
@@ -197,8 +217,11 @@ class Pipeline:
             )
         result = produce()
         result.timings = {**timings, **{k: v for k, v in result.timings.items() if k != "catalogue"}}
-        self.cache.put(key, CachedImage(result.content, result.media_type, result.scenes, result.empty))
         result.cache = "MISS"
+        if result.failed or result.skipped:
+            result.max_age = 0  # incomplete: neither we nor a browser may keep it
+            return result
+        self.cache.put(key, CachedImage(result.content, result.media_type, result.scenes, result.empty))
         result.max_age = self.max_age(req)
         return result
 

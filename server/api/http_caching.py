@@ -12,7 +12,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-EXPOSED_HEADERS = ["ETag", "X-Cache", "X-Eotiler-Scenes", "Server-Timing", "Content-Disposition"]
+EXPOSED_HEADERS = [
+    "ETag",
+    "X-Cache",
+    "X-Eotiler-Scenes",
+    "X-Eotiler-Failed-Scenes",
+    "X-Eotiler-Skipped-Scenes",
+    "Server-Timing",
+    "Content-Disposition",
+]
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

@@ -40,7 +40,14 @@ def image_response(result: RenderResult) -> Response:
         headers["X-Eotiler-Scenes"] = ",".join(result.scenes)
     if result.cache:
         headers["X-Cache"] = result.cache
-    if result.max_age is not None:
+    if result.failed:
+        headers["X-Eotiler-Failed-Scenes"] = ",".join(result.failed)
+    if result.skipped:
+        headers["X-Eotiler-Skipped-Scenes"] = ",".join(result.skipped)
+    if result.failed or result.skipped:
+        headers["Warning"] = '199 eotiler "incomplete image: some scenes could not be read"'
+        headers["Cache-Control"] = "no-store"
+    elif result.max_age is not None:
         headers["Cache-Control"] = f"public, max-age={result.max_age}"
     return Response(result.content, media_type=result.media_type, headers=headers)
 

@@ -191,9 +191,13 @@ def _composite(
 ) -> RenderResult:
     canvas = np.zeros((4, req.grid.height, req.grid.width), dtype=np.float32)
     scenes: list[str] = []
+    failed: list[str] = []
+    skipped: list[str] = []
     timings: dict[str, float] = {}
     for layer_req, layer_scenes in zip(requests, found, strict=True):
         rendered = pipeline.render_data(layer_req, layer_scenes)
+        failed += rendered.mosaic.failed
+        skipped += rendered.mosaic.skipped
         layer_rgba = _as_rgba(rendered.data)
         alpha = layer_rgba[3]
         canvas[:3] = layer_rgba[:3] * alpha + canvas[:3] * (1 - alpha)
@@ -209,7 +213,7 @@ def _composite(
         rgb = np.where(canvas[3] > 0, rgb, background).astype(np.uint8)
         mask = np.zeros(rgb.shape, dtype=bool)
     result = pipeline.encode(np.ma.MaskedArray(rgb, mask=mask), requests[0], [], timings)
-    result.scenes = scenes
+    result.scenes, result.failed, result.skipped = scenes, failed, skipped
     return result
 
 

@@ -6,6 +6,7 @@ client would reach it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -88,9 +89,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_url(settings: Settings) -> Iterator[str]:
-    """Base URL of a real uvicorn server running the test configuration."""
+@contextlib.contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """Run the app for ``settings`` under real uvicorn on a free 127.0.0.1 port; yield its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -100,9 +101,18 @@ def live_url(settings: Settings) -> Iterator[str]:
         if time.monotonic() > deadline:
             raise RuntimeError("test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_url(settings: Settings) -> Iterator[str]:
+    """Base URL of a real uvicorn server running the test configuration."""
+    with serve(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -68,6 +68,16 @@ class GdalEnvironment:
     options: dict[str, object] = field(default_factory=dict)
     s3: S3Settings = field(default_factory=S3Settings)
 
-    def env(self) -> rasterio.Env:
-        """A fresh ``rasterio.Env`` (thread-local GDAL config) for one read."""
-        return rasterio.Env(session=_S3Session(self.s3), **self.options)
+    def env(self, path: str = "") -> rasterio.Env:
+        """A fresh ``rasterio.Env`` (thread-local GDAL config) for one read of ``path``.
+
+        Remote (``/vsi*``) reads decode on the calling thread only (``GDAL_NUM_THREADS=1``):
+        rasterio sets config options thread-locally outside the main thread, and GDAL's own
+        JPEG2000 decoding threads do not inherit them, so they fetched blocks without endpoint or
+        keys ("URL rejected: Malformed input") and the tile came back silently empty. The
+        pipeline already reads a request's bands in parallel on its own threads.
+        """
+        options = self.options
+        if path.startswith("/vsi"):
+            options = {**options, "GDAL_NUM_THREADS": 1}
+        return rasterio.Env(session=_S3Session(self.s3), **options)

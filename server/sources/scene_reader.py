@@ -135,7 +135,7 @@ def read_scene(
     def load(item: tuple[str, BandConfig, BandSource]) -> np.ma.MaskedArray | None:
         _, band, source = item
         path = gdal_path(scene.assets[source.asset_key], collection.href_prefix, collection.data_root)
-        with gdal.env() if gdal is not None else rasterio.Env():
+        with gdal.env(path) if gdal is not None else rasterio.Env():
             try:
                 return _read_one(path, band, grid, resampling)
             except TileOutsideBounds:

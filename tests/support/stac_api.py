@@ -105,7 +105,9 @@ class StacApi:
         found = [i for name in body.get("collections", []) for i in self.items.get(name, [])]
         if "bbox" in body:
             w, s, e, n = body["bbox"]
-            found = [i for i in found if i["bbox"][0] < e and w < i["bbox"][2] and i["bbox"][1] < n and s < i["bbox"][3]]
+            found = [
+                i for i in found if i["bbox"][0] < e and w < i["bbox"][2] and i["bbox"][1] < n and s < i["bbox"][3]
+            ]
         if "datetime" in body:
             start, _, end = body["datetime"].partition("/")
             found = [
@@ -125,7 +127,13 @@ class StacApi:
         links = []
         if offset + size < len(found):
             links.append(
-                {"rel": "next", "href": f"{base}/search", "method": "POST", "merge": True, "body": {"token": offset + size}}
+                {
+                    "rel": "next",
+                    "href": f"{base}/search",
+                    "method": "POST",
+                    "merge": True,
+                    "body": {"token": offset + size},
+                }
             )
         return {"type": "FeatureCollection", "features": page, "links": links, "numberReturned": len(page)}
 

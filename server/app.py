@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from server import __version__
+from server import __version__, log_redaction
 from server.api import layers, system, tiles
 from server.api.errors import install_error_handlers
 from server.api.http_caching import install_http_caching
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per STAC API call is noise
+    log_redaction.install(settings.secrets())
     registry = LayerRegistry(load_config(settings.config), settings)
     pipeline = Pipeline(registry, settings)
 

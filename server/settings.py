@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         default=20.0, gt=0, le=600, description="seconds a request may spend reading scenes before it stops"
     )
 
+    def secrets(self) -> list[str]:
+        """Credential values that must never appear in a response or a log line."""
+        return [v.get_secret_value() for v in (self.s3_access_key_id, self.s3_secret_access_key) if v is not None]
+
     def gdal_environment(self) -> GdalEnvironment:
         """GDAL options and S3 settings applied around every read with ``rasterio.Env``."""
         s3 = S3Settings(

@@ -62,10 +62,12 @@ class _Counting:
         match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         if self.require_key is not None and (match is None or match.group(1) != self.require_key):
             entry["status"] = 403
-            body = (
-                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code>'
-                b"<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>"
-            )
+            sent = match.group(1) if match else ""
+            body = (  # as AWS S3 answers, key id included: servers must not pass it on
+                '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code>'
+                "<Message>The AWS Access Key Id you provided does not exist in our records.</Message>"
+                f"<AWSAccessKeyId>{sent}</AWSAccessKeyId></Error>"
+            ).encode()
             start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
             entry["bytes"] = len(body)
             return [body]

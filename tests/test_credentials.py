@@ -1,0 +1,129 @@
+"""Credentials never leave the server: not in responses, headers, documents or logs.
+
+The server runs as users run it (``eotiler serve`` with ``AWS_*`` variables) against a real S3
+server that refuses its key with the key id in the error XML, as AWS S3 does. Every response
+and the server's whole log output are searched for the canary key id and secret.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import EODATA, free_port
+from tests.support.s3_server import S3Server
+from tests.support.stac_api import StacApi
+from tests.test_eodata_s3 import MOSAIC_ITEMS, S2_ITEMS, s3_config
+
+KEY_ID = "AKIACANARY7Q2W9XKEYID"
+SECRET = "canary/Secret+Value9f3b2c1d0e"  # noqa: S105 - a canary, not a credential
+
+
+@pytest.fixture(scope="module")
+def leaky_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, S3Server]]:
+    s3 = S3Server(EODATA, require_key="the-only-valid-key")
+    stac = StacApi({"sentinel-2-l2a": S2_ITEMS, "sentinel-2-global-mosaics": MOSAIC_ITEMS})
+    directory = tmp_path_factory.mktemp("leak")
+    config = s3_config(directory, stac.url)
+    log_path = directory / "server.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        **s3.env(KEY_ID, SECRET),
+        "EOTILER_CACHE_MEMORY_BYTES": "0",
+        "EOTILER_LOG_LEVEL": "debug",
+    }
+    env.pop("EOTILER_REDIS_URL", None)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=2)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(log_path.read_text()[-2000:]) from None
+            time.sleep(0.2)
+    yield url, log_path, s3
+    process.terminate()
+    process.wait(timeout=20)
+    s3.stop()
+    stac.stop()
+
+
+def test_s3_auth_failure_leaks_no_credentials(leaky_server: tuple[str, Path, S3Server]):
+    url, log_path, s3 = leaky_server
+    tile = "/layers/TRUE_COLOR/tiles/WebMercatorQuad/11/974/666.png"  # T29UNU
+    wms = "SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS=NDVI&STYLES=&CRS=EPSG:4326&WIDTH=64&HEIGHT=64"
+    wcs = "SERVICE=WCS&VERSION=2.0.1&REQUEST=GetCoverage&COVERAGEID=NDVI_FLOAT&FORMAT=image/tiff"
+    paths = [
+        tile,
+        "/layers/NDVI/tiles/WebMercatorQuad/12/1948/1332.png",
+        f"/ogc/wms?{wms}&BBOX=53.0,-8.9,53.2,-8.6&FORMAT=image/png",
+        f"/ogc/wcs?{wcs}&SUBSET=Long(-8.9,-8.8)&SUBSET=Lat(53.1,53.2)",
+        "/ogc/wms?SERVICE=WMS&REQUEST=GetCapabilities",
+        "/ogc/wmts?SERVICE=WMTS&REQUEST=GetCapabilities",
+        "/ogc/wcs?SERVICE=WCS&REQUEST=GetCapabilities",
+        "/layers",
+        "/layers/TRUE_COLOR",
+        "/healthz",
+        "/cache/stats",
+        "/openapi.json",
+        "/docs",
+        "/",
+    ]
+    statuses = {}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for path in paths:
+            response = client.get(path)
+            statuses[path] = response.status_code
+            seen = response.text + "".join(f"{k}: {v}\n" for k, v in response.headers.items())
+            assert KEY_ID not in seen and SECRET not in seen, path
+            assert response.status_code < 500 or response.status_code in (502, 503), path
+    assert statuses[tile] == 502  # the refused key makes every read fail: a clean 502
+    refused = [r for r in s3.requests() if r["status"] == 403]
+    assert refused, "the S3 server must have refused the canary key"
+    time.sleep(0.5)  # let the server flush its log
+    log = log_path.read_text()
+    assert "reading scene" in log  # the failures were logged...
+    assert KEY_ID not in log and SECRET not in log  # ...without the credentials
+
+
+def test_log_filter_redacts_secrets_from_messages_and_tracebacks():
+    """Defence in depth: some S3 servers echo the key id; whatever a library logs is redacted."""
+    import io
+    import logging
+
+    from server.log_redaction import RedactSecrets
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets([KEY_ID, SECRET]))
+    logger = logging.getLogger("eotiler.test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("S3 said: <AWSAccessKeyId>%s</AWSAccessKeyId>", KEY_ID)
+        try:
+            raise RuntimeError(f"signing with {SECRET} failed")
+        except RuntimeError:
+            logger.exception("read failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "<AWSAccessKeyId>***</AWSAccessKeyId>" in text and "signing with *** failed" in text
+    assert KEY_ID not in text and SECRET not in text

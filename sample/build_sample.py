@@ -6,8 +6,9 @@ anyone must be able to regenerate it and see exactly what was left out.
 
 What is kept: every Sentinel-2 L2A product (T29UNU 2022, baseline 04.00, with SCL at 20 m and
 60 m; the BigEarthNet-based 2017/2018 products of baselines 02.05/02.06 and 05.00) and the
-Global-Mosaics COG. What is dropped: AOT, WVP, TCI and QI_DATA rasters (no layer uses them)
-and Sentinel-1. STAC items are pruned to the assets whose files are bundled.
+Global-Mosaics COG, and the Sentinel-1 GRD measurement TIFFs (georeferenced by GCPs only).
+What is dropped: AOT, WVP, TCI and QI_DATA rasters (no layer uses them). STAC items are pruned
+to the assets whose files are bundled.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 SKIP_ASSET_PREFIXES = ("AOT_", "WVP_", "TCI_", "CLD_", "SNW_")
-COLLECTIONS = ("sentinel-2-l2a", "sentinel-2-global-mosaics")
+COLLECTIONS = ("sentinel-2-l2a", "sentinel-2-global-mosaics", "sentinel-1-grd")
 
 
 def main(shared: Path, out: Path) -> None:

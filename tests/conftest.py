@@ -44,6 +44,7 @@ TEST_LAYERS = {
         "expression": "B04",
         "request_evalscript": False,
     },
+    "RAW_S1_VH_DB": {"title": "VH dB", "collection": "sentinel-1-grd", "expression": "10 * log10(VH * VH)"},
     "RAW_MOSAIC_NDVI": {
         "title": "mosaic NDVI",
         "collection": "sentinel-2-global-mosaics",

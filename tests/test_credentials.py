@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import EODATA, free_port
 from tests.support.s3_server import S3Server
 from tests.support.stac_api import StacApi
-from tests.test_eodata_s3 import MOSAIC_ITEMS, S2_ITEMS, s3_config
+from tests.test_eodata_s3 import MOSAIC_ITEMS, S1_ITEMS, S2_ITEMS, s3_config
 
 KEY_ID = "AKIACANARY7Q2W9XKEYID"
 SECRET = "canary/Secret+Value9f3b2c1d0e"  # noqa: S105 - a canary, not a credential
@@ -29,7 +29,7 @@ SECRET = "canary/Secret+Value9f3b2c1d0e"  # noqa: S105 - a canary, not a credent
 @pytest.fixture(scope="module")
 def leaky_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, S3Server]]:
     s3 = S3Server(EODATA, require_key="the-only-valid-key")
-    stac = StacApi({"sentinel-2-l2a": S2_ITEMS, "sentinel-2-global-mosaics": MOSAIC_ITEMS})
+    stac = StacApi({"sentinel-2-l2a": S2_ITEMS, "sentinel-2-global-mosaics": MOSAIC_ITEMS, "sentinel-1-grd": S1_ITEMS})
     directory = tmp_path_factory.mktemp("leak")
     config = s3_config(directory, stac.url)
     log_path = directory / "server.log"

@@ -38,6 +38,7 @@ from tests.support.stac_api import StacApi
 WEBMERCATOR = morecantile.tms.get("WebMercatorQuad")
 S2_ITEMS = sorted((SAMPLE / "stac/sentinel-2-l2a").glob("S2*.json"))
 MOSAIC_ITEMS = sorted((SAMPLE / "stac/sentinel-2-global-mosaics").glob("Sentinel*.json"))
+S1_ITEMS = sorted((SAMPLE / "stac/sentinel-1-grd").glob("S1*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,7 @@ def stac(tree: dict) -> Iterator[StacApi]:
         {
             "sentinel-2-l2a": S2_ITEMS,
             "sentinel-2-global-mosaics": MOSAIC_ITEMS,
+            "sentinel-1-grd": S1_ITEMS,
             "s2-split": sorted((items / "split").glob("*.json")),
             "s2-requests": sorted((items / "requests").glob("*.json")),
             "s2-broken": sorted((items / "broken").glob("*.json")),
@@ -153,10 +155,10 @@ def centre(path: Path) -> tuple[float, float]:
 # --- same pixels as local files -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layer", ["TRUE_COLOR", "NDVI", "SCL", "RAW_MOSAIC_NDVI"])
+@pytest.mark.parametrize("layer", ["TRUE_COLOR", "NDVI", "SCL", "RAW_MOSAIC_NDVI", "S1_VH_DB"])
 def test_tiles_over_s3_equal_local_files(layer: str, client: httpx.Client, s3_client: httpx.Client, s3: S3Server):
-    items = MOSAIC_ITEMS if layer == "RAW_MOSAIC_NDVI" else S2_ITEMS
-    zooms = (9, 12) if layer == "RAW_MOSAIC_NDVI" else (11, 14)
+    items = {"RAW_MOSAIC_NDVI": MOSAIC_ITEMS, "S1_VH_DB": S1_ITEMS}.get(layer, S2_ITEMS)
+    zooms = (11, 14) if items is S2_ITEMS else (8, 10)
     compared = 0
     s3.reset()
     for item in items:

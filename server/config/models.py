@@ -87,6 +87,9 @@ class CollectionConfig(_Strict):
     catalogue: Catalogue
     data_root: str = Field(description="local directory or /vsis3/<bucket>")
     href_prefix: str = "s3://eodata/"
+    # "transform": files carry a geotransform (S2, COGs); "gcps": only ground control points
+    # (Sentinel-1 GRD), warped through a thin-plate spline.
+    geolocation: Literal["transform", "gcps"] = "transform"
     bands: dict[str, BandConfig] = Field(min_length=1)
 
     @field_validator("bands")

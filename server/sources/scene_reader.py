@@ -21,6 +21,7 @@ from rio_tiler.io import Reader
 
 from server.config.models import BandConfig, CollectionConfig
 from server.models import Grid, Scene
+from server.sources.gcp_warp import read_gcp_part
 from server.sources.gdal_env import GdalEnvironment
 from server.sources.paths import gdal_path
 
@@ -81,8 +82,10 @@ def choose_source(name: str, band: BandConfig, scene: Scene, ground_res: float) 
     return BandSource(name, key, res)
 
 
-def _read_one(path: str, band: BandConfig, grid: Grid, resampling: str) -> np.ma.MaskedArray:
+def _read_one(path: str, band: BandConfig, grid: Grid, resampling: str, gcps: bool) -> np.ma.MaskedArray | None:
     method = "nearest" if band.categorical else resampling
+    if gcps:
+        return read_gcp_part(path, grid, method, band.nodata)
     options = {"nodata": band.nodata, "resampling_method": method, "reproject_method": method}
     with Reader(path, options=options) as src:  # type: ignore[arg-type]
         image = src.part(grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height)
@@ -137,7 +140,7 @@ def read_scene(
         path = gdal_path(scene.assets[source.asset_key], collection.href_prefix, collection.data_root)
         with gdal.env(path) if gdal is not None else rasterio.Env():
             try:
-                return _read_one(path, band, grid, resampling)
+                return _read_one(path, band, grid, resampling, collection.geolocation == "gcps")
             except TileOutsideBounds:
                 return None
 

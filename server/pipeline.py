@@ -25,6 +25,7 @@ from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
 from server.render.encode import check_format, encode
 from server.settings import Settings
+from server.sources.overview_cache import OverviewCache
 from server.sources.scene_reader import read_scene
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ class Pipeline:
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=settings.read_threads, thread_name_prefix="eotiler-read")
         self.gdal = settings.gdal_environment()
+        self.overviews = (
+            OverviewCache(settings.overview_cache_dir, settings.overview_cache_bytes)
+            if settings.overview_cache_bytes > 0
+            else None
+        )
         self.cache = TileCache(settings.cache_memory_bytes, settings.redis_url, settings.cache_ttl)
 
     def close(self) -> None:
@@ -137,6 +143,7 @@ class Pipeline:
                     units=script.inputs.units,
                     gdal=self.gdal,
                     executor=self._pool,
+                    overviews=self.overviews,
                 )
             except Exception as exc:  # noqa: BLE001 - one unreadable scene must not sink the mosaic
                 log.warning("reading scene %s failed: %s", scene.id, _public(exc))

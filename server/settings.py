@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = Field(default=None, validation_alias=_env("AWS_ACCESS_KEY_ID"))
     s3_secret_access_key: SecretStr | None = Field(default=None, validation_alias=_env("AWS_SECRET_ACCESS_KEY"))
     s3_no_sign_request: bool = Field(default=False, validation_alias=_env("AWS_NO_SIGN_REQUEST"))
+    overview_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "eotiler" / "overviews",
+        description="local COGs of zoomed-out JPEG2000 bands",
+    )
+    overview_cache_bytes: int = Field(
+        default=2 * 1024**3, ge=0, description="disk bound of the overview cache (0: off)"
+    )
     stac_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per STAC API request")
     stac_cache_ttl: int = Field(default=300, ge=0, description="seconds a STAC search result is reused")
     request_budget: float = Field(

@@ -28,6 +28,12 @@ from server.pipeline import Pipeline
 from server.resources import default_config_path
 from server.settings import Settings
 
+# Servers started by tests (in-process or as subprocesses) keep overview COGs in a temporary
+# directory, never in the user's ~/.cache.
+os.environ.setdefault("EOTILER_OVERVIEW_CACHE_DIR", tempfile.mkdtemp(prefix="eotiler-overviews-"))
+
+pytest_plugins = ["tests.support.s3_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample"
 EODATA = SAMPLE / "eodata"
@@ -74,7 +80,8 @@ def test_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(test_config: Path) -> Settings:
-    return Settings(config=test_config)
+    # No overview cache: pixel tests compare zoomed-out reads with direct reads of the files.
+    return Settings(config=test_config, overview_cache_bytes=0)
 
 
 @pytest.fixture(scope="session")

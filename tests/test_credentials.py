@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from tests.conftest import EODATA, free_port
+from tests.support.s3_fixtures import MOSAIC_ITEMS, S1_ITEMS, S2_ITEMS, s3_config
 from tests.support.s3_server import S3Server
 from tests.support.stac_api import StacApi
-from tests.test_eodata_s3 import MOSAIC_ITEMS, S1_ITEMS, S2_ITEMS, s3_config
 
 KEY_ID = "AKIACANARY7Q2W9XKEYID"
 SECRET = "canary/Secret+Value9f3b2c1d0e"  # noqa: S105 - a canary, not a credential

@@ -23,6 +23,7 @@ from server.config.models import BandConfig, CollectionConfig
 from server.models import Grid, Scene
 from server.sources.gcp_warp import read_gcp_part
 from server.sources.gdal_env import GdalEnvironment
+from server.sources.overview_cache import OverviewCache
 from server.sources.paths import gdal_path
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,13 @@ def read_scene(
     units: str = "REFLECTANCE",
     gdal: GdalEnvironment | None = None,
     executor: Executor | None = None,
+    overviews: OverviewCache | None = None,
 ) -> SceneData | None:
     """Read ``band_names`` of ``scene`` on ``grid``.
 
-    Bands are read in parallel on ``executor`` (JPEG2000 decoding releases the GIL). Returns
-    ``None`` when the scene lacks one of the bands or does not touch the grid.
+    Bands are read in parallel on ``executor`` (JPEG2000 decoding releases the GIL). Zoomed-out
+    JPEG2000 reads go through ``overviews`` when given. Returns ``None`` when the scene lacks one
+    of the bands or does not touch the grid.
     """
     ground_res = grid.ground_resolution()
     plan: list[tuple[str, BandConfig, BandSource]] = []
@@ -138,9 +141,12 @@ def read_scene(
     def load(item: tuple[str, BandConfig, BandSource]) -> np.ma.MaskedArray | None:
         _, band, source = item
         path = gdal_path(scene.assets[source.asset_key], collection.href_prefix, collection.data_root)
+        gcps = collection.geolocation == "gcps"
         with gdal.env(path) if gdal is not None else rasterio.Env():
+            if overviews is not None and not gcps:
+                path = overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata) or path
             try:
-                return _read_one(path, band, grid, resampling, collection.geolocation == "gcps")
+                return _read_one(path, band, grid, resampling, gcps)
             except TileOutsideBounds:
                 return None
 

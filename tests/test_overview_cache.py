@@ -1,0 +1,136 @@
+"""The overview cache: zoomed-out JPEG2000 reads become local COGs, and S3 is not asked again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import morecantile
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+from rasterio.warp import transform as warp_transform
+
+from server.catalog.layers import LayerRegistry
+from server.config import load_config
+from server.models import Grid, ImageFormat, RenderRequest, parse_time
+from server.pipeline import Pipeline
+from tests.support.s3_fixtures import s3_settings
+from tests.support.s3_server import S3Server
+
+WEBMERCATOR = morecantile.tms.get("WebMercatorQuad")
+
+
+def tile_grid(zoom: int) -> Grid:
+    lon, lat = warp_transform("EPSG:32629", "EPSG:4326", [505000], [5893000])
+    b = WEBMERCATOR.xy_bounds(WEBMERCATOR.tile(lon[0], lat[0], zoom))
+    return Grid((b.left, b.bottom, b.right, b.top), CRS.from_epsg(3857), 256, 256)
+
+
+def make_pipeline(config: Path, s3: S3Server, directory: Path, max_bytes: int = 1 << 30) -> Pipeline:
+    settings = s3_settings(config, s3, overview_cache_dir=directory, overview_cache_bytes=max_bytes)
+    return Pipeline(LayerRegistry(load_config(config), settings), settings)
+
+
+def render(pipe: Pipeline, product: str, zoom: int) -> np.ma.MaskedArray:
+    day = f"{product[11:15]}-{product[15:17]}-{product[17:19]}"
+    req = RenderRequest("REQ_B04", tile_grid(zoom), ImageFormat.GTIFF, time=parse_time(day))
+    rendered = pipe.render_data(req)
+    assert [s.id for s in rendered.mosaic.scenes] == [product]
+    return np.ma.MaskedArray(rendered.values[0], mask=~rendered.mosaic.filled)
+
+
+def expected_z10(tree: dict, product: str) -> np.ndarray:
+    """Independent: the band's JPEG2000 resolution level at 80 m (read by rasterio from the local
+    file), warped with nearest neighbour. A resolution level is the wavelet low-pass, not a box
+    average: that is what any JPEG2000 reader shows when zoomed out."""
+    path = next((tree["root"] / "eodata").rglob(f"*{product[11:19]}T115411_B04_10m.jp2"))
+    with rasterio.open(path) as src:
+        coarse = src.read(1, out_shape=(256, 256)).astype(np.float64)
+        transform, crs = src.transform, src.crs
+    grid = tile_grid(10)
+    out = np.zeros((256, 256))
+    reproject(
+        coarse,
+        out,
+        src_transform=transform * transform.scale(8, 8),
+        src_crs=crs,
+        dst_transform=rasterio.transform.from_bounds(*grid.bbox, 256, 256),
+        dst_crs=grid.crs,
+        resampling=Resampling.nearest,
+        src_nodata=0,
+        dst_nodata=0,
+    )
+    return np.where(out > 0, np.maximum(np.rint(out) - 1000, 0), np.nan)
+
+
+def test_warm_overview_needs_no_s3_request(config: Path, s3: S3Server, tree: dict, tmp_path: Path):
+    product = tree["requests"]["jp2"][0]
+    pipe = make_pipeline(config, s3, tmp_path / "ov")
+    try:
+        s3.reset()
+        first = render(pipe, product, 10)
+        assert s3.requests()  # built from S3 once
+        assert pipe.overviews is not None and pipe.overviews.stats()["builds"] == 1
+        got = first.filled(np.nan)
+        expected = expected_z10(tree, product)
+        both = ~np.isnan(got) & ~np.isnan(expected)
+        assert both.mean() > 0.3 and np.array_equal(np.isnan(got), np.isnan(expected))
+        assert (np.abs(got[both] - expected[both]) <= 1).mean() > 0.99
+        s3.reset()
+        again = render(pipe, product, 10)
+        coarser = render(pipe, product, 9)  # served by the same level (the COG has overviews)
+        assert s3.requests() == []
+        assert np.array_equal(again.filled(np.nan), got, equal_nan=True)
+        assert coarser.count() > 0 and pipe.overviews.stats()["builds"] == 1
+    finally:
+        pipe.close()
+    other = make_pipeline(config, s3, tmp_path / "ov")  # another worker sharing the directory
+    try:
+        s3.reset()
+        assert np.array_equal(render(other, product, 10).filled(np.nan), got, equal_nan=True)
+        assert s3.requests() == []
+    finally:
+        other.close()
+
+
+def test_native_zoom_reads_the_source(config: Path, s3: S3Server, tree: dict, tmp_path: Path):
+    pipe = make_pipeline(config, s3, tmp_path / "ov")
+    try:
+        render(pipe, tree["requests"]["jp2"][1], 14)
+        assert pipe.overviews is not None and pipe.overviews.stats()["files"] == 0
+    finally:
+        pipe.close()
+
+
+def test_unusable_directory_never_fails_the_request(config: Path, s3: S3Server, tree: dict, tmp_path: Path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be")
+    pipe = make_pipeline(config, s3, blocker)
+    try:
+        product = tree["requests"]["jp2"][2]
+        assert render(pipe, product, 10).count() > 0
+        assert render(pipe, product, 10).count() > 0
+        stats = pipe.overviews.stats() if pipe.overviews else {}
+        assert stats["skipped"] == 2 and stats["files"] == 0
+    finally:
+        pipe.close()
+
+
+def test_disk_bound_evicts_least_recently_used(config: Path, s3: S3Server, tree: dict, tmp_path: Path):
+    one_level = 256 * 256 * 2  # uint16 pixels of one 80 m level, uncompressed: a compressed file fits
+    pipe = make_pipeline(config, s3, tmp_path / "ov", max_bytes=one_level)
+    try:
+        for product in tree["requests"]["jp2"][3:5]:
+            assert render(pipe, product, 10).count() > 0
+        files = list((tmp_path / "ov").glob("*.tif"))
+        assert len(files) == 1 and files[0].stat().st_size <= one_level
+        tiny = make_pipeline(config, s3, tmp_path / "tiny", max_bytes=1000)  # no level fits: skip, still serve
+        try:
+            assert render(tiny, tree["requests"]["jp2"][5], 10).count() > 0
+            assert list((tmp_path / "tiny").glob("*")) == []
+        finally:
+            tiny.close()
+    finally:
+        pipe.close()

@@ -19,6 +19,7 @@ mirror-tiled to ``--size`` pixels (10980 = a full Sentinel-2 tile), then written
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -85,7 +86,7 @@ def tiles_for(zoom: int, count: int, size: int) -> list[tuple[int, int, int]]:
     return found
 
 
-def worker(endpoint: str, overview_dir: str | None) -> None:
+def worker(endpoint: str, overview_dir: str | None, drop: str | None = None) -> None:
     """Read tiles named on stdin (``fmt z x y``), one JSON line of timings per tile on stdout."""
     import morecantile
     from rasterio.crs import CRS
@@ -99,6 +100,8 @@ def worker(endpoint: str, overview_dir: str | None) -> None:
     settings = Settings(s3_endpoint=endpoint, s3_https=False, s3_region="us-east-1",
                         s3_access_key_id="bench", s3_secret_access_key="bench-secret")  # fmt: skip
     gdal = settings.gdal_environment()
+    if drop:  # measure what one option is worth: run with GDAL's default instead
+        gdal = dataclasses.replace(gdal, options={k: v for k, v in gdal.options.items() if k != drop})
     overviews = OverviewCache(Path(overview_dir), 1 << 34) if overview_dir else None
     band = BandConfig(asset="B04", resolutions=[10])
     tms = morecantile.tms.get("WebMercatorQuad")
@@ -119,10 +122,12 @@ def worker(endpoint: str, overview_dir: str | None) -> None:
 class Worker:
     """A worker process; ``read`` sends one tile and returns its timing and the S3 requests it made."""
 
-    def __init__(self, s3, overview_dir: Path | None = None) -> None:
+    def __init__(self, s3, overview_dir: Path | None = None, drop: str | None = None) -> None:
         command = [sys.executable, __file__, "--worker", s3.endpoint]
         if overview_dir:
             command += ["--overview-dir", str(overview_dir)]
+        if drop:
+            command += ["--drop", drop]
         self.s3 = s3
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
@@ -162,9 +167,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--overview-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--drop", help=argparse.SUPPRESS)
+    parser.add_argument("--options", action="store_true", help="measure each GDAL option instead (requests only)")
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.overview_dir)
+        return worker(args.worker, args.overview_dir, args.drop)
 
     import tempfile
 
@@ -177,6 +184,8 @@ def main() -> None:
     size = args.size or (2048 if args.quick else 10980)
     per_zoom = args.tiles or (2 if args.quick else 5)
     eodata = build(args.out / "data", size)
+    if args.options:
+        return options_report(eodata, size, args.out)
     s3 = S3Server(eodata, delay_ms=args.rtt_ms)
     rows: list[dict] = []
     plan = [(fmt, z) for fmt in FORMATS for z in (14, 11, 9)] + [("jp2", z) for z in (10, 9, 8)]
@@ -216,6 +225,55 @@ def main() -> None:
         )  # fmt: skip
     Console(width=140).print(table)
     print(f"raw numbers: {args.out / 's3_tiles.json'}")
+
+
+OPTIONS = [
+    None,
+    "GDAL_DISABLE_READDIR_ON_OPEN",
+    "GDAL_INGESTED_BYTES_AT_OPEN",
+    "CPL_VSIL_CURL_CACHE_SIZE",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES",
+    "VSI_CACHE",
+]
+
+
+def options_report(eodata: Path, size: int, out: Path) -> None:
+    """Requests per tile with each option dropped (GDAL's default), counted at the S3 server.
+
+    Per format: a cold z14 tile, a second z14 tile of the same file (hot file), a cold z9 tile and
+    that z9 tile again (does the file stay hot after a large read?).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from tests.support.s3_server import S3Server
+
+    s3 = S3Server(eodata)
+    rows = []
+    try:
+        for fmt in ("cog", "jp2-tlm", "jp2"):
+            for drop in OPTIONS:
+                z14 = tiles_for(14, 2, size)
+                z9 = tiles_for(9, 1, size)
+                first = Worker(s3, drop=drop)
+                counts = [first.read(fmt, z14[0])["requests"], first.read(fmt, z14[1])["requests"]]
+                first.close()
+                second = Worker(s3, drop=drop)
+                big = second.read(fmt, z9[0])
+                counts += [big["requests"], second.read(fmt, z9[0])["requests"]]
+                second.close()
+                rows.append({"format": fmt, "without": drop or "(all options)", "z14 cold": counts[0],
+                             "z14 hot file": counts[1], "z9 cold": counts[2], "z9 again": counts[3],
+                             "z9 cold MB": round(big["mb"], 1)})  # fmt: skip
+    finally:
+        s3.stop()
+    (out / "gdal_options.json").write_text(json.dumps({"size": size, "rows": rows}, indent=2))
+    table = Table(title=f"S3 requests per 256 px tile, {size} px band, one GDAL option at its default")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console(width=140).print(table)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,11 @@ def test_layers_cli_prints_table():
     assert result.returncode == 0
     for layer in ("TRUE_COLOR", "NDVI_FLOAT", "SCL", "MOSAIC_NDVI"):
         assert layer in result.stdout
+
+
+def test_cdse_configuration_loads_offline():
+    """The shipped CDSE configuration validates and compiles without reaching the network."""
+    config = load_config(ROOT / "config" / "cdse.yaml")
+    registry = LayerRegistry(config)
+    layer = registry.get("TRUE_COLOR")
+    assert layer.collection.data_root == "/vsis3/eodata" and not layer.catalogue.enumerable

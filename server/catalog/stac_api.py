@@ -82,6 +82,7 @@ class StacApiCatalogue:
         self._cache_enabled = cache_ttl > 0
         self._lock = threading.Lock()
         self._extent: tuple[BBox | None, list[datetime]] | None = None
+        self._extent_retry = 0.0  # monotonic time after which a failed extent fetch is retried
         self.searches = 0  # API searches made (the cache's misses), for /cache/stats and tests
 
     def search(
@@ -173,15 +174,21 @@ class StacApiCatalogue:
         raise UpstreamUnavailable("the scene catalogue is not reachable")  # pragma: no cover - loop returns
 
     def extent(self) -> tuple[BBox | None, list[datetime]]:
-        """Spatial extent from the collection document (fetched once); no per-scene dates for an API."""
-        if self._extent is None:
+        """Spatial extent from the collection document (fetched once); no per-scene dates for an API.
+
+        When the API cannot be reached the globe is assumed, and the fetch is retried a minute
+        later rather than on every capabilities request.
+        """
+        if self._extent is None or (self._extent_retry and time.monotonic() > self._extent_retry):
             try:
                 doc = self._call("GET", f"{self.url}/collections/{self.collection}", None)
                 box = doc["extent"]["spatial"]["bbox"][0]
                 self._extent = ((float(box[0]), float(box[1]), float(box[2]), float(box[3])), [])
+                self._extent_retry = 0.0
             except (UpstreamUnavailable, KeyError, IndexError, TypeError, ValueError):
                 log.warning("STAC API collection %s: no usable extent, assuming the globe", self.collection)
-                return (-180.0, -90.0, 180.0, 90.0), []
+                self._extent = ((-180.0, -90.0, 180.0, 90.0), [])
+                self._extent_retry = time.monotonic() + 60
         return self._extent
 
     def close(self) -> None:

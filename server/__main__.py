@@ -94,7 +94,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from server.settings import Settings
 
     settings = Settings(config=Path(args.config))
-    if not settings.redis_url and not args.dask:
+    if not settings.redis_url:
         print("seeding needs EOTILER_REDIS_URL: tiles seeded into this process's memory would vanish with it")
         return 2
     pipeline = Pipeline(_registry(settings.config), settings)
@@ -117,6 +117,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
                 fmt,
                 args.time,
                 args.concurrency,
+                settings.config.resolve(),
+                settings.redis_url,
                 lambda n: progress.advance(task, n),
             )
         else:

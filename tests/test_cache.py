@@ -266,3 +266,21 @@ def test_seed_without_redis_is_refused(monkeypatch, capsys):
 def test_cache_stats_endpoint(client: httpx.Client):
     stats = client.get("/cache/stats").json()
     assert stats["memory"]["enabled"] is True and stats["redis"]["enabled"] is False
+
+
+def test_seed_over_a_dask_cluster(tmp_path, redis_server, monkeypatch, capsys):
+    """``--dask`` spreads the tile list over a dask.distributed LocalCluster; tiles land in Redis."""
+    from distributed import LocalCluster
+
+    config = private_data_config(tmp_path)
+    monkeypatch.setenv("EOTILER_REDIS_URL", redis_server.url)
+    wmq = morecantile.tms.get("WebMercatorQuad")
+    count = len(list(wmq.tiles(-8.9, 53.0, -8.7, 53.15, zooms=[9, 10])))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        argv = ["seed", "--config", str(config), "--layer", "TRUE_COLOR", "--bbox=-8.9,53.0,-8.7,53.15"]
+        code = eotiler_main([*argv, "--zooms", "9-10", "--time", "2022-10-05", "--dask", cluster.scheduler_address])
+    assert code == 0
+    assert f"rendered {count}, skipped 0" in capsys.readouterr().out
+    drop_data(tmp_path)
+    response = app_client(config, redis_url=redis_server.url).get(TILE, params={"time": "2022-10-05"})
+    assert response.status_code == 200 and response.headers["x-cache"] == "HIT"

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import morecantile
 
@@ -108,15 +109,24 @@ def seed_local(
 
 
 def _seed_chunk_on_worker(
-    layer_id: str, tms_id: str, tiles: list[Tile], fmt: str, time_text: str | None, concurrency: int
+    layer_id: str,
+    tms_id: str,
+    tiles: list[Tile],
+    fmt: str,
+    time_text: str | None,
+    concurrency: int,
+    config: str,
+    redis_url: str,
 ) -> list[tuple[str, int, str]]:
-    """Runs on a dask worker: one pipeline per call, settings from the worker's environment."""
+    """Runs on a dask worker: one pipeline per call. The configuration file and Redis come from
+    the seeding command (the same path must exist on the workers); S3 keys and the other
+    settings from the worker's own environment, so credentials never travel with the tasks."""
     from server.catalog.layers import LayerRegistry
     from server.config import load_config
     from server.models import parse_time
     from server.settings import Settings
 
-    settings = Settings()
+    settings = Settings(config=Path(config), redis_url=redis_url)
     pipeline = Pipeline(LayerRegistry(load_config(settings.config), settings), settings)
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -144,6 +154,8 @@ def seed_dask(
     fmt: ImageFormat,
     time_text: str | None,
     concurrency: int,
+    config: Path,
+    redis_url: str,
     on_done: Callable[[int], None] = lambda n: None,
 ) -> SeedSummary:
     """Spread chunks of the tile list over a dask.distributed cluster (optional extra ``dask``)."""
@@ -158,7 +170,18 @@ def seed_dask(
     start = time.perf_counter()
     with Client(address) as client:
         futures = [
-            client.submit(_seed_chunk_on_worker, layer_id, tms_id, chunk, fmt.value, time_text, concurrency, pure=False)
+            client.submit(
+                _seed_chunk_on_worker,
+                layer_id,
+                tms_id,
+                chunk,
+                fmt.value,
+                time_text,
+                concurrency,
+                str(config),
+                redis_url,
+                pure=False,
+            )
             for chunk in chunks(tiles, 32)
         ]
         for future in dask_completed(futures):

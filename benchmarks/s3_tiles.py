@@ -143,6 +143,7 @@ class Worker:
 
     def close(self) -> None:
         self.process.kill()
+        self.process.wait()
 
 
 def summarise(samples: list[dict]) -> dict:

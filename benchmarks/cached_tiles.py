@@ -9,27 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import morecantile
+from harness import start_server, stop_server, write_report
 from rich.progress import Progress
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def run(base: str, urls: list[str], total: int, concurrency: int, hits: list[bool]) -> list[float]:
@@ -63,19 +51,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--redis", default=None)
     args = parser.parse_args()
-    port = free_port()
-    env = dict(os.environ, **({"EOTILER_REDIS_URL": args.redis} if args.redis else {}))
-    eotiler = str(Path(sys.executable).parent / "eotiler")
-    cmd = [eotiler, "serve", "--port", str(port), "--workers", str(args.workers)]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    extra = {"EOTILER_REDIS_URL": args.redis} if args.redis else {}
+    server, base = start_server(args.workers, **extra)
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         tms = morecantile.tms.get("WebMercatorQuad")
         tiles = list(tms.tiles(-8.95, 52.98, -8.55, 53.24, zooms=[10, 11, 12]))
         urls = [f"/layers/TRUE_COLOR/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png?time=2022-10-05" for t in tiles]
@@ -84,8 +62,7 @@ def main() -> int:
         latencies = asyncio.run(run(base, urls, args.requests, args.concurrency, hits))
         elapsed = time.perf_counter() - start
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop_server(server)
     q = statistics.quantiles(latencies, n=100)
     result = {
         "tiles": len(urls),
@@ -99,10 +76,7 @@ def main() -> int:
         "p95_ms": round(q[94], 2),
         "p99_ms": round(q[98], 2),
     }
-    out = ROOT / "benchmarks" / "results" / "cached_tiles.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_report("cached_tiles", result)
     return 0
 
 

@@ -11,9 +11,6 @@ scenes from z10 upwards with 4 concurrent clients, and samples VmRSS from /proc 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import morecantile
+from harness import start_server, stop_server, write_report
 from rich.progress import Progress
 
-ROOT = Path(__file__).resolve().parents[1]
 AREAS = [(-8.99, 52.98, -8.55, 53.24, "2022-10-05")]  # T29UNU (the largest sample scene)
 
 
@@ -50,20 +47,10 @@ def tile_urls(count: int) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=10_000)
-    parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
-    env = dict(os.environ, EOTILER_LOG_LEVEL="warning")
-    eotiler = str(Path(sys.executable).parent / "eotiler")
-    server = subprocess.Popen([eotiler, "serve", "--port", str(args.port)], env=env, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{args.port}"
+    server, base = start_server(1, EOTILER_LOG_LEVEL="warning")
     samples: list[tuple[int, float]] = []
     try:
-        for _ in range(100):
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         samples.append((0, rss_mb(server.pid)))
         urls = tile_urls(args.tiles)
         start = time.perf_counter()
@@ -77,8 +64,7 @@ def main() -> int:
         elapsed = time.perf_counter() - start
         stats = httpx.get(base + "/cache/stats").json()
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop_server(server)
     result = {
         "tiles": len(urls),
         "elapsed_s": round(elapsed, 1),
@@ -86,10 +72,7 @@ def main() -> int:
         "rss_mb": [[n, round(mb, 1)] for n, mb in samples],
         "memory_cache": stats["memory"],
     }
-    out = ROOT / "benchmarks" / "results" / "memory_soak.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_report("memory_soak", result)
     return 0
 
 

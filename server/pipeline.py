@@ -187,18 +187,35 @@ class Pipeline:
         The catalogue is always asked first (cheap): the cache key holds the resolved scene ids,
         so two TIME values that select the same scenes share one entry.
         """
+        scenes, key, timings = self._lookup(req)
+        return self.cached(key, req, lambda: self._render_uncached(req, scenes), timings)
+
+    def memory_hit(self, req: RenderRequest) -> RenderResult | None:
+        """The image from this process's memory cache, or ``None``; never does I/O, so the HTTP
+        layer may call it on the event loop and skip a thread hop for the common cached tile.
+        Layers searched through a STAC API always return ``None`` (their search may need the network)."""
+        if not self.registry.get(req.layer).catalogue.enumerable:
+            return None
+        _, key, timings = self._lookup(req)
+        mark = time.perf_counter()
+        found = self.cache.get(key, memory_only=True)
+        return None if found is None else self._hit(found, req, timings, mark)
+
+    def _lookup(self, req: RenderRequest) -> tuple[list[Scene], str, dict[str, float]]:
+        """Scenes and cache key of ``req`` (format checked first: a bad one must not cost a search)."""
         layer = self.registry.get(req.layer)
         check_format(self.output(req), req.format)
         start = time.perf_counter()
         scenes = self.find_scenes(layer, req)
         catalogue_ms = (time.perf_counter() - start) * 1000
-        key = self.cache_key(req, layer, scenes)
-        return self.cached(
-            key,
-            req,
-            lambda: self._render_uncached(req, scenes),
-            {"catalogue": catalogue_ms},
-        )
+        return scenes, self.cache_key(req, layer, scenes), {"catalogue": catalogue_ms}
+
+    def _hit(
+        self, found: tuple[CachedImage, str], req: RenderRequest, timings: dict[str, float], mark: float
+    ) -> RenderResult:
+        item, level = found
+        timings = {**timings, f"cache-{level}": (time.perf_counter() - mark) * 1000}
+        return RenderResult(item.content, item.media_type, item.scenes, timings, item.empty, "HIT", self.max_age(req))
 
     def cache_key(self, req: RenderRequest, layer: Layer, scenes: list[Scene]) -> str:
         """The tile-cache key of ``req`` once its scenes are known (also used by seeding)."""
@@ -217,11 +234,7 @@ class Pipeline:
         mark = time.perf_counter()
         found = self.cache.get(key)
         if found is not None:
-            item, level = found
-            timings = {**timings, f"cache-{level}": (time.perf_counter() - mark) * 1000}
-            return RenderResult(
-                item.content, item.media_type, item.scenes, timings, item.empty, "HIT", self.max_age(req)
-            )
+            return self._hit(found, req, timings, mark)
         result = produce()
         result.timings = {**timings, **{k: v for k, v in result.timings.items() if k != "catalogue"}}
         result.cache = "MISS"

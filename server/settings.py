@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = Field(default=None, validation_alias=_env("AWS_ACCESS_KEY_ID"))
     s3_secret_access_key: SecretStr | None = Field(default=None, validation_alias=_env("AWS_SECRET_ACCESS_KEY"))
     s3_no_sign_request: bool = Field(default=False, validation_alias=_env("AWS_NO_SIGN_REQUEST"))
+    gdal_cache_mb: int = Field(default=256, ge=16, le=65536, description="GDAL block cache per process (MB)")
     overview_cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "eotiler" / "overviews",
         description="local COGs of zoomed-out JPEG2000 bands",

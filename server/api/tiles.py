@@ -11,6 +11,7 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from server.api.params import RenderOptions, parse_int, parse_tile_name
 from server.grids import get_tms, tile_grid
@@ -58,7 +59,7 @@ def image_response(result: RenderResult) -> Response:
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "image/tiff": {}}}},
 )
-def tile(
+async def tile(
     layer: str,
     tms: str,
     z: str,
@@ -86,7 +87,11 @@ def tile(
     script = target.request_script(options.evalscript, "evalscript")
     req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority, script=script)
     # Below the layer's minzoom a tile would read too much data: it is drawn empty instead.
-    result = pipeline.render_empty(req) if zoom < target.config.minzoom else pipeline.render(req)
+    if zoom < target.config.minzoom:
+        return image_response(await run_in_threadpool(pipeline.render_empty, req))
+    # A tile in this process's memory is answered on the event loop; anything that may read
+    # data, Redis or a STAC API runs in the thread pool.
+    result = pipeline.memory_hit(req) or await run_in_threadpool(pipeline.render, req)
     return image_response(result)
 
 

@@ -104,15 +104,23 @@ class TileCache:
 
     # -- get / put ----------------------------------------------------------------------------
 
-    def get(self, key: str) -> tuple[CachedImage, str] | None:
-        """The entry and the level that had it (``memory`` or ``redis``), or ``None``."""
+    def get(self, key: str, *, memory_only: bool = False) -> tuple[CachedImage, str] | None:
+        """The entry and the level that had it (``memory`` or ``redis``), or ``None``.
+
+        ``memory_only`` never does I/O (safe on the event loop) and counts no miss: the caller
+        asks again with I/O allowed.
+        """
         if self._memory is not None:
             with self._lock:
                 item = self._memory.get(key)
             if item is not None:
                 self._stats.memory.hits += 1
                 return item, "memory"
+            if memory_only:
+                return None
             self._stats.memory.misses += 1
+        if memory_only:
+            return None
         if self._redis_usable():
             try:
                 blob = self._redis.get(key)  # type: ignore[union-attr]

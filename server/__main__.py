@@ -22,6 +22,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Validate the configuration, then run uvicorn with one app per worker."""
     import uvicorn
 
+    from server.settings import Settings
+
     config = Path(args.config).resolve()
     _registry(config)  # fail fast with a readable message instead of a worker traceback
     # Workers are separate processes built by the factory from EOTILER_* settings.
@@ -34,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="info",
+        access_log=Settings().access_log,
         proxy_headers=True,
     )
     return 0

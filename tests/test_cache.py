@@ -284,3 +284,25 @@ def test_seed_over_a_dask_cluster(tmp_path, redis_server, monkeypatch, capsys):
     drop_data(tmp_path)
     response = app_client(config, redis_url=redis_server.url).get(TILE, params={"time": "2022-10-05"})
     assert response.status_code == 200 and response.headers["x-cache"] == "HIT"
+
+
+def test_seeded_tiles_make_no_s3_request(config, s3, redis_server, monkeypatch, capsys):
+    """Seed over S3 (STAC API + /vsis3), then serve the same tiles: every one a HIT, S3 untouched."""
+    from tests.support.s3_fixtures import s3_settings
+
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("EOTILER_REDIS_URL", redis_server.url)
+    bbox = (-8.9, 53.0, -8.8, 53.1)
+    argv = ["seed", "--config", str(config), "--layer", "TRUE_COLOR", f"--bbox={','.join(map(str, bbox))}"]
+    assert eotiler_main([*argv, "--zooms", "11-12", "--time", "2022-10-05"]) == 0
+    tiles = list(morecantile.tms.get("WebMercatorQuad").tiles(*bbox, zooms=[11, 12]))
+    assert f"rendered {len(tiles)}, skipped 0" in capsys.readouterr().out
+    assert any("T29UNU" in r["path"] for r in s3.requests())  # the seeding read over S3
+    client = TestClient(create_app(s3_settings(config, s3, redis_url=redis_server.url)))
+    s3.reset()
+    for tile in tiles:
+        path = f"/layers/TRUE_COLOR/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png"
+        response = client.get(path, params={"time": "2022-10-05"})
+        assert response.status_code == 200 and response.headers["x-cache"] == "HIT"
+    assert s3.requests() == []

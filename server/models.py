@@ -211,11 +211,14 @@ class Grid:
     crs: CRS
     width: int
     height: int
+    # ``crs`` as WKT when the caller already has it (tile grids: one per TileMatrixSet); rasterio's
+    # ``to_wkt`` costs ~0.1 ms, a visible share of a cached tile.
+    crs_wkt: str = field(default="", compare=False)
 
     def bbox_wgs84(self) -> tuple[float, float, float, float]:
         """The grid's bounds in lon/lat, densified so curved edges are covered (memoised: every
         request, cached or not, asks the catalogue with it)."""
-        return _bbox_wgs84(self.bbox, self.crs.to_wkt())
+        return _bbox_wgs84(self.bbox, self.crs_wkt or self.crs.to_wkt())
 
     def ground_resolution(self) -> float:
         """Metres per pixel on the ground along the grid's middle row and column.
@@ -269,3 +272,4 @@ class RenderResult:
     max_age: int | None = None  # Cache-Control max-age in seconds (0: not storable)
     failed: list[str] = field(default_factory=list)  # scenes that could not be read
     skipped: list[str] = field(default_factory=list)  # scenes left out: the time budget was spent
+    etag: str = ""  # the strong ETag, when known without hashing the content again

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from server.cache.keys import render_key
-from server.cache.tile_cache import CachedImage, TileCache
+from server.cache.tile_cache import CachedImage, TileCache, content_etag
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import EotilerError, UpstreamUnavailable
 from server.evalscript.contract import Evalscript, OutputSpec, Samples
@@ -215,7 +215,9 @@ class Pipeline:
     ) -> RenderResult:
         item, level = found
         timings = {**timings, f"cache-{level}": (time.perf_counter() - mark) * 1000}
-        return RenderResult(item.content, item.media_type, item.scenes, timings, item.empty, "HIT", self.max_age(req))
+        return RenderResult(
+            item.content, item.media_type, item.scenes, timings, item.empty, "HIT", self.max_age(req), etag=item.etag
+        )
 
     def cache_key(self, req: RenderRequest, layer: Layer, scenes: list[Scene]) -> str:
         """The tile-cache key of ``req`` once its scenes are known (also used by seeding)."""
@@ -241,7 +243,8 @@ class Pipeline:
         if result.failed or result.skipped:
             result.max_age = 0  # incomplete: neither we nor a browser may keep it
             return result
-        self.cache.put(key, CachedImage(result.content, result.media_type, result.scenes, result.empty))
+        result.etag = content_etag(result.content)
+        self.cache.put(key, CachedImage(result.content, result.media_type, result.scenes, result.empty, result.etag))
         result.max_age = self.max_age(req)
         return result
 

@@ -6,7 +6,6 @@ through ``Pipeline.render`` like every other protocol.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -14,6 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from server.api.params import RenderOptions, parse_int, parse_tile_name
+from server.cache.tile_cache import content_etag
 from server.grids import get_tms, tile_grid
 from server.models import ImageFormat, RenderRequest, RenderResult
 from server.pipeline import Pipeline
@@ -21,8 +21,8 @@ from server.pipeline import Pipeline
 router = APIRouter(tags=["tiles"])
 
 
-def get_pipeline(request: Request) -> Pipeline:
-    """The app's pipeline (built once in ``create_app``)."""
+async def get_pipeline(request: Request) -> Pipeline:
+    """The app's pipeline (built once in ``create_app``; async, so FastAPI makes no thread hop for it)."""
     return request.app.state.pipeline
 
 
@@ -35,7 +35,7 @@ def image_response(result: RenderResult) -> Response:
     conditional-request middleware)."""
     headers = {
         "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in result.timings.items()),
-        "ETag": '"' + hashlib.sha256(result.content).hexdigest()[:32] + '"',
+        "ETag": result.etag or content_etag(result.content),
     }
     if result.scenes:
         headers["X-Eotiler-Scenes"] = ",".join(result.scenes)

@@ -8,6 +8,7 @@ logged once, ``/healthz`` reports ``degraded``) and it is retried after a pause.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import struct
@@ -31,18 +32,26 @@ class CachedImage:
     media_type: str
     scenes: list[str]
     empty: bool = False
+    etag: str = ""  # computed once when stored, not on every hit
 
     def pack(self) -> bytes:
         """Header length, JSON header, then the image bytes (no pickle: Redis may be shared)."""
-        header = json.dumps({"m": self.media_type, "s": self.scenes, "e": self.empty}).encode()
+        header = json.dumps({"m": self.media_type, "s": self.scenes, "e": self.empty, "t": self.etag}).encode()
         return struct.pack(">I", len(header)) + header + self.content
 
     @classmethod
     def unpack(cls, blob: bytes) -> CachedImage:
-        """Inverse of ``pack``."""
+        """Inverse of ``pack`` (entries stored without an ETag get one on the way out)."""
         (size,) = struct.unpack(">I", blob[:4])
         header = json.loads(blob[4 : 4 + size])
-        return cls(blob[4 + size :], header["m"], list(header["s"]), bool(header["e"]))
+        content = blob[4 + size :]
+        etag = str(header.get("t") or content_etag(content))
+        return cls(content, header["m"], list(header["s"]), bool(header["e"]), etag)
+
+
+def content_etag(content: bytes) -> str:
+    """The strong ETag of a response body, quoted as the header carries it."""
+    return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
 from server.render.encode import check_format, encode
 from server.settings import Settings
+from server.sources.dataset_pool import DatasetPool
 from server.sources.overview_cache import OverviewCache
 from server.sources.scene_reader import read_scene
 
@@ -78,6 +79,7 @@ class Pipeline:
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=settings.read_threads, thread_name_prefix="eotiler-read")
         self.gdal = settings.gdal_environment()
+        self.datasets = DatasetPool(settings.dataset_handles)
         self.overviews = (
             OverviewCache(settings.overview_cache_dir, settings.overview_cache_bytes)
             if settings.overview_cache_bytes > 0
@@ -88,6 +90,7 @@ class Pipeline:
     def close(self) -> None:
         """Stop the reader threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.datasets.close()
 
     def find_scenes(self, layer: Layer, req: RenderRequest) -> list[Scene]:
         """Catalogue search for the request, with the layer's defaults filled in."""
@@ -144,6 +147,7 @@ class Pipeline:
                     gdal=self.gdal,
                     executor=self._pool,
                     overviews=self.overviews,
+                    pool=self.datasets,
                 )
             except Exception as exc:  # noqa: BLE001 - one unreadable scene must not sink the mosaic
                 log.warning("reading scene %s failed: %s", scene.id, _public(exc))

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = Field(default=None, validation_alias=_env("AWS_ACCESS_KEY_ID"))
     s3_secret_access_key: SecretStr | None = Field(default=None, validation_alias=_env("AWS_SECRET_ACCESS_KEY"))
     s3_no_sign_request: bool = Field(default=False, validation_alias=_env("AWS_NO_SIGN_REQUEST"))
+    dataset_handles: int = Field(
+        default=32, ge=0, le=1024, description="open raster handles kept between requests per process (0: off)"
+    )
     gdal_cache_mb: int = Field(default=256, ge=16, le=65536, description="GDAL block cache per process (MB)")
     overview_cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "eotiler" / "overviews",

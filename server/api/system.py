@@ -28,7 +28,7 @@ def cache_stats(pipeline: PipelineDep) -> dict[str, object]:
     """Hits, misses, writes, errors, entries and bytes per cache level (this worker's memory, shared Redis),
     and the overview cache of zoomed-out JPEG2000 bands (files, bytes, builds, hits)."""
     overviews = pipeline.overviews.stats() if pipeline.overviews else {"enabled": False}
-    return {**pipeline.cache.stats(), "overviews": overviews}
+    return {**pipeline.cache.stats(), "overviews": overviews, "datasets": pipeline.datasets.stats()}
 
 
 @router.get("/", include_in_schema=False)

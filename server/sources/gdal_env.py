@@ -10,6 +10,7 @@ Credentials live only in ``pydantic.SecretStr`` values until this point, so they
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import rasterio
@@ -67,6 +68,13 @@ class GdalEnvironment:
 
     options: dict[str, object] = field(default_factory=dict)
     s3: S3Settings = field(default_factory=S3Settings)
+
+    def identity(self) -> str:
+        """Which endpoint and credentials this environment reads with (never the secrets themselves):
+        open dataset handles are only shared between reads with the same identity."""
+        key = self.s3.access_key_id.get_secret_value() if self.s3.access_key_id else ""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return f"{self.s3.endpoint}|{self.s3.https}|{self.s3.virtual_hosting}|{digest}"
 
     def env(self, path: str = "") -> rasterio.Env:
         """A fresh ``rasterio.Env`` (thread-local GDAL config) for one read of ``path``.

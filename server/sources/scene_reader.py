@@ -21,6 +21,7 @@ from rio_tiler.io import Reader
 
 from server.config.models import BandConfig, CollectionConfig
 from server.models import Grid, Scene
+from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
 from server.sources.gdal_env import GdalEnvironment
 from server.sources.overview_cache import OverviewCache
@@ -83,13 +84,22 @@ def choose_source(name: str, band: BandConfig, scene: Scene, ground_res: float) 
     return BandSource(name, key, res)
 
 
-def _read_one(path: str, band: BandConfig, grid: Grid, resampling: str, gcps: bool) -> np.ma.MaskedArray | None:
+def _read_one(
+    path: str,
+    band: BandConfig,
+    grid: Grid,
+    resampling: str,
+    gcps: bool,
+    pool: DatasetPool | None = None,
+    environment: str = "",
+) -> np.ma.MaskedArray | None:
     method = "nearest" if band.categorical else resampling
     if gcps:
         return read_gcp_part(path, grid, method, band.nodata)
     options = {"nodata": band.nodata, "resampling_method": method, "reproject_method": method}
-    with Reader(path, options=options) as src:  # type: ignore[arg-type]
-        image = src.part(grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height)
+    with pool.lend(path, environment) if pool is not None else rasterio.open(path) as dataset:
+        with Reader(path, dataset=dataset, options=options) as src:  # type: ignore[arg-type]
+            image = src.part(grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height)
     return image.array[0]
 
 
@@ -121,6 +131,7 @@ def read_scene(
     gdal: GdalEnvironment | None = None,
     executor: Executor | None = None,
     overviews: OverviewCache | None = None,
+    pool: DatasetPool | None = None,
 ) -> SceneData | None:
     """Read ``band_names`` of ``scene`` on ``grid``.
 
@@ -146,7 +157,7 @@ def read_scene(
             if overviews is not None and not gcps:
                 path = overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata) or path
             try:
-                return _read_one(path, band, grid, resampling, gcps)
+                return _read_one(path, band, grid, resampling, gcps, pool, gdal.identity() if gdal else "")
             except TileOutsideBounds:
                 return None
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+from rasterio.errors import RasterioError
 
 from server.cache.keys import render_key
 from server.cache.tile_cache import CachedImage, TileCache, content_etag
@@ -149,8 +150,12 @@ class Pipeline:
                     overviews=self.overviews,
                     pool=self.datasets,
                 )
-            except Exception as exc:  # noqa: BLE001 - one unreadable scene must not sink the mosaic
+            except (RasterioError, OSError, EotilerError) as exc:  # the data source failed
                 log.warning("reading scene %s failed: %s", scene.id, _public(exc))
+                mosaic.failed.append(scene.id)
+                continue
+            except Exception:  # noqa: BLE001 - a bug: keep the traceback, but one scene must not sink the mosaic
+                log.exception("reading scene %s failed unexpectedly", scene.id)
                 mosaic.failed.append(scene.id)
                 continue
             if data is not None and mosaic.add(data.valid, data.bands, scene):

@@ -4,6 +4,8 @@ Why: the tile cache, the GDAL block and /vsicurl caches, the STAC result cache a
 cache are all bounded; this checks the bounds hold together. Starts ``eotiler serve`` (one
 worker, the bundled sample), requests distinct TRUE_COLOR and MOISTURE_INDEX tiles over the sample's
 scenes from z10 upwards with 4 concurrent clients, and samples VmRSS from /proc every 500 tiles.
+The tile cache bound defaults to 8 MB here so that it is reached (10,000 tiles are ~21 MB) and
+the test shows the process staying flat once it is.
 
     python benchmarks/memory_soak.py [--tiles 10000]
 """
@@ -47,8 +49,11 @@ def tile_urls(count: int) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=10_000)
+    parser.add_argument(
+        "--cache-bytes", type=int, default=8 * 1024 * 1024, help="tile cache bound: small, so it is reached and held"
+    )
     args = parser.parse_args()
-    server, base = start_server(1, EOTILER_LOG_LEVEL="warning")
+    server, base = start_server(1, EOTILER_LOG_LEVEL="warning", EOTILER_CACHE_MEMORY_BYTES=str(args.cache_bytes))
     samples: list[tuple[int, float]] = []
     try:
         samples.append((0, rss_mb(server.pid)))

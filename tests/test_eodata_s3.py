@@ -310,3 +310,23 @@ def test_cold_jpeg2000_tile_with_tlm_needs_at_most_six_requests(pipe: Pipeline, 
 def test_zoomed_out_tiles_read_the_coarser_files(pipe: Pipeline, s3: S3Server, tree: dict, zoom: int, folder: str):
     log = count_requests(pipe, s3, tree["requests"]["levels"][0], zoom)
     assert log and {folder} == {f for f in ("/R10m/", "/R20m/", "/R60m/") if any(f in r["path"] for r in log)}
+
+
+def test_cache_hit_returns_identical_bytes_without_touching_s3(config: Path, s3: S3Server):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    client = TestClient(create_app(s3_settings(config, s3, cache_memory_bytes=16 << 20)))
+    lon, lat = centre(S2_ITEMS[3])
+    tile = WEBMERCATOR.tile(lon, lat, 12)
+    path = f"/layers/RAW_B04/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.tif"
+    s3.reset()
+    first = client.get(path, params={"time": "2022-10-05"})
+    assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
+    assert s3.requests(), "the first render reads over S3"
+    s3.reset()
+    again = client.get(path, params={"time": "2022-10-05"})
+    assert again.headers["x-cache"] == "HIT" and again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"]
+    assert s3.requests() == []

@@ -22,8 +22,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Validate the configuration, then run uvicorn with one app per worker."""
     import uvicorn
 
-    from server.settings import Settings
-
     config = Path(args.config).resolve()
     _registry(config)  # fail fast with a readable message instead of a worker traceback
     # Workers are separate processes built by the factory from EOTILER_* settings.
@@ -36,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="info",
-        access_log=Settings().access_log,
+        access_log=False,  # the app writes its own JSON access log (EOTILER_ACCESS_LOG)
         proxy_headers=True,
     )
     return 0

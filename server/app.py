@@ -18,6 +18,7 @@ from server import __version__, log_redaction
 from server.api import layers, system, tiles
 from server.api.errors import install_error_handlers
 from server.api.http_caching import install_http_caching
+from server.api.observability import Metrics, ObservabilityMiddleware, install_access_log
 from server.api.system import STATIC_DIR
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per STAC API call is noise
+    install_access_log()
     log_redaction.install(settings.secrets())
     # GDAL's block cache defaults to 5 % of RAM per process (1.2 GB on a 24 GB machine); it is
     # sized once, at the first read, so it is bounded here at start-up, never per request.
@@ -60,4 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     install_http_caching(app)
+    app.state.metrics = Metrics()
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, log_requests=settings.access_log)
     return app

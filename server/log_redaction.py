@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "eotiler.access")
 
 
 class RedactSecrets(logging.Filter):

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     max_image_size: int = Field(default=4096, ge=256, le=16384, description="largest WIDTH/HEIGHT of a map")
     extra_crs: list[str] = Field(default_factory=list, description="CRS codes advertised besides the defaults")
     log_level: str = "info"
-    access_log: bool = Field(default=True, description="uvicorn's access log (about 5 % of cached-tile throughput)")
+    access_log: bool = Field(default=True, description="one JSON line per request on logger eotiler.access")
     cache_memory_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="in-process tile cache bound in bytes (0: off)"
     )

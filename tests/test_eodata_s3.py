@@ -265,8 +265,9 @@ def test_time_budget_stops_reading_and_is_not_cached(config: Path, s3: S3Server,
 # --- requests per tile, counted at the S3 server ----------------------------------------------
 
 
-def fixture_tile(zoom: int) -> morecantile.Tile:
-    lon, lat = warp_transform("EPSG:32629", "EPSG:4326", [505000], [5893000])
+def fixture_tile(zoom: int, x: float = 505000, y: float = 5893000) -> morecantile.Tile:
+    """A tile over the request fixture (UTM 29N point inside its 20 km square)."""
+    lon, lat = warp_transform("EPSG:32629", "EPSG:4326", [x], [y])
     return WEBMERCATOR.tile(lon[0], lat[0], zoom)
 
 
@@ -312,21 +313,23 @@ def test_zoomed_out_tiles_read_the_coarser_files(pipe: Pipeline, s3: S3Server, t
     assert log and {folder} == {f for f in ("/R10m/", "/R20m/", "/R60m/") if any(f in r["path"] for r in log)}
 
 
-def test_cache_hit_returns_identical_bytes_without_touching_s3(config: Path, s3: S3Server):
+def test_cache_hit_returns_identical_bytes_without_touching_s3(config: Path, s3: S3Server, tree: dict):
+    """A tile of the COG fixture that no other test reads (GDAL's caches would hide the first read)."""
     from fastapi.testclient import TestClient
 
     from server.app import create_app
 
     client = TestClient(create_app(s3_settings(config, s3, cache_memory_bytes=16 << 20)))
-    lon, lat = centre(S2_ITEMS[3])
-    tile = WEBMERCATOR.tile(lon, lat, 12)
-    path = f"/layers/RAW_B04/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.tif"
+    product = tree["requests"]["cog"][0]
+    day = f"{product[11:15]}-{product[15:17]}-{product[17:19]}"
+    tile = fixture_tile(14, 515000, 5884000)
+    path = f"/layers/REQ_B04/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.tif"
     s3.reset()
-    first = client.get(path, params={"time": "2022-10-05"})
+    first = client.get(path, params={"time": day})
     assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
     assert s3.requests(), "the first render reads over S3"
     s3.reset()
-    again = client.get(path, params={"time": "2022-10-05"})
+    again = client.get(path, params={"time": day})
     assert again.headers["x-cache"] == "HIT" and again.content == first.content
     assert again.headers["etag"] == first.headers["etag"]
     assert s3.requests() == []

@@ -17,10 +17,15 @@ from server.errors import EotilerError
 log = logging.getLogger(__name__)
 
 
+def _request_id(request: Request) -> str:
+    """The id the observability middleware gave this request (log lines carry it)."""
+    return str(request.scope.get("state", {}).get("request_id", "-"))
+
+
 def _eotiler_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EotilerError)
     if exc.status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        log.error("%s %s failed [%s]: %s", request.method, request.url.path, _request_id(request), exc)
     return JSONResponse({"detail": exc.public_message, "parameter": exc.parameter}, status_code=exc.status)
 
 
@@ -34,7 +39,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s [%s]", request.method, request.url.path, _request_id(request))
     return JSONResponse({"detail": "internal error", "parameter": None}, status_code=500)
 
 

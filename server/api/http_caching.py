@@ -20,6 +20,7 @@ EXPOSED_HEADERS = [
     "X-Eotiler-Skipped-Scenes",
     "Server-Timing",
     "Content-Disposition",
+    "X-Request-ID",
 ]
 
 

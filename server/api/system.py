@@ -1,17 +1,31 @@
-"""Health endpoint and the map viewer page."""
+"""Health, readiness, metrics and cache statistics, the API docs and the map viewer page."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+import httpx
+from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server import __version__
 from server.api.tiles import PipelineDep
+from server.sources.gdal_env import S3Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def s3_reachable(s3: S3Settings) -> bool:
+    """Any HTTP answer from the S3 endpoint within 2 s (a 403 for an unsigned probe counts)."""
+    scheme = "https" if s3.https else "http"
+    try:
+        httpx.get(f"{scheme}://{s3.endpoint}/", timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return True
+
 
 router = APIRouter()
 
@@ -21,6 +35,29 @@ def healthz(pipeline: PipelineDep) -> dict[str, object]:
     """``ok`` while the process serves requests (``degraded`` while a configured Redis cache is down)."""
     status = "degraded" if pipeline.cache.degraded else "ok"
     return {"status": status, "version": __version__, "layers": len(pipeline.registry.layers)}
+
+
+@router.get("/readyz", tags=["system"], summary="Readiness: catalogues, S3 and Redis reachable")
+def readyz(pipeline: PipelineDep) -> JSONResponse:
+    """200 when every catalogue answers, every S3 endpoint the layers read from accepts a
+    connection, and Redis (if configured) answers; 503 naming what is not ready otherwise."""
+    checks: dict[str, bool] = {}
+    for cid, layer in {layer.collection_id: layer for layer in pipeline.registry.layers.values()}.items():
+        checks[f"catalogue:{cid}"] = layer.catalogue.ready()
+    if any(layer.collection.data_root.startswith("/vsis3") for layer in pipeline.registry.layers.values()):
+        checks["s3"] = s3_reachable(pipeline.gdal.s3)
+    redis_ok = pipeline.cache.ping()
+    if redis_ok is not None:
+        checks["redis"] = redis_ok
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", tags=["system"], summary="Prometheus metrics of this worker process")
+def metrics(request: Request) -> Response:
+    """Requests by endpoint and status, latency histograms, tile-cache outcomes, incomplete images."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/cache/stats", tags=["system"], summary="Tile cache statistics")

@@ -146,6 +146,15 @@ class TileCache:
             return item, "redis"
         return None
 
+    def ping(self) -> bool | None:
+        """Whether Redis answers now (``None`` when no Redis is configured): for ``/readyz``."""
+        if self._redis is None:
+            return None
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
     def contains(self, key: str) -> bool:
         """Whether any level holds ``key`` (seeding skips those)."""
         if self._memory is not None and key in self._memory:

@@ -25,3 +25,7 @@ class Catalogue(Protocol):
     def extent(self) -> tuple[BBox | None, list[datetime]]:
         """Lon/lat extent and the acquisition times known up front (none for an API)."""
         ...
+
+    def ready(self) -> bool:
+        """Whether searches can be answered now (``/readyz``)."""
+        ...

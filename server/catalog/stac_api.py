@@ -191,6 +191,13 @@ class StacApiCatalogue:
                 self._extent_retry = time.monotonic() + 60
         return self._extent
 
+    def ready(self) -> bool:
+        """Whether the API answers its collection document within 2 s (``/readyz``)."""
+        try:
+            return self._http.get(f"{self.url}/collections/{self.collection}", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def close(self) -> None:
         """Close the pooled HTTP connections."""
         self._http.close()

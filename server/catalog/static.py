@@ -94,6 +94,10 @@ class StaticCatalogue:
         ]
         return sort_scenes(found, priority)[:limit]
 
+    def ready(self) -> bool:
+        """Always: the items are in memory."""
+        return True
+
     def extent(self) -> tuple[BBox | None, list[datetime]]:
         """Union of item footprints and the sorted list of acquisition times (computed once: items are static)."""
         return self._extent

@@ -1,0 +1,87 @@
+"""Request ids, JSON access logs, Prometheus metrics and readiness."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.app import create_app
+from server.settings import Settings
+
+TILE = "/layers/TRUE_COLOR/tiles/WebMercatorQuad/11/974/666.png?time=2022-10-05"
+
+
+@pytest.fixture(scope="module")
+def app_client(test_config) -> TestClient:
+    return TestClient(create_app(Settings(config=test_config, overview_cache_bytes=0)))
+
+
+def samples(client: TestClient) -> dict[tuple[str, tuple], float]:
+    text = client.get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_request_id_is_returned_and_logged_as_json(app_client: TestClient, caplog):
+    caplog.set_level(logging.INFO, logger="eotiler.access")
+    mine = app_client.get(TILE, headers={"X-Request-ID": "client-id-42"})
+    assert mine.headers["x-request-id"] == "client-id-42"
+    hostile = app_client.get(TILE, headers={"X-Request-ID": "bad id\nwith newline"})
+    generated = hostile.headers["x-request-id"]
+    assert generated != "bad id\nwith newline" and len(generated) == 32
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "eotiler.access"]
+    logged = {line["request_id"]: line for line in lines}
+    assert logged["client-id-42"]["status"] == 200 and logged["client-id-42"]["endpoint"] == "tiles"
+    assert logged["client-id-42"]["bytes"] == len(mine.content) and logged[generated]["cache"] == "HIT"
+    bad = app_client.get("/layers/NOPE/tiles/WebMercatorQuad/1/0/0.png")
+    assert bad.status_code == 404 and bad.headers["x-request-id"]
+
+
+def test_metrics_count_requests_by_endpoint_status_and_cache(app_client: TestClient):
+    before = samples(app_client)
+    app_client.get(TILE)
+    app_client.get("/ogc/wms?SERVICE=WMS&REQUEST=GetMap&VERSION=1.3.0")  # missing parameters: an OGC exception
+    after = samples(app_client)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("eotiler_requests_total", endpoint="tiles", status="200") == 1
+    assert delta("eotiler_tile_cache_total", outcome="HIT") + delta("eotiler_tile_cache_total", outcome="MISS") == 1
+
+    def wms_requests(values: dict) -> float:
+        return sum(v for (name, labels), v in values.items() if name == "eotiler_requests_total" and
+                   ("endpoint", "wms") in labels)  # fmt: skip
+
+    assert wms_requests(after) == wms_requests(before) + 1
+    assert delta("eotiler_request_seconds_count", endpoint="tiles") == 1
+
+
+def test_readyz_reports_each_dependency(app_client: TestClient, config, stac, s3):
+    ready = app_client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    from tests.support.s3_fixtures import s3_settings
+
+    remote = TestClient(create_app(s3_settings(config, s3, redis_url="redis://127.0.0.1:9/0")))
+    body = remote.get("/readyz")
+    assert body.status_code == 503
+    checks = body.json()["checks"]
+    assert checks["s3"] is True and checks["catalogue:sentinel-2-l2a"] is True and checks["redis"] is False
+    stac.fail_with = 503
+    try:
+        checks = remote.get("/readyz").json()["checks"]
+    finally:
+        stac.fail_with = None
+    assert checks["catalogue:sentinel-2-l2a"] is False
+    s3_down = TestClient(create_app(s3_settings(config, s3, s3_endpoint="127.0.0.1:9")))
+    assert s3_down.get("/readyz").json()["checks"]["s3"] is False
+    assert httpx.get(f"{stac.url}/collections/sentinel-2-l2a").status_code == 200

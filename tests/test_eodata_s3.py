@@ -112,6 +112,7 @@ def test_search_results_are_reused_for_neighbouring_tiles(s3_client: httpx.Clien
         url = f"/layers/NDVI/tiles/WebMercatorQuad/14/{tile.x + dx}/{tile.y}.png?time=2022-10-05"
         assert s3_client.get(url).status_code == 200
     assert len(stac.searches) - before == 1, stac.searches[before:]  # three tiles, one 0.25° cell
+    assert s3_client.get("/cache/stats").json()["stac_searches"]["sentinel-2-l2a"] >= 1
 
 
 def test_search_pages_through_next_links(pipe: Pipeline, stac: StacApi, tree: dict):

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server import __version__
 from server.api.tiles import PipelineDep
+from server.catalog.stac_api import StacApiCatalogue
 from server.sources.gdal_env import S3Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -63,9 +64,19 @@ def metrics(request: Request) -> Response:
 @router.get("/cache/stats", tags=["system"], summary="Tile cache statistics")
 def cache_stats(pipeline: PipelineDep) -> dict[str, object]:
     """Hits, misses, writes, errors, entries and bytes per cache level (this worker's memory, shared Redis),
-    and the overview cache of zoomed-out JPEG2000 bands (files, bytes, builds, hits)."""
+    the overview cache of zoomed-out JPEG2000 bands, the dataset handle pool and STAC API searches."""
     overviews = pipeline.overviews.stats() if pipeline.overviews else {"enabled": False}
-    return {**pipeline.cache.stats(), "overviews": overviews, "datasets": pipeline.datasets.stats()}
+    searches = {
+        layer.collection_id: layer.catalogue.searches
+        for layer in pipeline.registry.layers.values()
+        if isinstance(layer.catalogue, StacApiCatalogue)
+    }
+    return {
+        **pipeline.cache.stats(),
+        "overviews": overviews,
+        "datasets": pipeline.datasets.stats(),
+        "stac_searches": searches,  # API calls made, i.e. misses of the search TTL cache
+    }
 
 
 @router.get("/", include_in_schema=False)

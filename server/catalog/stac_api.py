@@ -83,7 +83,7 @@ class StacApiCatalogue:
         self._lock = threading.Lock()
         self._extent: tuple[BBox | None, list[datetime]] | None = None
         self._extent_retry = 0.0  # monotonic time after which a failed extent fetch is retried
-        self.searches = 0  # API searches made (the cache's misses), for /cache/stats and tests
+        self.searches = 0  # API searches made (the TTL cache's misses): /cache/stats
 
     def search(
         self,

@@ -83,6 +83,14 @@ class UpstreamUnavailable(EotilerError):
     ogc_code = "NoApplicableCode"
 
 
+class Overloaded(EotilerError):
+    """Every render slot is busy and the waiting line is full: come back shortly."""
+
+    status = 503
+    ogc_code = "NoApplicableCode"
+    retry_after = 2  # seconds, sent as Retry-After
+
+
 class ConfigError(EotilerError):
     """The configuration is invalid; the message names the file, the key path and the problem."""
 

@@ -7,9 +7,11 @@ for ``Server-Timing`` headers and logs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from rasterio.errors import RasterioError
 from server.cache.keys import render_key
 from server.cache.tile_cache import CachedImage, TileCache, content_etag
 from server.catalog.layers import Layer, LayerRegistry
-from server.errors import EotilerError, UpstreamUnavailable
+from server.errors import EotilerError, Overloaded, UpstreamUnavailable
 from server.evalscript.contract import Evalscript, OutputSpec, Samples
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
@@ -87,6 +89,9 @@ class Pipeline:
             else None
         )
         self.cache = TileCache(settings.cache_memory_bytes, settings.redis_url, settings.cache_ttl)
+        self._slots = threading.BoundedSemaphore(settings.render_concurrency)
+        self._admitted = 0  # renders running or waiting for a slot
+        self._admit_lock = threading.Lock()
 
     def close(self) -> None:
         """Stop the reader threads."""
@@ -246,7 +251,8 @@ class Pipeline:
         found = self.cache.get(key)
         if found is not None:
             return self._hit(found, req, timings, mark)
-        result = produce()
+        with self.render_slot():
+            result = produce()
         result.timings = {**timings, **{k: v for k, v in result.timings.items() if k != "catalogue"}}
         result.cache = "MISS"
         if result.failed or result.skipped:
@@ -256,6 +262,28 @@ class Pipeline:
         self.cache.put(key, CachedImage(result.content, result.media_type, result.scenes, result.empty, result.etag))
         result.max_age = self.max_age(req)
         return result
+
+    @contextlib.contextmanager
+    def render_slot(self) -> Iterator[None]:
+        """One of ``render_concurrency`` render slots; at most ``render_queue`` renders wait for one.
+
+        Beyond that, or after waiting a whole request budget, ``Overloaded`` (503 + Retry-After):
+        refused in microseconds instead of piling up threads, memory and S3 connections.
+        """
+        with self._admit_lock:
+            if self._admitted >= self.settings.render_concurrency + self.settings.render_queue:
+                raise Overloaded("the server is busy rendering: retry shortly")
+            self._admitted += 1
+        try:
+            if not self._slots.acquire(timeout=self.settings.request_budget):
+                raise Overloaded("the server is busy rendering: retry shortly")
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            with self._admit_lock:
+                self._admitted -= 1
 
     def max_age(self, req: RenderRequest) -> int:
         """Cache-Control max-age: short while TIME is open-ended (new scenes may still arrive)."""

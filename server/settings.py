@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     )
     stac_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per STAC API request")
     stac_cache_ttl: int = Field(default=300, ge=0, description="seconds a STAC search result is reused")
+    render_concurrency: int = Field(default=4, ge=1, le=256, description="renders running at once per process")
+    render_queue: int = Field(default=32, ge=0, le=10000, description="renders waiting for a slot before 503")
     request_budget: float = Field(
         default=20.0, gt=0, le=600, description="seconds a request may spend reading scenes before it stops"
     )

@@ -29,6 +29,7 @@ def install_access_log() -> None:
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
 
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 # Path prefixes -> a bounded set of endpoint labels (never raw paths: unbounded cardinality).
 _ENDPOINTS = (

@@ -11,7 +11,7 @@ import logging
 from fastapi import APIRouter, Request, Response
 
 from server.api.tiles import PipelineDep, image_response
-from server.errors import EotilerError, InvalidParameter, OperationNotSupported
+from server.errors import EotilerError, InvalidParameter, OperationNotSupported, Overloaded
 from server.ogc import wcs, wcs_documents, wms, wmts
 from server.ogc.capabilities import build_capabilities
 from server.ogc.crs import DEFAULT_CRS, normalise_code
@@ -167,7 +167,10 @@ def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
             )
         return handle_wms(kvp, request, pipeline)
     except EotilerError as error:
-        return _ogc_error(error, name, kvp, version)
+        response = _ogc_error(error, name, kvp, version)
+        if isinstance(error, Overloaded):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
     except Exception:  # noqa: BLE001 - an OGC endpoint answers with an OGC report, never a 500 page
         log.exception("unhandled error on %s", request.url.path)
         return _ogc_error(EotilerError("internal error while processing the request"), name, None, version)

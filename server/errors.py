@@ -7,6 +7,18 @@ the only text a client ever sees; internal details (paths, URLs, tracebacks) go 
 
 from __future__ import annotations
 
+import re
+
+# Characters XML 1.0 cannot carry (C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF). Messages
+# quote request values, and OGC exception reports are XML: a form feed in a layer name must
+# not turn an exception report into a 500.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def client_text(text: str) -> str:
+    """``text`` with every character XML (and a terminal) cannot show replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
+
 
 class EotilerError(Exception):
     """Base error: carries an HTTP status, an OGC exception code and a client-safe message."""
@@ -15,6 +27,7 @@ class EotilerError(Exception):
     ogc_code: str = "NoApplicableCode"
 
     def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        message = client_text(message)
         super().__init__(message)
         self.public_message = message
         self.parameter = parameter

@@ -27,10 +27,9 @@ CLOUD_GDAL_OPTIONS: dict[str, object] = {
     "GDAL_BAND_BLOCK_CACHE": "HASHSET",
     "GDAL_HTTP_MULTIPLEX": "YES",  # HTTP/2 endpoints: parallel range GETs share one connection
     "GDAL_HTTP_TCP_KEEPALIVE": "YES",  # pooled connections survive idle periods behind NAT
-    "GDAL_HTTP_MAX_RETRY": 3,
-    "GDAL_HTTP_RETRY_DELAY": 0.5,
-    "GDAL_HTTP_TIMEOUT": 30,  # one stuck connection must not hold a worker thread forever
+    "GDAL_HTTP_RETRY_DELAY": 0.5,  # doubled by GDAL on each retry of a 429/5xx answer
     "GDAL_HTTP_CONNECTTIMEOUT": 5,
+    # GDAL_HTTP_TIMEOUT and GDAL_HTTP_MAX_RETRY come from EOTILER_S3_TIMEOUT / EOTILER_S3_RETRIES.
 }
 
 
@@ -72,6 +71,8 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = Field(default=None, validation_alias=_env("AWS_ACCESS_KEY_ID"))
     s3_secret_access_key: SecretStr | None = Field(default=None, validation_alias=_env("AWS_SECRET_ACCESS_KEY"))
     s3_no_sign_request: bool = Field(default=False, validation_alias=_env("AWS_NO_SIGN_REQUEST"))
+    s3_timeout: int = Field(default=30, ge=1, le=600, description="seconds one S3 request may take (GDAL_HTTP_TIMEOUT)")
+    s3_retries: int = Field(default=3, ge=0, le=10, description="retries of an S3 429/5xx answer (GDAL_HTTP_MAX_RETRY)")
     dataset_handles: int = Field(
         default=32, ge=0, le=1024, description="open raster handles kept between requests per process (0: off)"
     )
@@ -106,4 +107,5 @@ class Settings(BaseSettings):
             secret_access_key=self.s3_secret_access_key,
             no_sign_request=self.s3_no_sign_request,
         )
-        return GdalEnvironment(dict(CLOUD_GDAL_OPTIONS), s3)
+        options = {**CLOUD_GDAL_OPTIONS, "GDAL_HTTP_TIMEOUT": self.s3_timeout, "GDAL_HTTP_MAX_RETRY": self.s3_retries}
+        return GdalEnvironment(options, s3)

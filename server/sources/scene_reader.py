@@ -23,6 +23,7 @@ from server.config.models import BandConfig, CollectionConfig
 from server.models import Grid, Scene
 from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
+from server.sources.gdal_cache import forget_remote_file
 from server.sources.gdal_env import GdalEnvironment
 from server.sources.overview_cache import OverviewCache
 from server.sources.paths import gdal_path
@@ -160,6 +161,9 @@ def read_scene(
                 return _read_one(path, band, grid, resampling, gcps, pool, gdal.identity() if gdal else "")
             except TileOutsideBounds:
                 return None
+            except Exception:
+                forget_remote_file(path)  # else GDAL keeps failing this file after S3 recovers
+                raise
 
     raws = list(executor.map(load, plan)) if executor and len(plan) > 1 else [load(p) for p in plan]
     if any(raw is None for raw in raws):

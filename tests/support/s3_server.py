@@ -9,7 +9,9 @@ what the request-count assertions and the benchmarks need. Options:
   (moto itself accepts every key), to provoke an authentication failure.
 
 Control endpoints (S3 bucket names cannot contain ``_``, so they never collide): ``GET /_log``
-returns the request log as JSON, ``POST /_log/reset`` empties it.
+returns the request log as JSON, ``POST /_log/reset`` empties it, ``POST /_fault?mode=M`` makes
+every later S3 request fail (``500``, ``503``, ``hang``: no answer for 60 s, ``truncate``: half
+the promised body, then the connection closes) until ``POST /_fault?mode=none``.
 
 ``S3Server`` starts the process from a test and reads the log.
 """
@@ -42,9 +44,14 @@ class _Counting:
         self.require_key = require_key
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.fault = "none"
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if path.startswith("/_fault"):
+            self.fault = environ.get("QUERY_STRING", "").removeprefix("mode=") or "none"
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
         if path.startswith("/_log"):
             return self._control(environ, start_response)
         if self.delay:
@@ -72,6 +79,17 @@ class _Counting:
             entry["bytes"] = len(body)
             return [body]
 
+        if self.fault in ("500", "503"):
+            entry["status"] = int(self.fault)
+            body = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code></Error>'
+            reason = "500 Internal Server Error" if self.fault == "500" else "503 Slow Down"
+            start_response(reason, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        if self.fault == "hang":
+            time.sleep(60)
+        if self.fault == "truncate":
+            return self._truncated(environ, start_response, entry)
+
         def recording_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             entry["status"] = int(status.split()[0])
             return start_response(status, headers, exc_info)
@@ -82,6 +100,20 @@ class _Counting:
                 yield chunk
 
         return body()
+
+    def _truncated(self, environ: dict[str, Any], start_response: Any, entry: dict[str, Any]) -> Iterable[bytes]:
+        """The real answer's status and headers, but only half its body: the client sees a short read."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured.update(status=status, headers=headers)
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        entry["status"] = int(captured["status"].split()[0])
+        start_response(captured["status"], captured["headers"])
+        entry["bytes"] = len(body) // 2
+        return [body[: len(body) // 2]]
 
     def _control(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         with self.lock:
@@ -183,6 +215,10 @@ class S3Server:
     def reset(self) -> None:
         """Empty the request log."""
         httpx.post(f"http://{self.endpoint}/_log/reset", timeout=10)
+
+    def set_fault(self, mode: str) -> None:
+        """Fail every later S3 request: ``500``, ``503``, ``hang``, ``truncate``; ``none`` heals."""
+        httpx.post(f"http://{self.endpoint}/_fault?mode={mode}", timeout=10)
 
     def stop(self) -> None:
         """Kill the process."""

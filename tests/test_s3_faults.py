@@ -1,0 +1,67 @@
+"""S3 faults: errors, a hung connection and a truncated body become a bounded 502, and reads
+resume as soon as S3 is healthy again. The faults come from the real S3 server
+(``tests/support/s3_server.py``), between GDAL and moto, not from monkeypatching."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import morecantile
+import pytest
+from rasterio.crs import CRS
+from rasterio.warp import transform as warp_transform
+
+from server.catalog.layers import LayerRegistry
+from server.config import load_config
+from server.errors import UpstreamUnavailable
+from server.models import Grid, ImageFormat, RenderRequest, parse_time
+from server.pipeline import Pipeline
+from tests.conftest import EODATA
+from tests.support.s3_fixtures import s3_settings
+from tests.support.s3_server import S3Server
+
+WEBMERCATOR = morecantile.tms.get("WebMercatorQuad")
+
+
+@pytest.fixture(scope="module")
+def faulty(tree: dict) -> Iterator[S3Server]:
+    server = S3Server(EODATA, tree["root"] / "eodata")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_pipe(config: Path, faulty: S3Server) -> Iterator[Pipeline]:
+    settings = s3_settings(config, faulty, s3_timeout=2, s3_retries=1, dataset_handles=0)
+    pipeline = Pipeline(LayerRegistry(load_config(config), settings), settings)
+    yield pipeline
+    pipeline.close()
+
+
+def request_for(product: str) -> RenderRequest:
+    lon, lat = warp_transform("EPSG:32629", "EPSG:4326", [505000], [5893000])
+    b = WEBMERCATOR.xy_bounds(WEBMERCATOR.tile(lon[0], lat[0], 14))
+    grid = Grid((b.left, b.bottom, b.right, b.top), CRS.from_epsg(3857), 256, 256)
+    day = f"{product[11:15]}-{product[15:17]}-{product[17:19]}"
+    return RenderRequest("REQ_B04", grid, ImageFormat.GTIFF, time=parse_time(day))
+
+
+@pytest.mark.parametrize(("mode", "copy"), [("500", 0), ("503", 1), ("hang", 2), ("truncate", 3)])
+def test_fault_is_a_bounded_502_and_reads_resume(
+    fault_pipe: Pipeline, faulty: S3Server, tree: dict, mode: str, copy: int
+):
+    product = tree["requests"]["cog"][copy]  # a file no other case has touched: GDAL's caches are cold
+    faulty.set_fault(mode)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            fault_pipe.render(request_for(product))
+    finally:
+        faulty.set_fault("none")
+    elapsed = time.perf_counter() - start
+    # bound: timeout 2 s per request, 1 retry with GDAL's backoff; far below a client's patience
+    assert elapsed < 15, elapsed
+    healed = fault_pipe.render(request_for(product))
+    assert healed.scenes == [product] and not healed.failed

@@ -139,6 +139,13 @@ def handle_wcs(kvp: KVP, request: Request, pipeline: Pipeline, version: str) -> 
     raise OperationNotSupported(f"REQUEST '{operation[:40]}' is not supported by WCS", parameter="REQUEST")
 
 
+def _retry_after(response: Response, error: EotilerError) -> Response:
+    """An overloaded server says when to come back, in OGC reports as in JSON errors."""
+    if isinstance(error, Overloaded):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
 def _ogc_error(error: EotilerError, name: str, kvp: KVP | None, version: str) -> Response:
     if name == "WMTS":
         return ows_exception_xml(error)
@@ -167,10 +174,7 @@ def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
             )
         return handle_wms(kvp, request, pipeline)
     except EotilerError as error:
-        response = _ogc_error(error, name, kvp, version)
-        if isinstance(error, Overloaded):
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response
+        return _retry_after(_ogc_error(error, name, kvp, version), error)
     except Exception:  # noqa: BLE001 - an OGC endpoint answers with an OGC report, never a 500 page
         log.exception("unhandled error on %s", request.url.path)
         return _ogc_error(EotilerError("internal error while processing the request"), name, None, version)
@@ -236,7 +240,7 @@ def wmts_rest_tile(
             query.get("EVALSCRIPT"),
         )
     except EotilerError as error:
-        return ows_exception_xml(error)
+        return _retry_after(ows_exception_xml(error), error)
     except Exception:  # noqa: BLE001
         log.exception("unhandled error on %s", request.url.path)
         return ows_exception_xml(EotilerError("internal error while processing the request"))

@@ -18,8 +18,7 @@ from server.config import load_config
 from server.errors import UpstreamUnavailable
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
-from tests.conftest import EODATA
-from tests.support.s3_fixtures import s3_settings
+from tests.support.s3_fixtures import eodata_s3, s3_settings
 from tests.support.s3_server import S3Server
 
 WEBMERCATOR = morecantile.tms.get("WebMercatorQuad")
@@ -27,9 +26,8 @@ WEBMERCATOR = morecantile.tms.get("WebMercatorQuad")
 
 @pytest.fixture(scope="module")
 def faulty(tree: dict) -> Iterator[S3Server]:
-    server = S3Server(EODATA, tree["root"] / "eodata")
-    yield server
-    server.stop()
+    """A server of its own: faults must not leak into other tests."""
+    yield from eodata_s3(tree)
 
 
 @pytest.fixture(scope="module")

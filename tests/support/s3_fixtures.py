@@ -48,11 +48,16 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "split": split, "requests": requests}
 
 
-@pytest.fixture(scope="module")
-def s3(tree: dict) -> Iterator[S3Server]:
+def eodata_s3(tree: dict) -> Iterator[S3Server]:
+    """An S3 server holding the sample and the derived fixtures as bucket ``eodata``, stopped after use."""
     server = S3Server(EODATA, tree["root"] / "eodata")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tree: dict) -> Iterator[S3Server]:
+    yield from eodata_s3(tree)
 
 
 @pytest.fixture(scope="module")

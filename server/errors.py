@@ -104,6 +104,12 @@ class Overloaded(EotilerError):
     retry_after = 2  # seconds, sent as Retry-After
 
 
+class UpstreamTimeout(UpstreamUnavailable):
+    """The data store or catalogue did not answer in time (GDAL/HTTP timeouts)."""
+
+    status = 504
+
+
 class ConfigError(EotilerError):
     """The configuration is invalid; the message names the file, the key path and the problem."""
 

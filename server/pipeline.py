@@ -22,7 +22,7 @@ from rasterio.errors import RasterioError
 from server.cache.keys import render_key
 from server.cache.tile_cache import CachedImage, TileCache, content_etag
 from server.catalog.layers import Layer, LayerRegistry
-from server.errors import EotilerError, Overloaded, UpstreamUnavailable
+from server.errors import EotilerError, Overloaded, UpstreamTimeout, UpstreamUnavailable
 from server.evalscript.contract import Evalscript, OutputSpec, Samples
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
@@ -126,7 +126,8 @@ class Pipeline:
 
         A scene that cannot be read is skipped and named in ``failed``; once the request's time
         budget is spent the remaining scenes are named in ``skipped`` (the first scene is always
-        read). Only when every scene failed is the request an error (502).
+        read). Only when every scene failed is the request an error: 504 when a read timed out,
+        502 otherwise.
         """
         shape = (grid.height, grid.width)
         names = script.inputs.data_bands
@@ -137,6 +138,7 @@ class Pipeline:
             [],
         )
         deadline = time.monotonic() + self.settings.request_budget
+        timeouts = 0
         for number, scene in enumerate(scenes):
             if number and time.monotonic() > deadline:
                 mosaic.skipped = [s.id for s in scenes[number:]]
@@ -158,6 +160,7 @@ class Pipeline:
             except (RasterioError, OSError, EotilerError) as exc:  # the data source failed
                 log.warning("reading scene %s failed: %s", scene.id, _public(exc))
                 mosaic.failed.append(scene.id)
+                timeouts += isinstance(exc, UpstreamTimeout) or "timed out" in str(exc)  # curl error 28
                 continue
             except Exception:  # noqa: BLE001 - a bug: keep the traceback, but one scene must not sink the mosaic
                 log.exception("reading scene %s failed unexpectedly", scene.id)
@@ -166,6 +169,8 @@ class Pipeline:
             if data is not None and mosaic.add(data.valid, data.bands, scene):
                 break
         if mosaic.failed and len(mosaic.failed) == len(scenes):
+            if timeouts:
+                raise UpstreamTimeout("the data source did not answer in time")
             raise UpstreamUnavailable("no scene could be read from the data source")
         return mosaic
 

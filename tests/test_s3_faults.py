@@ -54,12 +54,31 @@ def test_fault_is_a_bounded_502_and_reads_resume(
     faulty.set_fault(mode)
     start = time.perf_counter()
     try:
-        with pytest.raises(UpstreamUnavailable):
+        with pytest.raises(UpstreamUnavailable) as failure:
             fault_pipe.render(request_for(product))
     finally:
         faulty.set_fault("none")
+    assert failure.value.status == (504 if mode == "hang" else 502)
     elapsed = time.perf_counter() - start
     # bound: timeout 2 s per request, 1 retry with GDAL's backoff; far below a client's patience
     assert elapsed < 15, elapsed
     healed = fault_pipe.render(request_for(product))
     assert healed.scenes == [product] and not healed.failed
+
+
+def test_slow_catalogue_is_a_504(config: Path, s3: S3Server, stac):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    client = TestClient(create_app(s3_settings(config, s3, stac_timeout=1)))
+    tile = WEBMERCATOR.tile(-60.0, -20.0, 12)  # never searched: not in the TTL cache
+    stac.delay = 3.0
+    try:
+        start = time.perf_counter()
+        response = client.get(f"/layers/NDVI/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png")
+        elapsed = time.perf_counter() - start
+    finally:
+        stac.delay = 0.0
+    assert response.status_code == 504 and "in time" in response.json()["detail"]
+    assert elapsed < 2.5

@@ -24,7 +24,7 @@ import httpx
 from cachetools import TTLCache
 
 from server.catalog.static import BBox, intersects, scene_from_item, sort_scenes
-from server.errors import UpstreamUnavailable
+from server.errors import UpstreamTimeout, UpstreamUnavailable
 from server.models import Priority, Scene, TimeRange
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,9 @@ class StacApiCatalogue:
         for attempt in range(self.retries + 1):
             try:
                 response = self._http.request(method, url, json=body)
+            except httpx.TimeoutException:
+                log.warning("STAC API %s timed out", self.url)
+                raise UpstreamTimeout("the scene catalogue did not answer in time") from None
             except httpx.HTTPError as exc:
                 log.warning("STAC API %s failed: %s", self.url, type(exc).__name__)
                 raise UpstreamUnavailable("the scene catalogue is not reachable") from None

@@ -4,13 +4,15 @@ Why not a mock: the server under test reaches it over HTTP with its real client,
 reaches ``stac.dataspace.copernicus.eu/v1``: ``POST /search`` with ``collections``, ``bbox``,
 ``datetime``, ``limit``, ``sortby`` and a CQL2-JSON ``filter``, paged through ``next`` links
 (POST with a ``token`` in the body, ``merge: true``, as stac-fastapi does). Every search body
-is logged so tests can check what was asked. ``fail_with`` makes it answer an HTTP error.
+is logged so tests can check what was asked. ``fail_with`` makes it answer an HTTP error and
+``delay`` makes it slow.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +58,7 @@ class StacApi:
         self.page_size = page_size  # small, so paging is exercised
         self.searches: list[dict[str, Any]] = []
         self.fail_with: int | None = None
+        self.delay = 0.0  # seconds to wait before answering a search (a slow catalogue)
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,6 +91,7 @@ class StacApi:
                 if self.path != "/search":
                     return self._send(404, {"code": "NotFound"})
                 api.searches.append(body)
+                time.sleep(api.delay)
                 self._send(200, api.search(body, f"http://127.0.0.1:{self.server.server_port}"))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 from rasterio.errors import RasterioError
@@ -62,6 +63,14 @@ class Mosaic:
             self.scenes.append(scene)
             self.filled |= take
         return bool(self.filled.all())
+
+
+class Lookup(NamedTuple):
+    """What the catalogue said about a request, and its tile-cache key."""
+
+    scenes: list[Scene]
+    key: str
+    timings: dict[str, float]
 
 
 @dataclass(slots=True)
@@ -200,34 +209,38 @@ class Pipeline:
         timings["evalscript"] = (time.perf_counter() - mark) * 1000
         return RenderedData(data, values, mosaic, timings)
 
-    def render(self, req: RenderRequest) -> RenderResult:
+    def render(self, req: RenderRequest, looked: Lookup | None = None) -> RenderResult:
         """Render and encode one image, through the tile cache.
 
         The catalogue is always asked first (cheap): the cache key holds the resolved scene ids,
-        so two TIME values that select the same scenes share one entry.
+        so two TIME values that select the same scenes share one entry. ``looked`` is a lookup
+        already made for ``req`` (by ``probe_memory``), so it is not made twice.
         """
-        scenes, key, timings = self._lookup(req)
+        scenes, key, timings = looked or self._lookup(req)
         return self.cached(key, req, lambda: self._render_uncached(req, scenes), timings)
 
-    def memory_hit(self, req: RenderRequest) -> RenderResult | None:
-        """The image from this process's memory cache, or ``None``; never does I/O, so the HTTP
-        layer may call it on the event loop and skip a thread hop for the common cached tile.
-        Layers searched through a STAC API always return ``None`` (their search may need the network)."""
-        if not self.registry.get(req.layer).catalogue.enumerable:
-            return None
-        _, key, timings = self._lookup(req)
-        mark = time.perf_counter()
-        found = self.cache.get(key, memory_only=True)
-        return None if found is None else self._hit(found, req, timings, mark)
+    def probe_memory(self, req: RenderRequest) -> tuple[RenderResult | None, Lookup | None]:
+        """The image from this process's memory cache, or the lookup to hand to ``render``.
 
-    def _lookup(self, req: RenderRequest) -> tuple[list[Scene], str, dict[str, float]]:
+        Never does I/O, so the HTTP layer may call it on the event loop and skip a thread hop
+        for the common cached tile. Layers searched through a STAC API are not looked up here
+        (their search may need the network): ``(None, None)``.
+        """
+        if not self.registry.get(req.layer).catalogue.enumerable:
+            return None, None
+        looked = self._lookup(req)
+        mark = time.perf_counter()
+        found = self.cache.get(looked.key, memory_only=True)
+        return (None, looked) if found is None else (self._hit(found, req, looked.timings, mark), looked)
+
+    def _lookup(self, req: RenderRequest) -> Lookup:
         """Scenes and cache key of ``req`` (format checked first: a bad one must not cost a search)."""
         layer = self.registry.get(req.layer)
         check_format(self.output(req), req.format)
         start = time.perf_counter()
         scenes = self.find_scenes(layer, req)
         catalogue_ms = (time.perf_counter() - start) * 1000
-        return scenes, self.cache_key(req, layer, scenes), {"catalogue": catalogue_ms}
+        return Lookup(scenes, self.cache_key(req, layer, scenes), {"catalogue": catalogue_ms})
 
     def _hit(
         self, found: tuple[CachedImage, str], req: RenderRequest, timings: dict[str, float], mark: float

@@ -91,7 +91,9 @@ async def tile(
         return image_response(await run_in_threadpool(pipeline.render_empty, req))
     # A tile in this process's memory is answered on the event loop; anything that may read
     # data, Redis or a STAC API runs in the thread pool.
-    result = pipeline.memory_hit(req) or await run_in_threadpool(pipeline.render, req)
+    result, looked = pipeline.probe_memory(req)
+    if result is None:
+        result = await run_in_threadpool(pipeline.render, req, looked)
     return image_response(result)
 
 

@@ -68,13 +68,14 @@ class GdalEnvironment:
 
     options: dict[str, object] = field(default_factory=dict)
     s3: S3Settings = field(default_factory=S3Settings)
+    # Which endpoint and credentials this environment reads with (a digest, never the secrets):
+    # open dataset handles are only shared between reads with the same identity. Computed once.
+    identity: str = field(init=False)
 
-    def identity(self) -> str:
-        """Which endpoint and credentials this environment reads with (never the secrets themselves):
-        open dataset handles are only shared between reads with the same identity."""
+    def __post_init__(self) -> None:
         key = self.s3.access_key_id.get_secret_value() if self.s3.access_key_id else ""
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return f"{self.s3.endpoint}|{self.s3.https}|{self.s3.virtual_hosting}|{digest}"
+        object.__setattr__(self, "identity", f"{self.s3.endpoint}|{self.s3.https}|{self.s3.virtual_hosting}|{digest}")
 
     def env(self, path: str = "") -> rasterio.Env:
         """A fresh ``rasterio.Env`` (thread-local GDAL config) for one read of ``path``.

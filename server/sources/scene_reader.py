@@ -158,7 +158,7 @@ def read_scene(
             if overviews is not None and not gcps:
                 path = overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata) or path
             try:
-                return _read_one(path, band, grid, resampling, gcps, pool, gdal.identity() if gdal else "")
+                return _read_one(path, band, grid, resampling, gcps, pool, gdal.identity if gdal else "")
             except TileOutsideBounds:
                 return None
             except Exception:

@@ -22,6 +22,8 @@ from server.api.observability import Metrics, ObservabilityMiddleware, install_a
 from server.api.system import STATIC_DIR
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
+from server.evalscript import js_pool
+from server.evalscript.js_pool import JsLimits
 from server.ogc import routes as ogc_routes
 from server.pipeline import Pipeline
 from server.settings import Settings
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # GDAL's block cache defaults to 5 % of RAM per process (1.2 GB on a 24 GB machine); it is
     # sized once, at the first read, so it is bounded here at start-up, never per request.
     os.environ.setdefault("GDAL_CACHEMAX", str(settings.gdal_cache_mb))
+    js_pool.configure(settings.js_workers, JsLimits(settings.js_timeout, settings.js_heap_mb * 1024 * 1024))
     registry = LayerRegistry(load_config(settings.config), settings)
     pipeline = Pipeline(registry, settings)
 

@@ -25,6 +25,7 @@ from server.cache.tile_cache import CachedImage, TileCache, content_etag
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import EotilerError, Overloaded, UpstreamTimeout, UpstreamUnavailable
 from server.evalscript.contract import Evalscript, OutputSpec, Samples
+from server.evalscript.js_script import SceneInfo, orbits
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
 from server.render.encode import check_format, encode
@@ -40,6 +41,13 @@ def _public(exc: Exception) -> str:
     """A log-safe one-line description of a read failure (GDAL messages name paths, never keys)."""
     text = exc.public_message if isinstance(exc, EotilerError) else str(exc)
     return f"{type(exc).__name__}: {text[:300]}"
+
+
+def scene_info(scene: Scene) -> SceneInfo:
+    """What a multi-temporal script sees of a scene: date, cloud cover and product path."""
+    href = next(iter(scene.assets.values()), "")
+    product = href[: href.index(".SAFE") + 5] if ".SAFE" in href else href.rsplit("/", 1)[0]
+    return SceneInfo(scene.datetime, scene.cloud_cover, product)
 
 
 @dataclass(slots=True)
@@ -78,7 +86,7 @@ class RenderedData:
     """A rendered image before encoding, with what a query (GetFeatureInfo) needs."""
 
     data: np.ma.MaskedArray  # post-processed bands, masked where transparent
-    values: np.ndarray  # raw evalscript output (bands, h, w) float32
+    values: np.ndarray  # raw evalscript output (bands, h, w) float64
     mosaic: Mosaic
     timings: dict[str, float]
 
@@ -129,7 +137,13 @@ class Pipeline:
         return OutputSpec(len(req.bands), output.sample_type, output.id)
 
     def mosaic(
-        self, layer: Layer, scenes: list[Scene], grid: Grid, script: Evalscript, resampling: str | None
+        self,
+        layer: Layer,
+        scenes: list[Scene],
+        grid: Grid,
+        script: Evalscript,
+        resampling: str | None,
+        deadline: float | None = None,
     ) -> Mosaic:
         """Fill the grid per pixel from scenes in priority order, stopping once it is full.
 
@@ -146,7 +160,7 @@ class Pipeline:
             np.full(shape, -1, dtype=np.int16),
             [],
         )
-        deadline = time.monotonic() + self.settings.request_budget
+        deadline = deadline or time.monotonic() + self.settings.request_budget
         timeouts = 0
         for number, scene in enumerate(scenes):
             if number and time.monotonic() > deadline:
@@ -160,7 +174,7 @@ class Pipeline:
                     names,
                     grid,
                     resampling=resampling or layer.config.resampling,
-                    units=script.inputs.units,
+                    units={name: script.inputs.unit(name) for name in names},
                     gdal=self.gdal,
                     executor=self._pool,
                     overviews=self.overviews,
@@ -183,6 +197,59 @@ class Pipeline:
             raise UpstreamUnavailable("no scene could be read from the data source")
         return mosaic
 
+    def samples_over_time(
+        self, layer: Layer, scenes: list[Scene], req: RenderRequest, script: Evalscript
+    ) -> tuple[Mosaic, Samples]:
+        """Multi-temporal inputs (mosaicking ORBIT or TILE): one sample per day or per scene.
+
+        Scenes are grouped first (per UTC day for ORBIT), then ``preProcessScenes`` may drop
+        groups before anything is read; each group is mosaicked like SIMPLE. Arrays come back as
+        (samples, h, w), with the scenes each sample describes. The returned ``Mosaic`` is the
+        union, for masks, headers and GetFeatureInfo.
+        """
+        infos = [scene_info(scene) for scene in scenes]
+        groups = orbits(infos) if script.mosaicking == "ORBIT" else [[i] for i in range(len(scenes))]
+        preprocess = getattr(script, "preprocess", None)
+        if groups and preprocess is not None and getattr(script, "has_preprocess", False):
+            window = req.time if req.time is not None else layer.default_time
+            keep = preprocess(infos, window.start if window else None, window.end if window else None)
+            groups = [groups[i] for i in keep if 0 <= i < len(groups)]
+        shape = (req.grid.height, req.grid.width)
+        union = Mosaic({}, np.zeros(shape, dtype=bool), np.full(shape, -1, dtype=np.int16), [])
+        deadline = time.monotonic() + self.settings.request_budget
+        drawn: list[tuple[list[int], Mosaic]] = []
+        error: UpstreamUnavailable | None = None
+        for number, group in enumerate(groups):
+            members = [scenes[i] for i in group]
+            if number and time.monotonic() > deadline:
+                union.skipped += [s.id for g in groups[number:] for s in (scenes[i] for i in g)]
+                break
+            try:
+                part = self.mosaic(layer, members, req.grid, script, req.resampling, deadline)
+            except UpstreamUnavailable as exc:
+                union.failed += [s.id for s in members]
+                error = exc
+                continue
+            union.failed += part.failed
+            union.skipped += part.skipped
+            fresh = part.filled & ~union.filled
+            union.scene_index[fresh] = part.scene_index[fresh] + len(union.scenes)
+            union.scenes += part.scenes
+            union.filled |= part.filled
+            drawn.append((group, part))
+        if error is not None and not drawn:
+            raise error
+        arrays = {
+            name: np.stack([part.bands[name] for _, part in drawn]) if drawn else np.zeros((0, *shape), np.float32)
+            for name in script.inputs.data_bands
+        }
+        arrays["dataMask"] = (
+            np.stack([part.filled for _, part in drawn]).astype(np.float32)
+            if drawn
+            else np.zeros((0, *shape), np.float32)
+        )
+        return union, Samples(arrays, [infos[i] for group, _ in drawn for i in group])
+
     def render_data(self, req: RenderRequest, scenes: list[Scene] | None = None) -> RenderedData:
         """Render to a post-processed masked array (no encoding): for compositing and queries."""
         layer = self.registry.get(req.layer)
@@ -193,12 +260,16 @@ class Pipeline:
             scenes = self.find_scenes(layer, req)
         timings["catalogue"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
-        mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling)
+        if script.mosaicking == "SIMPLE":
+            mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling)
+            # Sentinel Hub computes in double precision and rounds only the final values.
+            arrays = {name: values.astype(np.float64) for name, values in mosaic.bands.items()}
+            samples = Samples({**arrays, "dataMask": mosaic.filled.astype(np.float64)})
+        else:
+            mosaic, samples = self.samples_over_time(layer, scenes, req, script)
         timings["read"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
-        samples = dict(mosaic.bands)
-        samples["dataMask"] = mosaic.filled.astype(np.float32)
-        values = script.evaluate(Samples(samples))
+        values = script.evaluate(samples)
         output = script.output
         if req.bands is not None:
             if output.has_alpha:  # keep transparency although the alpha band is not selected

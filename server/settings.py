@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     extra_crs: list[str] = Field(default_factory=list, description="CRS codes advertised besides the defaults")
     log_level: str = "info"
     access_log: bool = Field(default=True, description="one JSON line per request on logger eotiler.access")
+    js_workers: int = Field(default=2, ge=1, le=32, description="V8 worker processes for JavaScript evalscripts")
+    js_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds a JavaScript evalscript may run per image")
+    js_heap_mb: int = Field(default=256, ge=16, le=4096, description="V8 heap limit per JavaScript evalscript")
     cache_memory_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="in-process tile cache bound in bytes (0: off)"
     )

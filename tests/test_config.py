@@ -87,7 +87,7 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 def test_check_config_cli(tmp_path):
     ok = run_cli("check-config", str(ROOT / "config" / "eotiler.yaml"))
-    assert ok.returncode == 0 and "OK (16 layers" in ok.stdout
+    assert ok.returncode == 0 and "OK (18 layers" in ok.stdout
     bad = run_cli("check-config", str(broken(tmp_path, lambda c: c["layers"]["NDVI"].update(priority="best"))))
     assert bad.returncode == 1
     assert "layers.NDVI.priority" in bad.stderr and "Traceback" not in bad.stderr

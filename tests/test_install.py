@@ -48,4 +48,4 @@ def test_wheel_install_finds_bundled_files(tmp_path: Path):
         text=True,
         timeout=120,
     )
-    assert check.returncode == 0 and "OK (16 layers" in check.stdout, check.stderr
+    assert check.returncode == 0 and "OK (18 layers" in check.stdout, check.stderr

@@ -92,7 +92,7 @@ def test_wmts_gettile_takes_evalscript(client):
         (b64("B04.__class__"), "EVALSCRIPT"),
         (b64("open('/etc/passwd')"), "EVALSCRIPT"),
         (b64("B99 * 2"), "B99"),
-        (b64("//VERSION=3\nfunction setup() {}"), "JavaScript"),
+        (b64("//VERSION=3\nfunction setup() {}"), "evaluatePixel"),
         (b64('{"expression": "B04", "rescale": [1, 1]}'), "rescale"),
         (b64('{"expression": "B04", "extra": 1}'), "JSON"),
         (b64("B04 *" * 2000), "EVALSCRIPT"),

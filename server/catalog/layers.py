@@ -8,7 +8,7 @@ and run once on a small synthetic array, and failures name the layer and the fil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,10 @@ from server.catalog.stac_api import StacApiCatalogue
 from server.catalog.static import StaticCatalogue
 from server.config.models import CollectionConfig, Config, LayerConfig, LegendConfig
 from server.config.models import StaticCatalogue as StaticCatalogueConfig
-from server.errors import ConfigError, EotilerError, InvalidParameter, LayerNotDefined
+from server.errors import ConfigError, EotilerError, EvalscriptError, InvalidParameter, LayerNotDefined
 from server.evalscript.contract import Evalscript, Samples
 from server.evalscript.expression import ExpressionEvalscript
+from server.evalscript.js_script import JavaScriptEvalscript, SceneInfo
 from server.evalscript.postprocess import to_sample_type
 from server.evalscript.python_script import PythonEvalscript
 from server.evalscript.request_script import compile_request_script, decode_evalscript
@@ -70,7 +71,12 @@ class Layer:
             raise InvalidParameter(f"layer '{self.id}' does not accept {parameter}", parameter=parameter)
         text = decode_evalscript(encoded, parameter)
         units = self.config.units
-        return compile_request_script(text, frozenset(self.collection.bands), units, parameter)
+        script = compile_request_script(text, frozenset(self.collection.bands), units, parameter)
+        try:
+            check_inputs(script, self.collection)
+        except EvalscriptError as exc:
+            raise EvalscriptError(f"{parameter}: {exc.public_message}", parameter=parameter) from None
+        return script
 
     def legend(self) -> LegendConfig | None:
         """The configured legend, or one derived from an expression layer's colormap."""
@@ -97,26 +103,39 @@ def compile_evalscript(
                 colormap=layer.colormap,
                 name=layer_id,
             )
+        elif str(layer.evalscript).endswith(".js"):
+            path = scripts_dir / str(layer.evalscript)
+            script = JavaScriptEvalscript(path.read_text(encoding="utf-8"), path.name, set(collection.bands))
         else:
             script = PythonEvalscript(scripts_dir / str(layer.evalscript))
-    except EotilerError as exc:
-        raise ConfigError(f"{where}: {exc.public_message}") from None
-    unknown = [b for b in script.inputs.data_bands if b not in collection.bands]
-    if unknown:
-        raise ConfigError(
-            f"{where}: evalscript {script.name} reads bands not in collection "
-            f"'{layer.collection}': {', '.join(unknown)}"
-        )
+        check_inputs(script, collection)
+    except (EotilerError, OSError) as exc:
+        message = exc.public_message if isinstance(exc, EotilerError) else str(exc)
+        raise ConfigError(f"{where}: {message}") from None
     return script
 
 
+def check_inputs(script: Evalscript, collection: CollectionConfig) -> None:
+    """Refuse a script that reads bands the collection lacks, or in units they do not have."""
+    unknown = [b for b in script.inputs.data_bands if b not in collection.bands]
+    if unknown:
+        raise EvalscriptError(f"evalscript {script.name} reads bands not in the collection: {', '.join(unknown)}")
+    for name in script.inputs.data_bands:
+        if script.inputs.unit(name) == "LINEAR_POWER" and collection.bands[name].power_scale is None:
+            raise EvalscriptError(f"evalscript {script.name}: band {name} has no LINEAR_POWER unit")
+
+
 def smoke_test(layer_id: str, script: Evalscript) -> None:
-    """Run a script once on an 8x8 synthetic sample, as ``check-config`` promises."""
+    """Run a script once on an 8x8 synthetic sample (two scenes, two days when multi-temporal)."""
     rng = np.random.default_rng(0)
-    arrays = {b: rng.uniform(0.0, 0.5, (8, 8)).astype(np.float32) for b in script.inputs.data_bands}
-    arrays["dataMask"] = np.ones((8, 8), dtype=np.float32)
+    temporal = script.mosaicking != "SIMPLE"
+    shape = (2, 8, 8) if temporal else (8, 8)
+    arrays = {b: rng.uniform(0.0, 0.5, shape).astype(np.float32) for b in script.inputs.data_bands}
+    arrays["dataMask"] = np.ones(shape, dtype=np.float32)
+    days = [datetime(2025, 6, 1, 11, tzinfo=UTC), datetime(2025, 6, 2, 11, tzinfo=UTC)]
+    scenes = [SceneInfo(day, 10.0, "smoke-test") for day in days] if temporal else None
     try:
-        values = script.evaluate(Samples(arrays))
+        values = script.evaluate(Samples(arrays, scenes))
         to_sample_type(values, script.output, np.ones((8, 8), dtype=bool))
     except EotilerError as exc:
         raise ConfigError(f"layers.{layer_id}: {exc.public_message}") from None

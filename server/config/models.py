@@ -65,6 +65,9 @@ class BandConfig(_Strict):
     scale: float = 1.0
     offset: float = 0.0
     offset_rule: Literal["none", "s2-baseline"] = "none"
+    # Radar amplitude bands: LINEAR_POWER = DN^2 x power_scale (Sentinel Hub's default unit for
+    # Sentinel-1), e.g. 1 / calibration constant^2.
+    power_scale: float | None = Field(default=None, gt=0)
 
     @field_validator("resolutions")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,15 +22,28 @@ class SampleType(StrEnum):
     AUTO = "AUTO"
     UINT8 = "UINT8"
     UINT16 = "UINT16"
+    INT8 = "INT8"
+    INT16 = "INT16"
     FLOAT32 = "FLOAT32"
 
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
-    """Bands a script reads, in which units; ``dataMask`` is listed like a band."""
+    """Bands a script reads, in which units; ``dataMask`` is listed like a band.
+
+    ``units`` is one unit for every band or one per band. ``DEFAULT`` means each band's own
+    default, as Sentinel Hub defines it (REFLECTANCE for optical bands, DN for SCL,
+    LINEAR_POWER for Sentinel-1): what a JavaScript script gets when it names no units.
+    """
 
     bands: tuple[str, ...]
-    units: str = "REFLECTANCE"
+    units: str | tuple[str, ...] = "REFLECTANCE"
+
+    def unit(self, band: str) -> str:
+        """The unit ``band`` is read in."""
+        if isinstance(self.units, str):
+            return self.units
+        return self.units[self.bands.index(band)]
 
     @property
     def data_bands(self) -> tuple[str, ...]:
@@ -53,10 +66,15 @@ class OutputSpec:
 
 
 class Samples:
-    """Band arrays by name, read as attributes (``samples.B04``) like Sentinel Hub samples."""
+    """Band arrays by name, read as attributes (``samples.B04``) like Sentinel Hub samples.
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+    For multi-temporal scripts (mosaicking ORBIT or TILE) every array is (samples, h, w) and
+    ``scenes`` describes each sample's scenes (``js_script.SceneInfo``).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], scenes: list[Any] | None = None) -> None:
         self._arrays = arrays
+        self.scenes = scenes
 
     def __getattr__(self, name: str) -> np.ndarray:
         try:
@@ -80,6 +98,7 @@ class Evalscript(Protocol):
     inputs: InputSpec
     output: OutputSpec
     digest: str
+    mosaicking: str  # SIMPLE (one flattened sample per pixel), ORBIT or TILE (arrays over scenes)
 
     def evaluate(self, samples: Samples) -> np.ndarray:
         """Return the output bands as a float array of shape (bands, height, width)."""
@@ -87,7 +106,7 @@ class Evalscript(Protocol):
 
 
 def stack_output(result: object, output: OutputSpec, shape: tuple[int, int], name: str) -> np.ndarray:
-    """Turn what ``evaluatePixel`` returned into a (bands, h, w) float32 array, or raise.
+    """Turn what ``evaluatePixel`` returned into a (bands, h, w) float64 array, or raise.
 
     Accepts a sequence of arrays/scalars or an ndarray; scalars are broadcast, so a script may
     return ``[0, 0, 0, samples.dataMask]``.
@@ -102,9 +121,9 @@ def stack_output(result: object, output: OutputSpec, shape: tuple[int, int], nam
         raise EvalscriptError(f"evalscript '{name}' must return a list of {output.bands} band arrays")
     if len(bands) != output.bands:
         raise EvalscriptError(f"evalscript '{name}' returned {len(bands)} bands, setup() declares {output.bands}")
-    stacked = np.empty((output.bands, *shape), dtype=np.float32)
+    stacked = np.empty((output.bands, *shape), dtype=np.float64)
     for i, band in enumerate(bands):
-        arr = np.asarray(band, dtype=np.float32)
+        arr = np.asarray(band, dtype=np.float64)
         if arr.ndim not in (0, 2) or (arr.ndim == 2 and arr.shape != shape):
             raise EvalscriptError(f"evalscript '{name}' returned band {i} with shape {arr.shape}, expected {shape}")
         stacked[i] = arr

@@ -110,6 +110,8 @@ class ExpressionEvalscript:
     ``rescale`` only, bands are stretched to 0..1 (AUTO); with neither, raw float32 values.
     """
 
+    mosaicking = "SIMPLE"
+
     def __init__(
         self,
         expression: str,

@@ -20,12 +20,11 @@ ArrayLike = np.ndarray | float | int
 
 def index(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Normalised difference (x - y) / (x + y); 0 where x + y == 0."""
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
     total = x + y
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(total == 0, 0.0, (x - y) / np.where(total == 0, 1.0, total))
-    return out.astype(np.float32)
+        return np.where(total == 0, 0.0, (x - y) / np.where(total == 0, 1.0, total))
 
 
 def inverse(x: ArrayLike) -> np.ndarray:

@@ -13,7 +13,12 @@ import numpy as np
 
 from server.evalscript.contract import OutputSpec, SampleType
 
-_LIMITS = {SampleType.UINT8: (0, 255, np.uint8), SampleType.UINT16: (0, 65535, np.uint16)}
+_LIMITS = {
+    SampleType.UINT8: (0, 255, np.uint8),
+    SampleType.UINT16: (0, 65535, np.uint16),
+    SampleType.INT8: (-128, 127, np.int8),
+    SampleType.INT16: (-32768, 32767, np.int16),
+}
 
 
 def to_sample_type(values: np.ndarray, output: OutputSpec, data_mask: np.ndarray) -> np.ma.MaskedArray:

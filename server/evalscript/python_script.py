@@ -63,6 +63,8 @@ def _parse_setup(setup: dict[str, Any], path: Path) -> tuple[InputSpec, OutputSp
 class PythonEvalscript:
     """An evalscript loaded from a ``.py`` file."""
 
+    mosaicking = "SIMPLE"  # numpy scripts see one flattened sample per pixel
+
     def __init__(self, path: Path) -> None:
         source = path.read_bytes()
         self.name = path.name

@@ -8,8 +8,8 @@ Python. Two spellings are accepted:
 - a JSON object ``{"expression": ..., "rescale": [min, max], "colormap": "rdylgn", "units": "DN"}``
   for a visual output.
 
-JavaScript evalscripts (``//VERSION=3``) are recognised and refused with a clear message until
-the V8 runtime lands.
+- a Sentinel Hub JavaScript evalscript (V3, or V1), run in V8 worker processes with time and
+  heap limits (``server/evalscript/js_script.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ import math
 from functools import lru_cache
 
 from server.errors import EvalscriptError, InvalidParameter
-from server.evalscript.expression import MAX_EXPRESSION_LENGTH, ExpressionEvalscript
+from server.evalscript.contract import Evalscript
+from server.evalscript.expression import ExpressionEvalscript
+from server.evalscript.js_script import JavaScriptEvalscript, looks_like_javascript
 
-MAX_ENCODED_LENGTH = 4 * (MAX_EXPRESSION_LENGTH + 512) // 3 + 4
+MAX_SCRIPT_BYTES = 32 * 1024  # decoded; Sentinel Hub's custom scripts are rarely above 10 KB
+MAX_ENCODED_LENGTH = 4 * MAX_SCRIPT_BYTES // 3 + 4
 
 
 def decode_evalscript(encoded: str, parameter: str = "EVALSCRIPT") -> str:
@@ -41,20 +44,22 @@ def decode_evalscript(encoded: str, parameter: str = "EVALSCRIPT") -> str:
         raise InvalidParameter(f"{parameter} is not base64-encoded UTF-8 text", parameter=parameter) from None
     if "\x00" in decoded:
         raise InvalidParameter(f"{parameter} contains NUL bytes", parameter=parameter)
+    if len(decoded.encode("utf-8")) > MAX_SCRIPT_BYTES:
+        raise InvalidParameter(f"{parameter} is larger than {MAX_SCRIPT_BYTES} bytes", parameter=parameter)
     return decoded
 
 
 @lru_cache(maxsize=256)
 def compile_request_script(
     text: str, band_names: frozenset[str], default_units: str, parameter: str = "EVALSCRIPT"
-) -> ExpressionEvalscript:
+) -> Evalscript:
     """Compile decoded request text for a collection's bands (cached: clients repeat scripts per tile)."""
     stripped = text.strip()
-    if stripped.startswith("//VERSION") or "function " in stripped or "evaluatePixel" in stripped:
-        raise EvalscriptError(
-            f"{parameter}: JavaScript evalscripts are not supported yet; send a band-math expression",
-            parameter=parameter,
-        )
+    if not stripped.startswith("{") and looks_like_javascript(stripped):
+        try:
+            return JavaScriptEvalscript(text, parameter, band_names, parameter=parameter)
+        except EvalscriptError as exc:
+            raise EvalscriptError(exc.public_message, parameter=parameter) from None
     expression, rescale, colormap, units = stripped, None, None, default_units
     if stripped.startswith("{"):
         try:

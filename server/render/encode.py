@@ -25,6 +25,8 @@ def check_format(output: OutputSpec, fmt: ImageFormat) -> None:
     """Refuse encodings that cannot hold the script's output, before any data is read."""
     if fmt is ImageFormat.GTIFF:
         return
+    if output.sample_type in (SampleType.INT8, SampleType.INT16):
+        raise InvalidFormat("signed integer output needs image/tiff (.tif)", parameter="format")
     if output.sample_type is SampleType.FLOAT32:
         raise InvalidFormat("this layer returns float32 values: request image/tiff (.tif)", parameter="format")
     bands = output.bands - (1 if output.has_alpha else 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.io import Reader
 
 from server.config.models import BandConfig, CollectionConfig
+from server.errors import EvalscriptError
 from server.models import Grid, Scene
 from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
@@ -105,18 +106,26 @@ def _read_one(
 
 
 def to_units(raw: np.ma.MaskedArray, band: BandConfig, scene: Scene, units: str) -> np.ndarray:
-    """DN as stored -> REFLECTANCE (or Sentinel Hub DN = reflectance / scale); 0 where invalid.
+    """Stored DN -> the unit a script asked for; 0 where invalid.
 
-    Categorical bands keep their stored value. Negative reflectance is clamped to 0, as Sentinel
-    Hub's ``harmonizeValues`` does.
+    - REFLECTANCE: (DN + baseline offset) x scale + offset, negatives clamped to 0 as Sentinel
+      Hub's ``harmonizeValues`` does; DN: that reflectance / scale (Sentinel Hub's harmonised DN).
+    - LINEAR_POWER (bands with ``power_scale``, Sentinel-1): DN^2 x power_scale.
+    - DEFAULT: each band's Sentinel Hub default (LINEAR_POWER where configured, else REFLECTANCE).
+    Categorical bands always keep their stored value.
     """
     data = raw.filled(0).astype(np.float32)
     if band.categorical:
         return data
-    value = (data + dn_offset(band, scene)) * band.scale + band.offset
-    value = np.maximum(value, 0.0)
-    if units == "DN" and band.scale not in (0, 1):
-        value = value / band.scale
+    if units == "LINEAR_POWER" or (units == "DEFAULT" and band.power_scale is not None):
+        if band.power_scale is None:
+            raise EvalscriptError("LINEAR_POWER is only defined for radar bands", parameter="units")
+        value = data.astype(np.float64) ** 2 * band.power_scale
+    else:
+        value = (data + dn_offset(band, scene)) * band.scale + band.offset
+        value = np.maximum(value, 0.0)
+        if units == "DN" and band.scale not in (0, 1):
+            value = value / band.scale
     value[np.ma.getmaskarray(raw)] = 0.0
     return value.astype(np.float32)
 
@@ -128,7 +137,7 @@ def read_scene(
     grid: Grid,
     *,
     resampling: str = "nearest",
-    units: str = "REFLECTANCE",
+    units: str | Mapping[str, str] = "REFLECTANCE",
     gdal: GdalEnvironment | None = None,
     executor: Executor | None = None,
     overviews: OverviewCache | None = None,
@@ -173,5 +182,5 @@ def read_scene(
     for (name, band, _), raw in zip(plan, raws, strict=True):
         assert raw is not None  # narrowed above
         valid &= ~np.ma.getmaskarray(raw)
-        bands[name] = to_units(raw, band, scene, units)
+        bands[name] = to_units(raw, band, scene, units if isinstance(units, str) else units[name])
     return SceneData(scene, bands, valid, [source for _, _, source in plan])

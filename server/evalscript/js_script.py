@@ -1,0 +1,202 @@
+"""Sentinel Hub JavaScript evalscripts (V3 and V1), unmodified, behind the render contract.
+
+The script's ``setup()`` is run once in V8 (in a worker process) to learn its inputs, outputs and
+mosaicking; ``evaluate`` ships whole tiles of band values to a worker, where ``evaluatePixel``
+runs per pixel inside V8. Everything the script does wrong becomes an ``EvalscriptError``
+(400, an OGC exception on OGC endpoints) naming the error and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from server.errors import EvalscriptError
+from server.evalscript.contract import InputSpec, OutputSpec, Samples, SampleType
+from server.evalscript.js_pool import pool
+
+UNITS = ("REFLECTANCE", "DN", "LINEAR_POWER")
+MOSAICKING = ("SIMPLE", "ORBIT", "TILE")
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_VERSION3 = re.compile(r"^\s*//\s*VERSION\s*=\s*3", re.MULTILINE)
+
+
+def looks_like_javascript(text: str) -> bool:
+    """True for a Sentinel Hub script: a VERSION header, functions or a top-level return."""
+    return bool(_VERSION3.search(text) or re.search(r"\bfunction\b|\breturn\b|=>|\bvar\b|\blet\b|\bconst\b", text))
+
+
+@dataclass(frozen=True, slots=True)
+class SceneInfo:
+    """What ``scenes.tiles[i]`` tells a multi-temporal script about one catalogue scene."""
+
+    date: datetime
+    cloud_coverage: float | None
+    data_path: str
+
+    def as_js(self, number: int) -> dict[str, Any]:
+        """The JSON the runtime turns into a ``scenes.tiles`` entry."""
+        return {
+            "date": self.date.isoformat(),
+            "cloudCoverage": self.cloud_coverage,
+            "dataPath": self.data_path,
+            "shId": number,
+        }
+
+
+def orbits(scenes: list[SceneInfo]) -> list[list[int]]:
+    """Scene indices grouped per acquisition day (Sentinel Hub's ORBIT is one sample per day)."""
+    groups: dict[str, list[int]] = {}
+    for i, scene in enumerate(scenes):
+        groups.setdefault(scene.date.astimezone(UTC).date().isoformat(), []).append(i)
+    return list(groups.values())
+
+
+def scenes_meta(scenes: list[SceneInfo], mosaicking: str) -> dict[str, Any]:
+    """The scene list as the JS runtime builds ``scenes.tiles`` / ``scenes.orbits`` from it."""
+    meta: dict[str, Any] = {"mosaicking": mosaicking, "scenes": [s.as_js(i) for i, s in enumerate(scenes)]}
+    if mosaicking == "ORBIT":
+        days = []
+        for group in orbits(scenes):
+            day = datetime.combine(scenes[group[0]].date.astimezone(UTC).date(), datetime.min.time(), UTC)
+            days.append({"dateFrom": day.isoformat(), "dateTo": (day + timedelta(days=1)).isoformat(), "tiles": group})
+        meta["orbits"] = days
+    return meta
+
+
+def _parse_inputs(value: object, v1_bands: list[str] | None) -> InputSpec:
+    if v1_bands is not None:
+        return InputSpec(tuple(v1_bands), "DEFAULT")
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise EvalscriptError("setup().input must list band names")
+    if all(isinstance(b, str) for b in value):
+        bands, units = list(value), "DEFAULT"
+    elif len(value) == 1 and isinstance(value[0], dict):
+        bands, units = value[0].get("bands"), value[0].get("units", "DEFAULT")
+    else:
+        raise EvalscriptError("setup().input: one input object (data fusion is not supported)")
+    if not isinstance(bands, list) or not bands or not all(isinstance(b, str) and _IDENTIFIER.match(b) for b in bands):
+        raise EvalscriptError("setup().input.bands must be a non-empty list of band names")
+    if isinstance(units, list):
+        if len(units) != len(bands) or not all(isinstance(u, str) for u in units):
+            raise EvalscriptError("setup().input.units: one unit per band")
+        per_band = tuple(u.upper() for u in units)
+    elif isinstance(units, str):
+        per_band = tuple(units.upper() for _ in bands)
+    else:
+        raise EvalscriptError("setup().input.units must be a unit name or a list of them")
+    bad = [u for u in per_band if u not in (*UNITS, "DEFAULT")]
+    if bad:
+        raise EvalscriptError(f"setup().input.units: unknown unit {bad[0][:32]!r} (REFLECTANCE, DN, LINEAR_POWER)")
+    units_value: str | tuple[str, ...] = per_band[0] if len(set(per_band)) == 1 else per_band
+    return InputSpec(tuple(bands), units_value)
+
+
+def _parse_output(value: object) -> tuple[OutputSpec, tuple[str, ...]]:
+    outputs = value if isinstance(value, list) else [value]
+    ids = []
+    chosen = None
+    for entry in outputs:
+        if not isinstance(entry, dict) or not isinstance(entry.get("bands"), int) or not 1 <= entry["bands"] <= 64:
+            raise EvalscriptError("setup().output.bands must be an integer from 1 to 64")
+        output_id = str(entry.get("id", "default"))
+        ids.append(output_id)
+        if output_id == "default":
+            chosen = entry
+    if chosen is None:
+        raise EvalscriptError("setup().output has no 'default' output (OGC services return only that one)")
+    try:
+        sample_type = SampleType(str(chosen.get("sampleType", "AUTO")).upper())
+    except ValueError:
+        raise EvalscriptError("setup().output.sampleType must be AUTO, UINT8, UINT16, INT8, INT16 or FLOAT32") from None
+    return OutputSpec(chosen["bands"], sample_type), tuple(ids)
+
+
+class JavaScriptEvalscript:
+    """A Sentinel Hub evalscript run in V8 worker processes."""
+
+    def __init__(self, source: str, name: str, band_names: Collection[str], parameter: str | None = None) -> None:
+        self.source = source
+        self.name = name
+        self.parameter = parameter  # the request parameter the script came in, named in errors
+        self.digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        self.version = 3 if _VERSION3.search(source) or re.search(r"\bfunction\s+evaluatePixel\b", source) else 1
+        v1_bands = None
+        if self.version == 1:
+            v1_bands = [b for b in sorted(band_names) if re.search(rf"\b{re.escape(b)}\b", source)]
+            if re.search(r"\bdataMask\b", source):
+                v1_bands.append("dataMask")
+            if not v1_bands:
+                raise EvalscriptError(f"{name}: the V1 script reads no band of this collection")
+        self._v1_bands = v1_bands
+        info = self._job("setup", {})
+        if not info.get("hasEvaluatePixel"):
+            raise EvalscriptError(f"{name}: the script defines no evaluatePixel()")
+        self.has_preprocess = bool(info.get("hasPreProcessScenes"))
+        setup = info.get("setup") if self.version == 3 else {}
+        if self.version == 3 and not isinstance(setup, dict):
+            raise EvalscriptError(f"{name}: setup() must return an object with 'input' and 'output'")
+        assert isinstance(setup, dict)
+        self.inputs = _parse_inputs(setup.get("input"), v1_bands)
+        if self.version == 1:
+            bands = self._job("probe", {"names": list(self.inputs.bands)})
+            if not isinstance(bands, int) or not 1 <= bands <= 64:
+                raise EvalscriptError(f"{name}: the V1 script must return an array of 1 to 64 values")
+            self.output, self.output_ids = OutputSpec(bands, SampleType.AUTO), ("default",)
+        else:
+            self.output, self.output_ids = _parse_output(setup.get("output"))
+        mosaicking = str(setup.get("mosaicking", "SIMPLE")).upper()
+        if mosaicking not in MOSAICKING:
+            raise EvalscriptError(f"{name}: setup().mosaicking must be SIMPLE, ORBIT or TILE")
+        self.mosaicking = mosaicking
+
+    def _job(
+        self, kind: str, meta: dict[str, Any], payload: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> Any:
+        meta = {**meta, "digest": self.digest, "source": self.source, "v1_bands": self._v1_bands}
+        try:
+            return pool().run(kind, meta, payload, out)
+        except EvalscriptError as exc:
+            raise EvalscriptError(f"{self.name}: {exc.public_message}", parameter=self.parameter) from None
+
+    def preprocess(self, scenes: list[SceneInfo], start: datetime | None, end: datetime | None) -> list[int]:
+        """Indices (into the orbit or tile list) of the entries ``preProcessScenes`` keeps."""
+        meta = scenes_meta(scenes, self.mosaicking)
+        meta["from"] = (start or min((s.date for s in scenes), default=datetime.now(UTC))).isoformat()
+        meta["to"] = (end or datetime.now(UTC)).isoformat()
+        kept = self._job("preprocess", {"scenes_meta": meta})
+        if not isinstance(kept, list):
+            raise EvalscriptError(f"{self.name}: preProcessScenes returned no scene list")
+        return [int(i) for i in kept]
+
+    def evaluate(self, samples: Samples) -> np.ndarray:
+        """Run ``evaluatePixel`` over every pixel in V8; returns (bands, h, w) float64."""
+        names = list(self.inputs.bands)
+        arrays = [np.asarray(samples[name], dtype=np.float64) for name in names]
+        temporal = self.mosaicking != "SIMPLE"
+        shape = samples.shape[-2:]
+        pixels = int(shape[0] * shape[1])
+        count = arrays[0].shape[0] if temporal else 1
+        payload = np.stack(arrays, axis=1 if temporal else 0)  # (k, bands, h, w) or (bands, h, w)
+        out = np.empty((self.output.bands, *shape), dtype=np.float64)
+        eval_meta: dict[str, Any] = {
+            "names": names,
+            "n": pixels,
+            "bands": self.output.bands,
+            "outputId": "default",
+            "mosaicking": self.mosaicking,
+            "samples": count,
+        }
+        if temporal:
+            eval_meta.update(scenes_meta(samples.scenes or [], self.mosaicking))
+        meta = {"in_length": payload.size, "out_length": out.size, "eval_meta": eval_meta}
+        self._job("evaluate", meta, payload, out)
+        return out

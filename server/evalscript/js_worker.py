@@ -1,0 +1,183 @@
+"""The V8 side of JavaScript evalscripts: runs inside a worker process of ``js_pool.py``.
+
+Why a separate process: a request's script is untrusted code. V8 (through mini-racer) gives
+time and heap limits and no file, network or module access, and the process boundary means a
+script that crashes V8 or outruns its limits costs one worker, never the server.
+
+Each job is one message ``(kind, meta)`` on the pipe, plus for ``evaluate`` one raw buffer of
+float64 band values, received straight into the V8 context's input ArrayBuffer; the output
+ArrayBuffer is sent back the same way. Compiled contexts are kept per script digest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import OrderedDict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JSTimeoutException, MiniRacer
+
+RUNTIME = (Path(__file__).parent / "js" / "runtime.js").read_text(encoding="utf-8")
+SCRIPT_URL = "evalscript.js"
+CONTEXTS_PER_WORKER = 8
+# Globals that reach outside the sandbox or block: removed before any user code runs.
+_HARDEN = """
+delete globalThis.setTimeout; delete globalThis.setInterval; delete globalThis.clearTimeout;
+delete globalThis.clearInterval; delete globalThis.WebAssembly; delete globalThis.Atomics;
+delete globalThis.SharedArrayBuffer;
+globalThis.console = Object.freeze({log() {}, info() {}, warn() {}, error() {}, debug() {}});
+"""
+_LOCATION = re.compile(re.escape(SCRIPT_URL) + r":(\d+)(?::(\d+))?")
+
+
+class ScriptFailure(Exception):
+    """A script error to report to the client: ``kind`` is syntax, runtime, timeout or memory."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def describe(exc: Exception) -> ScriptFailure:
+    """Turn a mini-racer exception into the message a script author needs: error and line."""
+    if isinstance(exc, JSTimeoutException):
+        return ScriptFailure("timeout", "evalscript exceeded its time limit")
+    if isinstance(exc, JSOOMException):
+        return ScriptFailure("memory", "evalscript exceeded its memory limit")
+    text = str(exc)
+    kind = "syntax" if isinstance(exc, JSParseException) else "runtime"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    error = next((line for line in lines if re.match(r"^[A-Za-z]*Error\b|^Uncaught\b", line)), None)
+    if error is None:
+        error = next((line.split(": ", 2)[-1] for line in lines if "Error" in line), lines[0] if lines else "error")
+    where = _LOCATION.search(text)
+    line_info = f" (line {where.group(1)})" if where else ""
+    return ScriptFailure(kind, f"{error[:300]}{line_info}")
+
+
+def wrap_v1(source: str, band_names: list[str]) -> str:
+    """A V1 script (bands as globals, top-level ``return``) as a V3 ``evaluatePixel``.
+
+    The body stays on its own lines, so error line numbers still point into the user's text.
+    """
+    unpack = " ".join(f"var {name} = samples.{name};" for name in band_names)
+    return (
+        f"function __v1(samples) {{ {unpack}\n{source}\n}}\nfunction evaluatePixel(samples) {{ return __v1(samples); }}"
+    )
+
+
+class Context:
+    """One compiled script in one V8 isolate, with the buffers it shares with Python."""
+
+    def __init__(self, source: str, heap_bytes: int, timeout: float) -> None:
+        self.racer = MiniRacer()
+        self.racer.set_hard_memory_limit(heap_bytes)
+        self.racer.eval(_HARDEN)
+        self.racer.eval(RUNTIME + "\n//# sourceURL=eotiler-runtime.js")
+        self.racer.eval(source + f"\n//# sourceURL={SCRIPT_URL}", timeout_sec=timeout)
+        self.inputs: memoryview | None = None
+        self.outputs: memoryview | None = None
+
+    def buffers(self, in_length: int, out_length: int) -> tuple[memoryview, memoryview]:
+        """Float64 input/output buffers of the given lengths, reused while they fit exactly."""
+        need_in, need_out = in_length * 8, out_length * 8
+        if self.inputs is None or len(self.inputs) != need_in or self.outputs is None or len(self.outputs) != need_out:
+            self.racer.eval(f"__eotiler_buffers({in_length}, {out_length})")
+            self.inputs = self.racer.eval("__in.buffer")
+            self.outputs = self.racer.eval("__out.buffer")
+        assert self.inputs is not None and self.outputs is not None
+        return self.inputs, self.outputs
+
+    def close(self) -> None:
+        """Free the isolate."""
+        self.inputs = self.outputs = None
+        self.racer.close()
+
+
+class Worker:
+    """The job loop of one worker process."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.contexts: OrderedDict[str, Context] = OrderedDict()
+
+    def context(self, meta: dict[str, Any]) -> Context:
+        """The compiled context of the job's script, created (and the oldest evicted) on first use."""
+        digest = meta["digest"]
+        found = self.contexts.get(digest)
+        if found is not None:
+            self.contexts.move_to_end(digest)
+            return found
+        source = meta["source"]
+        if meta.get("v1_bands") is not None:
+            source = wrap_v1(source, meta["v1_bands"])
+        created = Context(source, meta["heap_bytes"], meta["timeout"])
+        self.contexts[digest] = created
+        while len(self.contexts) > CONTEXTS_PER_WORKER:
+            self.contexts.popitem(last=False)[1].close()
+        return created
+
+    def drop(self, digest: str) -> None:
+        """Forget a context whose state may be broken (after a timeout or out-of-memory)."""
+        found = self.contexts.pop(digest, None)
+        if found is not None:
+            found.close()
+
+    def run(self) -> None:
+        """Answer jobs until the parent closes the socket."""
+        while True:
+            try:
+                kind, meta = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            payload = None
+            try:
+                if kind == "setup":
+                    answer: Any = json.loads(
+                        self.context(meta).racer.eval("__eotiler_setup()", timeout_sec=meta["timeout"])
+                    )
+                elif kind == "probe":
+                    call = f"__eotiler_probe({json.dumps(json.dumps(meta['names']))})"
+                    answer = self.context(meta).racer.eval(call, timeout_sec=meta["timeout"])
+                elif kind == "preprocess":
+                    ctx = self.context(meta)
+                    call = f"__eotiler_preprocess({json.dumps(json.dumps(meta['scenes_meta']))})"
+                    answer = json.loads(ctx.racer.eval(call, timeout_sec=meta["timeout"]))
+                else:
+                    try:
+                        ctx = self.context(meta)
+                    except Exception:
+                        self.conn.recv_bytes()  # the job's band values must leave the pipe
+                        raise
+                    inputs, outputs = ctx.buffers(meta["in_length"], meta["out_length"])
+                    self.conn.recv_bytes_into(inputs)
+                    call = f"__eotiler_evaluate({json.dumps(json.dumps(meta['eval_meta']))})"
+                    ctx.racer.eval(call, timeout_sec=meta["timeout"])
+                    answer, payload = None, outputs
+            except (JSEvalException, JSTimeoutException, JSOOMException) as exc:
+                failure = describe(exc)
+                if failure.kind in ("timeout", "memory"):
+                    self.drop(meta["digest"])
+                self.conn.send(("error", failure.kind, failure.message))
+                continue
+            except Exception as exc:  # noqa: BLE001 - the worker must answer every job
+                self.drop(meta.get("digest", ""))
+                self.conn.send(("error", "runtime", f"{type(exc).__name__}: {str(exc)[:300]}"))
+                continue
+            self.conn.send(("ok", answer))
+            if payload is not None:
+                self.conn.send_bytes(payload)
+
+
+def main() -> None:
+    """Entry point of a worker process: ``python -m server.evalscript.js_worker <socket fd>``."""
+    Worker(Connection(int(sys.argv[1]))).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -20,9 +20,11 @@ from lxml import etree
 from PIL import Image
 from rasterio.crs import CRS
 
-from server.catalog.layers import compile_evalscript
+from server.catalog.layers import LayerRegistry, compile_evalscript
+from server.errors import EvalscriptError, InvalidParameter
+from server.evalscript import js_pool
 from server.evalscript.contract import Samples
-from server.evalscript.js_pool import pool
+from server.evalscript.js_pool import GRACE_SECONDS, JsLimits, pool
 from server.evalscript.js_script import JavaScriptEvalscript
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
@@ -441,3 +443,33 @@ def test_highlight_true_color_layer(pipeline: Pipeline) -> None:
     expected = np.clip(np.rint(compressed * 255), 0, 255)
     assert valid.mean() > 0.5 and (x[valid] > 0.92).any()  # bright pixels exercise the compression
     assert np.abs(got[0].data[valid].astype(int) - expected[valid]).max() <= 1
+
+
+def test_the_configuration_can_switch_request_scripts_off(pipeline: Pipeline) -> None:
+    config = pipeline.registry.config.model_copy(update={"request_evalscripts": False})
+    registry = LayerRegistry(config, pipeline.settings)
+    with pytest.raises(InvalidParameter) as refused:
+        registry.get("TRUE_COLOR").request_script(b64((EVALSCRIPTS / "true_color.js").read_text()))
+    assert refused.value.parameter == "EVALSCRIPT"
+    assert pipeline.registry.get("TRUE_COLOR").request_script(b64((EVALSCRIPTS / "true_color.js").read_text()))
+
+
+def test_large_images_get_a_proportional_time_limit() -> None:
+    """The limit is per 512 x 512 pixels: an image 9x that size may run 9x as long, no longer."""
+    busy = SETUP + (
+        "function evaluatePixel(s) { let x = s.B04; for (let i = 0; i < 200; i++) x = Math.sqrt(x + i); return [x]; }"
+    )
+    js_pool.configure(1, JsLimits(timeout=1.0))
+    try:
+        script = JavaScriptEvalscript(busy, "busy", {"B04"})
+        started = time.monotonic()
+        values = script.evaluate(Samples({"B04": np.zeros((1536, 1536))}))
+        assert time.monotonic() - started > 1.0  # longer than one 512 x 512 block may take
+        assert values.shape == (1, 1536, 1536) and np.all(values > 0)
+        endless = JavaScriptEvalscript(SETUP + "function evaluatePixel(s) { for (;;) {} }", "endless", {"B04"})
+        started = time.monotonic()
+        with pytest.raises(EvalscriptError, match="time limit"):
+            endless.evaluate(Samples({"B04": np.zeros((1024, 1024))}))
+        assert 4.0 <= time.monotonic() - started < 4.0 + GRACE_SECONDS
+    finally:
+        js_pool.configure(2, JsLimits())

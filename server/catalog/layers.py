@@ -41,6 +41,7 @@ class Layer:
     catalogue: Catalogue
     evalscript: Evalscript
     default_time: TimeRange | None
+    request_evalscripts: bool = True  # the configuration-wide switch (``request_evalscripts``)
 
     @property
     def bounds(self) -> tuple[float, float, float, float] | None:
@@ -67,7 +68,7 @@ class Layer:
         """Compile a request's EVALSCRIPT for this layer (``None`` when absent); refused if the layer forbids it."""
         if encoded is None or not encoded.strip():
             return None
-        if not self.config.request_evalscript:
+        if not (self.config.request_evalscript and self.request_evalscripts):
             raise InvalidParameter(f"layer '{self.id}' does not accept {parameter}", parameter=parameter)
         text = decode_evalscript(encoded, parameter)
         units = self.config.units
@@ -171,7 +172,14 @@ class LayerRegistry:
             except EotilerError as exc:
                 raise ConfigError(f"layers.{lid}.default_time: {exc.public_message}") from None
             self.layers[lid] = Layer(
-                lid, layer, layer.collection, collection, catalogues[layer.collection], script, default_time
+                lid,
+                layer,
+                layer.collection,
+                collection,
+                catalogues[layer.collection],
+                script,
+                default_time,
+                config.request_evalscripts,
             )
 
     def get(self, layer_id: str, parameter: str = "layer") -> Layer:

@@ -166,6 +166,9 @@ class LayerConfig(_Strict):
 class Config(_Strict):
     """The whole configuration file."""
 
+    # Whether requests may send EVALSCRIPT at all (JavaScript or expressions; never Python). Each
+    # layer can still refuse with ``request_evalscript: false``.
+    request_evalscripts: bool = True
     evalscripts_dir: Path = Path("../evalscripts")
     collections: dict[Annotated[str, Field(pattern=_ID)], CollectionConfig] = Field(min_length=1)
     layers: dict[Annotated[str, Field(pattern=_ID)], LayerConfig] = Field(min_length=1)

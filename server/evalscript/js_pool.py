@@ -11,12 +11,15 @@ They start on first use, so a server without JavaScript layers starts none.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import mmap
 import os
 import queue
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -29,7 +32,9 @@ from server.errors import EvalscriptError, Overloaded
 
 log = logging.getLogger(__name__)
 
-GRACE_SECONDS = 3.0  # context creation and IPC on top of the script's own limit
+GRACE_SECONDS = 3.0
+TILE_PIXELS = 512 * 512
+_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: PTH112 - tempfile takes a str  # context creation and IPC on top of the script's own limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +49,42 @@ class JsLimits:
 class _Process:
     process: subprocess.Popen[bytes]
     conn: Connection
+    buffer: mmap.mmap | None = None  # band values in and out, shared with the worker
+    buffer_path: str | None = None  # set until the worker has mapped the file, then unlinked
+
+    def ensure_buffer(self, size: int) -> None:
+        """A shared file mapping of at least ``size`` bytes (a new one when it must grow)."""
+        if self.buffer is not None and len(self.buffer) >= size:
+            return
+        self.release_buffer()
+        size = max(size, 1 << 20)
+        fd, path = tempfile.mkstemp(prefix="eotiler-js-", dir=_SHM_DIR)
+        try:
+            os.ftruncate(fd, size)
+            self.buffer = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.buffer_path = path
+
+    def mapped(self) -> None:
+        """The worker holds the mapping now: the file name is no longer needed."""
+        if self.buffer_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.buffer_path)
+            self.buffer_path = None
+
+    def release_buffer(self) -> None:
+        self.mapped()
+        if self.buffer is not None:
+            with contextlib.suppress(BufferError):  # a view still alive: unmapped when it goes
+                self.buffer.close()
+            self.buffer = None
 
     def kill(self) -> None:
         self.conn.close()
         self.process.kill()
         self.process.wait(timeout=5)
+        self.release_buffer()
 
 
 class JsPool:
@@ -93,33 +129,42 @@ class JsPool:
         return self._start()
 
     def run(
-        self, kind: str, meta: dict[str, Any], payload: np.ndarray | None = None, out: np.ndarray | None = None
+        self, kind: str, meta: dict[str, Any], payload: list[np.ndarray] | None = None, out: np.ndarray | None = None
     ) -> Any:
         """Run one job; for ``evaluate`` send ``payload`` and receive the result into ``out``.
+
+        Band values travel through a file mapping shared with the worker (``/dev/shm``), written
+        once here and copied once into V8: only the small job description crosses the socket.
 
         Raises ``EvalscriptError`` (a 400) for anything the script did: syntax or runtime error,
         time or memory limit, a crash of its worker.
         """
-        meta = {**meta, "timeout": self.limits.timeout, "heap_bytes": self.limits.heap_bytes}
+        # The time limit is per 512 x 512 pixels, so a large GetMap gets as long as its tiles would.
+        timeout = self.limits.timeout * max(
+            1.0, (out.shape[-1] * out.shape[-2] if out is not None else 0) / TILE_PIXELS
+        )
+        meta = {**meta, "timeout": timeout, "heap_bytes": self.limits.heap_bytes}
         worker = self._acquire()
         if worker.process.poll() is not None:  # died while idle (killed, OOM killer): not the script's fault
             worker = self._replace(worker)
         try:
             try:
+                if payload is not None and out is not None:
+                    meta = {**meta, **self._stage(worker, payload, out)}
                 worker.conn.send((kind, meta))
-                if payload is not None:
-                    worker.conn.send_bytes(memoryview(np.ascontiguousarray(payload)).cast("B"))
-                if not worker.conn.poll(self.limits.timeout + GRACE_SECONDS):
+                if not worker.conn.poll(timeout + GRACE_SECONDS):
                     worker = self._replace(worker)
                     raise EvalscriptError("evalscript exceeded its time limit")
                 answer = worker.conn.recv()
+                worker.mapped()
                 if answer[0] == "error":
                     kind_of, message = answer[1], answer[2]
                     raise EvalscriptError(
                         message if kind_of in ("timeout", "memory") else f"{kind_of} error: {message}"
                     )
-                if out is not None:
-                    worker.conn.recv_bytes_into(memoryview(out).cast("B"))
+                if out is not None and worker.buffer is not None:
+                    offset = sum(a.nbytes for a in payload or [])
+                    out.reshape(-1)[:] = np.frombuffer(worker.buffer, np.float64, out.size, offset)
                 return answer[1]
             except (EOFError, OSError) as exc:
                 log.warning("evalscript worker died: %s", type(exc).__name__)
@@ -127,6 +172,19 @@ class JsPool:
                 raise EvalscriptError("evalscript crashed its runtime (memory limit?)") from None
         finally:
             self._idle.put(worker)
+
+    @staticmethod
+    def _stage(worker: _Process, payload: list[np.ndarray], out: np.ndarray) -> dict[str, Any]:
+        """Write the input arrays into the worker's shared buffer; the job's buffer description."""
+        in_bytes = sum(a.nbytes for a in payload)
+        worker.ensure_buffer(in_bytes + out.nbytes)
+        assert worker.buffer is not None
+        offset = 0
+        for array in payload:
+            view = np.frombuffer(worker.buffer, np.float64, array.size, offset)
+            view[:] = array.reshape(-1)
+            offset += array.nbytes
+        return {"shm_path": worker.buffer_path, "shm_size": len(worker.buffer), "in_bytes": in_bytes}
 
     def close(self) -> None:
         """Stop every worker."""

@@ -159,7 +159,7 @@ class JavaScriptEvalscript:
         self.mosaicking = mosaicking
 
     def _job(
-        self, kind: str, meta: dict[str, Any], payload: np.ndarray | None = None, out: np.ndarray | None = None
+        self, kind: str, meta: dict[str, Any], payload: list[np.ndarray] | None = None, out: np.ndarray | None = None
     ) -> Any:
         meta = {**meta, "digest": self.digest, "source": self.source, "v1_bands": self._v1_bands}
         try:
@@ -185,7 +185,8 @@ class JavaScriptEvalscript:
         shape = samples.shape[-2:]
         pixels = int(shape[0] * shape[1])
         count = arrays[0].shape[0] if temporal else 1
-        payload = np.stack(arrays, axis=1 if temporal else 0)  # (k, bands, h, w) or (bands, h, w)
+        # layout [sample][band][pixel]: band arrays as they are, or one slice per sample
+        payload = [arr[k] for k in range(count) for arr in arrays] if temporal else arrays
         out = np.empty((self.output.bands, *shape), dtype=np.float64)
         eval_meta: dict[str, Any] = {
             "names": names,
@@ -197,6 +198,6 @@ class JavaScriptEvalscript:
         }
         if temporal:
             eval_meta.update(scenes_meta(samples.scenes or [], self.mosaicking))
-        meta = {"in_length": payload.size, "out_length": out.size, "eval_meta": eval_meta}
+        meta = {"in_length": sum(a.size for a in payload), "out_length": out.size, "eval_meta": eval_meta}
         self._job("evaluate", meta, payload, out)
         return out

@@ -4,14 +4,15 @@ Why a separate process: a request's script is untrusted code. V8 (through mini-r
 time and heap limits and no file, network or module access, and the process boundary means a
 script that crashes V8 or outruns its limits costs one worker, never the server.
 
-Each job is one message ``(kind, meta)`` on the pipe, plus for ``evaluate`` one raw buffer of
-float64 band values, received straight into the V8 context's input ArrayBuffer; the output
-ArrayBuffer is sent back the same way. Compiled contexts are kept per script digest.
+Each job is one message ``(kind, meta)`` on the socket. For ``evaluate`` the float64 band values
+are in a file mapping shared with the parent: copied once into the V8 context's input
+ArrayBuffer, and the output ArrayBuffer once back. Compiled contexts are kept per script digest.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import sys
 from collections import OrderedDict
@@ -105,6 +106,7 @@ class Worker:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.contexts: OrderedDict[str, Context] = OrderedDict()
+        self.buffer: mmap.mmap | None = None
 
     def context(self, meta: dict[str, Any]) -> Context:
         """The compiled context of the job's script, created (and the oldest evicted) on first use."""
@@ -122,6 +124,15 @@ class Worker:
             self.contexts.popitem(last=False)[1].close()
         return created
 
+    def shared(self, meta: dict[str, Any]) -> memoryview:
+        """The parent's buffer for band values; a job names a new file when the buffer grew."""
+        path = meta.get("shm_path")
+        if path is not None:  # the old mapping is unmapped once no view of it is left
+            with open(path, "r+b") as handle:  # noqa: PTH123
+                self.buffer = mmap.mmap(handle.fileno(), meta["shm_size"])
+        assert self.buffer is not None
+        return memoryview(self.buffer)
+
     def drop(self, digest: str) -> None:
         """Forget a context whose state may be broken (after a timeout or out-of-memory)."""
         found = self.contexts.pop(digest, None)
@@ -135,7 +146,6 @@ class Worker:
                 kind, meta = self.conn.recv()
             except (EOFError, OSError):
                 return
-            payload = None
             try:
                 if kind == "setup":
                     answer: Any = json.loads(
@@ -149,16 +159,15 @@ class Worker:
                     call = f"__eotiler_preprocess({json.dumps(json.dumps(meta['scenes_meta']))})"
                     answer = json.loads(ctx.racer.eval(call, timeout_sec=meta["timeout"]))
                 else:
-                    try:
-                        ctx = self.context(meta)
-                    except Exception:
-                        self.conn.recv_bytes()  # the job's band values must leave the pipe
-                        raise
+                    shared = self.shared(meta)
+                    ctx = self.context(meta)
                     inputs, outputs = ctx.buffers(meta["in_length"], meta["out_length"])
-                    self.conn.recv_bytes_into(inputs)
+                    start = meta["in_bytes"]
+                    inputs[:] = shared[:start]
                     call = f"__eotiler_evaluate({json.dumps(json.dumps(meta['eval_meta']))})"
                     ctx.racer.eval(call, timeout_sec=meta["timeout"])
-                    answer, payload = None, outputs
+                    shared[start : start + len(outputs)] = outputs
+                    answer = None
             except (JSEvalException, JSTimeoutException, JSOOMException) as exc:
                 failure = describe(exc)
                 if failure.kind in ("timeout", "memory"):
@@ -170,8 +179,6 @@ class Worker:
                 self.conn.send(("error", "runtime", f"{type(exc).__name__}: {str(exc)[:300]}"))
                 continue
             self.conn.send(("ok", answer))
-            if payload is not None:
-                self.conn.send_bytes(payload)
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ def request_for(product: str) -> RenderRequest:
     return RenderRequest("REQ_B04", grid, ImageFormat.GTIFF, time=parse_time(day))
 
 
-@pytest.mark.parametrize(("mode", "copy"), [("500", 0), ("503", 1), ("hang", 2), ("truncate", 3)])
+@pytest.mark.parametrize(("mode", "copy"), [("500", 0), ("503", 1), ("hang", 2), ("truncate", 3), ("drop", 4)])
 def test_fault_is_a_bounded_502_and_reads_resume(
     fault_pipe: Pipeline, faulty: S3Server, tree: dict, mode: str, copy: int
 ):
@@ -82,3 +82,17 @@ def test_slow_catalogue_is_a_504(config: Path, s3: S3Server, stac):
         stac.delay = 0.0
     assert response.status_code == 504 and "in time" in response.json()["detail"]
     assert elapsed < 2.5
+
+
+def test_flaky_s3_is_absorbed_by_retries(fault_pipe: Pipeline, faulty: S3Server, tree: dict):
+    """Every third S3 request dropped: the bounded retry of a dropped connection makes the tile whole."""
+    product = tree["requests"]["cog"][5]
+    faulty.reset()
+    faulty.set_fault("flaky")
+    try:
+        result = fault_pipe.render(request_for(product))
+    finally:
+        faulty.set_fault("none")
+    dropped = [r for r in faulty.requests() if r["status"] == -1]
+    assert dropped, "the fault was not exercised"
+    assert result.scenes == [product] and not result.failed

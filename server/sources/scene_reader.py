@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -105,6 +106,18 @@ def _read_one(
     return image.array[0]
 
 
+# curl errors of a connection that broke without an HTTP answer. GDAL retries 429/5xx answers
+# itself (GDAL_HTTP_MAX_RETRY) but not these, so up to two more attempts are made here.
+_DROPPED = ("Empty reply from server", "Connection reset", "Recv failure", "Send failure", "Connection died")
+DROP_RETRIES = 2
+DROP_RETRY_DELAY = 0.2  # seconds, doubled per attempt
+
+
+def _dropped_connection(exc: Exception) -> bool:
+    text = str(exc)
+    return "CURL error" in text and any(marker in text for marker in _DROPPED)
+
+
 def to_units(raw: np.ma.MaskedArray, band: BandConfig, scene: Scene, units: str) -> np.ndarray:
     """Stored DN -> the unit a script asked for; 0 where invalid.
 
@@ -166,13 +179,18 @@ def read_scene(
         with gdal.env(path) if gdal is not None else rasterio.Env():
             if overviews is not None and not gcps:
                 path = overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata) or path
-            try:
-                return _read_one(path, band, grid, resampling, gcps, pool, gdal.identity if gdal else "")
-            except TileOutsideBounds:
-                return None
-            except Exception:
-                forget_remote_file(path)  # else GDAL keeps failing this file after S3 recovers
-                raise
+            for attempt in range(DROP_RETRIES + 1):
+                try:
+                    return _read_one(path, band, grid, resampling, gcps, pool, gdal.identity if gdal else "")
+                except TileOutsideBounds:
+                    return None
+                except Exception as exc:
+                    forget_remote_file(path)  # else GDAL keeps failing this file after S3 recovers
+                    if attempt == DROP_RETRIES or not _dropped_connection(exc):
+                        raise
+                    log.info("retrying %s after a dropped connection", scene.id)
+                    time.sleep(DROP_RETRY_DELAY * 2**attempt)
+            return None  # not reached: the loop returns or raises
 
     raws = list(executor.map(load, plan)) if executor and len(plan) > 1 else [load(p) for p in plan]
     if any(raw is None for raw in raws):

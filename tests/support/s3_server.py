@@ -11,7 +11,8 @@ what the request-count assertions and the benchmarks need. Options:
 Control endpoints (S3 bucket names cannot contain ``_``, so they never collide): ``GET /_log``
 returns the request log as JSON, ``POST /_log/reset`` empties it, ``POST /_fault?mode=M`` makes
 every later S3 request fail (``500``, ``503``, ``hang``: no answer for 60 s, ``truncate``: half
-the promised body, then the connection closes) until ``POST /_fault?mode=none``.
+the promised body, then the connection closes, ``drop``: the connection closes without any
+answer, ``flaky``: every third request dropped) until ``POST /_fault?mode=none``.
 
 ``S3Server`` starts the process from a test and reads the log.
 """
@@ -19,9 +20,11 @@ the promised body, then the connection closes) until ``POST /_fault?mode=none``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -87,6 +90,8 @@ class _Counting:
             return [body]
         if self.fault == "hang":
             time.sleep(60)
+        if self.fault == "drop" or (self.fault == "flaky" and self._flip()):
+            return self._dropped(environ, entry)
         if self.fault == "truncate":
             return self._truncated(environ, start_response, entry)
 
@@ -100,6 +105,23 @@ class _Counting:
                 yield chunk
 
         return body()
+
+    def _flip(self) -> bool:
+        """Every third request (``flaky``)."""
+        with self.lock:
+            self.flaky_count = getattr(self, "flaky_count", 0) + 1
+            return self.flaky_count % 3 == 1
+
+    @staticmethod
+    def _dropped(environ: dict[str, Any], entry: dict[str, Any]) -> Iterable[bytes]:
+        """Close the connection without a byte of answer (a load balancer dropping it)."""
+        entry["status"] = -1
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        raise ConnectionAbortedError("dropped by fault injection")
 
     def _truncated(self, environ: dict[str, Any], start_response: Any, entry: dict[str, Any]) -> Iterable[bytes]:
         """The real answer's status and headers, but only half its body: the client sees a short read."""
@@ -217,7 +239,7 @@ class S3Server:
         httpx.post(f"http://{self.endpoint}/_log/reset", timeout=10)
 
     def set_fault(self, mode: str) -> None:
-        """Fail every later S3 request: ``500``, ``503``, ``hang``, ``truncate``; ``none`` heals."""
+        """Fail every later S3 request: ``500``, ``503``, ``hang``, ``truncate``, ``drop``, ``flaky``; ``none`` heals."""
         httpx.post(f"http://{self.endpoint}/_fault?mode={mode}", timeout=10)
 
     def stop(self) -> None:

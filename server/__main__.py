@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from server.errors import ConfigError, EotilerError
@@ -27,16 +29,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Workers are separate processes built by the factory from EOTILER_* settings.
     os.environ["EOTILER_CONFIG"] = str(config)
     print(f"eotiler serving {config.name} at http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(
-        "server.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-        access_log=False,  # the app writes its own JSON access log (EOTILER_ACCESS_LOG)
-        proxy_headers=True,
-    )
+    with contextlib.ExitStack() as stack:
+        if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # /metrics sums over all workers: each one writes its samples here (prometheus-client).
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="eotiler-metrics-")
+            )
+        uvicorn.run(
+            "server.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            access_log=False,  # the app writes its own JSON access log (EOTILER_ACCESS_LOG)
+            proxy_headers=True,
+            # SIGTERM: stop accepting, let in-flight requests finish (up to this long), then exit.
+            timeout_graceful_shutdown=args.graceful_timeout,
+        )
     return 0
 
 
@@ -173,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get after SIGTERM"
+    )
     serve.set_defaults(func=cmd_serve)
     layers = sub.add_parser("layers", help="list the configured layers")
     layers.add_argument("--config", default=default)

@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # GDAL's block cache defaults to 5 % of RAM per process (1.2 GB on a 24 GB machine); it is
     # sized once, at the first read, so it is bounded here at start-up, never per request.
     os.environ.setdefault("GDAL_CACHEMAX", str(settings.gdal_cache_mb))
+    # GDAL reads this once, the first time it is asked: set it before any remote read.
+    os.environ.setdefault("CPL_VSIL_NETWORK_STATS_ENABLED", "YES")
     js_pool.configure(settings.js_workers, JsLimits(settings.js_timeout, settings.js_heap_mb * 1024 * 1024))
     registry = LayerRegistry(load_config(settings.config), settings)
     pipeline = Pipeline(registry, settings)
@@ -65,6 +67,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     install_http_caching(app)
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(pipeline)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, log_requests=settings.access_log)
     return app

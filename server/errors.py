@@ -25,6 +25,7 @@ class EotilerError(Exception):
 
     status: int = 500
     ogc_code: str = "NoApplicableCode"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str, *, parameter: str | None = None) -> None:
         message = client_text(message)
@@ -102,6 +103,17 @@ class Overloaded(EotilerError):
     status = 503
     ogc_code = "NoApplicableCode"
     retry_after = 2  # seconds, sent as Retry-After
+
+
+class UpstreamCircuitOpen(EotilerError):
+    """An upstream failed repeatedly: it is left alone for a while instead of being hammered."""
+
+    status = 503
+    ogc_code = "NoApplicableCode"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamTimeout(UpstreamUnavailable):

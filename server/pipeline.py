@@ -33,6 +33,7 @@ from server.settings import Settings
 from server.sources.dataset_pool import DatasetPool
 from server.sources.overview_cache import OverviewCache
 from server.sources.scene_reader import read_scene
+from server.upstream_breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ def _public(exc: Exception) -> str:
     """A log-safe one-line description of a read failure (GDAL messages name paths, never keys)."""
     text = exc.public_message if isinstance(exc, EotilerError) else str(exc)
     return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _upstream_fault(exc: Exception) -> bool:
+    """A failure that says the object store is unwell (not a missing file or a refused href)."""
+    if isinstance(exc, EotilerError):
+        return isinstance(exc, UpstreamUnavailable)
+    return "404" not in str(exc) and "No such file" not in str(exc)
 
 
 def scene_info(scene: Scene) -> SceneInfo:
@@ -109,6 +117,39 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(settings.render_concurrency)
         self._admitted = 0  # renders running or waiting for a slot
         self._admit_lock = threading.Lock()
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self.read_failures = 0  # scene reads that failed, for /metrics
+
+    def load(self) -> tuple[int, int]:
+        """Renders holding a slot, and renders waiting for one."""
+        with self._admit_lock:
+            admitted = self._admitted
+        waiting = max(0, admitted - self.settings.render_concurrency)
+        return admitted - waiting, waiting
+
+    def circuits(self) -> dict[str, bool]:
+        """Whether each upstream's circuit breaker is open: object stores and STAC APIs."""
+        with self._admit_lock:
+            breakers = list(self._breakers.values())
+        for layer in self.registry.layers.values():
+            found = getattr(layer.catalogue, "breaker", None)
+            if found is not None and found not in breakers:
+                breakers.append(found)
+        return {breaker.name: breaker.is_open for breaker in breakers}
+
+    def breaker(self, layer: Layer) -> CircuitBreaker | None:
+        """The circuit breaker of the layer's object store (remote data roots only)."""
+        root = layer.collection.data_root
+        if not root.startswith("/vsi"):
+            return None
+        with self._admit_lock:
+            found = self._breakers.get(root)
+            if found is None:
+                found = CircuitBreaker(
+                    f"data store {root}", self.settings.breaker_threshold, self.settings.breaker_cooldown
+                )
+                self._breakers[root] = found
+            return found
 
     def close(self) -> None:
         """Stop the reader threads."""
@@ -161,7 +202,11 @@ class Pipeline:
             [],
         )
         deadline = deadline or time.monotonic() + self.settings.request_budget
+        breaker = self.breaker(layer)
+        if breaker is not None and scenes:
+            breaker.check()  # a resting upstream: refuse at once
         timeouts = 0
+        upstream_failures = 0
         for number, scene in enumerate(scenes):
             if number and time.monotonic() > deadline:
                 mosaic.skipped = [s.id for s in scenes[number:]]
@@ -184,6 +229,8 @@ class Pipeline:
                 log.warning("reading scene %s failed: %s", scene.id, _public(exc))
                 mosaic.failed.append(scene.id)
                 timeouts += isinstance(exc, UpstreamTimeout) or "timed out" in str(exc)  # curl error 28
+                upstream_failures += _upstream_fault(exc)
+                self.read_failures += 1
                 continue
             except Exception:  # noqa: BLE001 - a bug: keep the traceback, but one scene must not sink the mosaic
                 log.exception("reading scene %s failed unexpectedly", scene.id)
@@ -191,6 +238,11 @@ class Pipeline:
                 continue
             if data is not None and mosaic.add(data.valid, data.bands, scene):
                 break
+        if breaker is not None and scenes:
+            if upstream_failures == len(scenes):
+                breaker.failure()
+            elif len(mosaic.failed) < len(scenes):
+                breaker.success()
         if mosaic.failed and len(mosaic.failed) == len(scenes):
             if timeouts:
                 raise UpstreamTimeout("the data source did not answer in time")

@@ -29,6 +29,7 @@ CLOUD_GDAL_OPTIONS: dict[str, object] = {
     "GDAL_HTTP_TCP_KEEPALIVE": "YES",  # pooled connections survive idle periods behind NAT
     "GDAL_HTTP_RETRY_DELAY": 0.5,  # doubled by GDAL on each retry of a 429/5xx answer
     "GDAL_HTTP_CONNECTTIMEOUT": 5,
+    "CPL_VSIL_NETWORK_STATS_ENABLED": "YES",  # S3 requests and bytes for /metrics (sources/gdal_native.py)
     # GDAL_HTTP_TIMEOUT and GDAL_HTTP_MAX_RETRY come from EOTILER_S3_TIMEOUT / EOTILER_S3_RETRIES.
 }
 
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
     extra_crs: list[str] = Field(default_factory=list, description="CRS codes advertised besides the defaults")
     log_level: str = "info"
     access_log: bool = Field(default=True, description="one JSON line per request on logger eotiler.access")
+    breaker_threshold: int = Field(default=5, ge=1, le=1000, description="failed requests in a row that open a circuit")
+    breaker_cooldown: float = Field(default=30.0, gt=0, le=3600, description="seconds an open circuit refuses requests")
     js_workers: int = Field(default=2, ge=1, le=32, description="V8 worker processes for JavaScript evalscripts")
     js_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds a JavaScript evalscript may run per image")
     js_heap_mb: int = Field(default=256, ge=16, le=4096, description="V8 heap limit per JavaScript evalscript")

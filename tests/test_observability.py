@@ -85,3 +85,37 @@ def test_readyz_reports_each_dependency(app_client: TestClient, config, stac, s3
     s3_down = TestClient(create_app(s3_settings(config, s3, s3_endpoint="127.0.0.1:9")))
     assert s3_down.get("/readyz").json()["checks"]["s3"] is False
     assert httpx.get(f"{stac.url}/collections/sentinel-2-l2a").status_code == 200
+
+
+def test_metrics_report_s3_requests_bytes_failures_queue_and_circuits(config, tree, stac):
+    from tests.support.s3_fixtures import eodata_s3, s3_settings
+
+    servers = eodata_s3(tree)  # a server of its own: a new endpoint, so GDAL's caches are cold
+    s3 = next(servers)
+    try:
+        client = TestClient(create_app(s3_settings(config, s3)))
+        before = samples(client)
+        s3.reset()
+        tile = client.get(TILE)
+        assert tile.status_code == 200
+        after = samples(client)
+        served = [r for r in s3.requests() if r["method"] == "GET"]
+    finally:
+        next(servers, None)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert served, "the tile was read from S3"
+    assert delta("eotiler_s3_requests_total", fs="s3", method="GET") == len(served)
+    assert delta("eotiler_s3_downloaded_bytes_total", fs="s3", method="GET") == sum(r["bytes"] for r in served)
+    assert ("eotiler_renders_waiting", ()) in after and ("eotiler_renders_running", ()) in after
+    circuits = {
+        dict(labels)["upstream"]: value
+        for (name, labels), value in after.items()
+        if name == "eotiler_upstream_circuit_open"
+    }
+    assert any(name.startswith("catalogue http://127.0.0.1") for name in circuits)
+    assert any(name.startswith("data store /vsis3/") for name in circuits) and not any(circuits.values())
+    assert ("eotiler_scene_read_failures_total", ()) in after

@@ -15,7 +15,7 @@ from rasterio.warp import transform as warp_transform
 
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
-from server.errors import UpstreamUnavailable
+from server.errors import UpstreamCircuitOpen, UpstreamUnavailable
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
 from tests.support.s3_fixtures import eodata_s3, s3_settings
@@ -96,3 +96,52 @@ def test_flaky_s3_is_absorbed_by_retries(fault_pipe: Pipeline, faulty: S3Server,
     dropped = [r for r in faulty.requests() if r["status"] == -1]
     assert dropped, "the fault was not exercised"
     assert result.scenes == [product] and not result.failed
+
+
+def test_circuit_breaker_rests_a_failing_bucket_then_resumes(config: Path, faulty: S3Server, tree: dict):
+    settings = s3_settings(config, faulty, s3_timeout=2, s3_retries=0, breaker_threshold=2, breaker_cooldown=2)
+    pipeline = Pipeline(LayerRegistry(load_config(config), settings), settings)
+    products = tree["requests"]["jp2"]  # files no other case here reads: GDAL's caches are cold
+    try:
+        faulty.set_fault("503")
+        for product in products[:2]:
+            with pytest.raises(UpstreamUnavailable):
+                pipeline.render(request_for(product))
+        faulty.reset()
+        start = time.perf_counter()
+        with pytest.raises(UpstreamCircuitOpen) as resting:
+            pipeline.render(request_for(products[2]))
+        assert time.perf_counter() - start < 0.5
+        assert resting.value.status == 503 and 1 <= resting.value.retry_after <= 2
+        assert faulty.requests() == []  # the bucket was left alone
+        faulty.set_fault("none")
+        time.sleep(2.1)
+        healed = pipeline.render(request_for(products[2]))
+        assert healed.scenes == [products[2]] and not healed.failed
+    finally:
+        faulty.set_fault("none")
+        pipeline.close()
+
+
+def test_circuit_breaker_rests_a_failing_catalogue(config: Path, s3: S3Server, stac):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    client = TestClient(create_app(s3_settings(config, s3, breaker_threshold=2, breaker_cooldown=30)))
+    stac.fail_with = 503
+    try:
+        tiles = [WEBMERCATOR.tile(-50.0 + i, -30.0, 12) for i in range(4)]  # never searched before
+        statuses = []
+        before = stac.attempts
+        for tile in tiles:
+            response = client.get(f"/layers/NDVI/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png")
+            statuses.append(response.status_code)
+        attempts = stac.attempts - before
+    finally:
+        stac.fail_with = None
+    assert statuses == [502, 502, 503, 503]
+    assert response.headers["Retry-After"].isdigit()
+    assert "left alone" in response.json()["detail"]
+    # two failed searches with their retries, then none at all
+    assert attempts == 2 * (1 + 2)

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from server.errors import EotilerError, Overloaded
+from server.errors import EotilerError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def _eotiler_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EotilerError)
     if exc.status >= 500:
         log.error("%s %s failed [%s]: %s", request.method, request.url.path, _request_id(request), exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     return JSONResponse(
         {"detail": exc.public_message, "parameter": exc.parameter}, status_code=exc.status, headers=headers
     )

@@ -1,21 +1,31 @@
 """Request ids, structured JSON access logs and Prometheus metrics for every request.
 
 Why pure ASGI (not ``BaseHTTPMiddleware``): it adds no task or body buffering per request, so the
-cached-tile path stays cheap. Metrics are per worker process (``/metrics`` answers for the
-worker that serves it); run one scrape target per worker or sum them in the scraper.
+cached-tile path stays cheap. With several workers, ``eotiler serve`` runs prometheus-client in
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): every worker writes its samples to a shared
+directory and ``/metrics``, whichever worker answers, reports the sum over all of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.sources.gdal_native import network_totals
+
+if TYPE_CHECKING:
+    from server.pipeline import Pipeline
 
 access_log = logging.getLogger("eotiler.access")
 
@@ -57,10 +67,23 @@ def endpoint_of(path: str) -> str:
     return "other"
 
 
-class Metrics:
-    """The server's Prometheus collectors, in a registry of their own (one per app)."""
+REFRESH_SECONDS = 5.0  # how stale the sampled gauges and GDAL's S3 counters may get
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """The server's Prometheus collectors, in a registry of their own (one per app).
+
+    Request metrics are counted as requests end. The render queue, the circuit breakers and
+    GDAL's S3 request/byte counters are sampled by ``refresh`` (at each scrape, and at most
+    every ``REFRESH_SECONDS`` while requests flow, so other workers' numbers stay current too).
+    """
+
+    def __init__(self, pipeline: Pipeline | None = None) -> None:
+        self.pipeline = pipeline
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self._refreshed = 0.0
+        self._refresh_lock = threading.Lock()
+        self._s3_seen: dict[tuple[str, str], tuple[int, int]] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "eotiler_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry
@@ -78,6 +101,70 @@ class Metrics:
         self.incomplete = Counter(
             "eotiler_incomplete_images", "Images served with failed or skipped scenes", registry=self.registry
         )
+        self.s3_requests = Counter(
+            "eotiler_s3_requests",
+            "HTTP requests GDAL made to object stores, by file system and method",
+            ["fs", "method"],
+            registry=self.registry,
+        )
+        self.s3_bytes = Counter(
+            "eotiler_s3_downloaded_bytes",
+            "Bytes GDAL downloaded from object stores, by file system and method",
+            ["fs", "method"],
+            registry=self.registry,
+        )
+        self.read_failures = Counter(
+            "eotiler_scene_read_failures",
+            "Scene reads that failed (upstream errors, timeouts, missing files)",
+            registry=self.registry,
+        )
+        self.rendering = Gauge(
+            "eotiler_renders_running", "Renders holding a slot", registry=self.registry, multiprocess_mode="livesum"
+        )
+        self.waiting = Gauge(
+            "eotiler_renders_waiting",
+            "Renders queued for a slot (queue depth)",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.circuit_open = Gauge(
+            "eotiler_upstream_circuit_open",
+            "1 while an upstream's circuit breaker refuses requests",
+            ["upstream"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self._failures_seen = 0
+
+    def refresh(self, force: bool = False) -> None:
+        """Sample the pipeline's gauges and fold GDAL's S3 counters in (rate-limited unless forced)."""
+        now = time.monotonic()
+        if self.pipeline is None or (not force and now - self._refreshed < REFRESH_SECONDS):
+            return
+        with self._refresh_lock:
+            self._refreshed = now
+            running, waiting = self.pipeline.load()
+            self.rendering.set(running)
+            self.waiting.set(waiting)
+            for name, is_open in self.pipeline.circuits().items():
+                self.circuit_open.labels(name).set(1 if is_open else 0)
+            failures = self.pipeline.read_failures
+            self.read_failures.inc(failures - self._failures_seen)
+            self._failures_seen = failures
+            for (fs, method), (count, size) in network_totals().items():
+                seen_count, seen_size = self._s3_seen.get((fs, method), (0, 0))
+                self.s3_requests.labels(fs, method).inc(count - seen_count)
+                self.s3_bytes.labels(fs, method).inc(size - seen_size)
+                self._s3_seen[(fs, method)] = (count, size)
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: this process's, or the sum over all workers."""
+        self.refresh(force=True)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return generate_latest(merged)
 
 
 class ObservabilityMiddleware:
@@ -120,6 +207,7 @@ class ObservabilityMiddleware:
             self._record(scope, request_id, seen, time.perf_counter() - start)
 
     def _record(self, scope: Scope, request_id: str, seen: dict[str, object], seconds: float) -> None:
+        self.metrics.refresh()
         endpoint = endpoint_of(scope["path"])
         status = str(seen["status"])
         self.metrics.requests.labels(endpoint, status).inc()

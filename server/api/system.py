@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from server import __version__
 from server.api.tiles import PipelineDep
@@ -55,10 +56,11 @@ def readyz(pipeline: PipelineDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", tags=["system"], summary="Prometheus metrics of this worker process")
+@router.get("/metrics", tags=["system"], summary="Prometheus metrics (summed over all workers)")
 def metrics(request: Request) -> Response:
-    """Requests by endpoint and status, latency histograms, tile-cache outcomes, incomplete images."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Requests by endpoint and status, latency histograms, tile-cache outcomes, incomplete images,
+    S3 requests and bytes, scene read failures, render queue depth and open circuit breakers."""
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/cache/stats", tags=["system"], summary="Tile cache statistics")
@@ -76,6 +78,7 @@ def cache_stats(pipeline: PipelineDep) -> dict[str, object]:
         "overviews": overviews,
         "datasets": pipeline.datasets.stats(),
         "stac_searches": searches,  # API calls made, i.e. misses of the search TTL cache
+        "pid": os.getpid(),  # these statistics are per worker process
     }
 
 

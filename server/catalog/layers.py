@@ -28,6 +28,7 @@ from server.evalscript.request_script import compile_request_script, decode_eval
 from server.models import TimeRange, parse_time
 from server.render.legend import colormap_legend
 from server.settings import Settings
+from server.upstream_breaker import CircuitBreaker
 
 
 @dataclass(slots=True, eq=False)
@@ -161,6 +162,9 @@ class LayerRegistry:
                     max_items=cat.max_items,
                     timeout=settings.stac_timeout,
                     cache_ttl=settings.stac_cache_ttl,
+                    breaker=CircuitBreaker(
+                        f"catalogue {cat.url}", settings.breaker_threshold, settings.breaker_cooldown
+                    ),
                 )
         self.layers: dict[str, Layer] = {}
         for lid, layer in config.layers.items():

@@ -26,6 +26,7 @@ from cachetools import TTLCache
 from server.catalog.static import BBox, intersects, scene_from_item, sort_scenes
 from server.errors import UpstreamTimeout, UpstreamUnavailable
 from server.models import Priority, Scene, TimeRange
+from server.upstream_breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ class StacApiCatalogue:
         timeout: float = 10.0,
         cache_ttl: int = 300,
         retries: int = 2,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.breaker = breaker or CircuitBreaker(f"catalogue {url}")
         self.collection = collection
         self.cql2_filter = cql2_filter
         self.max_items = max_items
@@ -99,7 +102,13 @@ class StacApiCatalogue:
         with self._lock:
             found = self._cache.get(key) if self._cache_enabled else None
         if found is None:
-            found = self._fetch(wide, time_range, maxcc, priority)
+            self.breaker.check()
+            try:
+                found = self._fetch(wide, time_range, maxcc, priority)
+            except UpstreamUnavailable:
+                self.breaker.failure()
+                raise
+            self.breaker.success()
             with self._lock:
                 self._cache[key] = found
         near = [s for s in found if intersects(s.bbox, bbox)]

@@ -11,7 +11,7 @@ import logging
 from fastapi import APIRouter, Request, Response
 
 from server.api.tiles import PipelineDep, image_response
-from server.errors import EotilerError, InvalidParameter, OperationNotSupported, Overloaded
+from server.errors import EotilerError, InvalidParameter, OperationNotSupported
 from server.ogc import wcs, wcs_documents, wms, wmts
 from server.ogc.capabilities import build_capabilities
 from server.ogc.crs import DEFAULT_CRS, normalise_code
@@ -140,8 +140,8 @@ def handle_wcs(kvp: KVP, request: Request, pipeline: Pipeline, version: str) -> 
 
 
 def _retry_after(response: Response, error: EotilerError) -> Response:
-    """An overloaded server says when to come back, in OGC reports as in JSON errors."""
-    if isinstance(error, Overloaded):
+    """An overloaded server (or a resting upstream) says when to come back, in OGC reports too."""
+    if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
     return response
 

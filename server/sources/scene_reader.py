@@ -25,8 +25,8 @@ from server.errors import EvalscriptError
 from server.models import Grid, Scene
 from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
-from server.sources.gdal_cache import forget_remote_file
 from server.sources.gdal_env import GdalEnvironment
+from server.sources.gdal_native import forget_remote_file
 from server.sources.overview_cache import OverviewCache
 from server.sources.paths import gdal_path
 

@@ -239,7 +239,7 @@ class S3Server:
         httpx.post(f"http://{self.endpoint}/_log/reset", timeout=10)
 
     def set_fault(self, mode: str) -> None:
-        """Fail every later S3 request: ``500``, ``503``, ``hang``, ``truncate``, ``drop``, ``flaky``; ``none`` heals."""
+        """Fail every later S3 request (modes: see the module docstring); ``none`` heals."""
         httpx.post(f"http://{self.endpoint}/_fault?mode={mode}", timeout=10)
 
     def stop(self) -> None:

@@ -58,6 +58,7 @@ class StacApi:
         self.page_size = page_size  # small, so paging is exercised
         self.searches: list[dict[str, Any]] = []
         self.fail_with: int | None = None
+        self.attempts = 0  # every POST /search, answered or failed
         self.delay = 0.0  # seconds to wait before answering a search (a slow catalogue)
         api = self
 
@@ -86,6 +87,7 @@ class StacApi:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                api.attempts += 1
                 if api.fail_with:
                     return self._send(api.fail_with, {"code": "Unavailable"})
                 if self.path != "/search":

@@ -1,0 +1,109 @@
+"""``eotiler serve`` as a process: metrics summed over workers, and a graceful shutdown that lets
+in-flight requests finish."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import free_port
+
+TILE = "/layers/TRUE_COLOR/tiles/WebMercatorQuad/11/974/666.png?time=2022-10-05"
+
+
+@contextlib.contextmanager
+def eotiler_serve(config: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port), *args],
+        env={**os.environ, "EOTILER_ACCESS_LOG": "false", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=2)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(process.stderr.read()[-2000:] if process.stderr else "no output") from None
+            time.sleep(0.2)
+    try:
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
+
+
+def requests_total(text: str, endpoint: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "eotiler_requests_total" and s.labels.get("endpoint") == endpoint
+    )
+
+
+def test_metrics_are_summed_over_workers(test_config: Path) -> None:
+    with eotiler_serve(test_config, "--workers", "2") as (url, _):
+        pids = set()
+        for _ in range(40):
+            with httpx.Client() as fresh:  # a new connection each time: both workers answer
+                fresh.get(f"{url}/healthz")
+                pids.add(fresh.get(f"{url}/cache/stats").json().get("pid"))
+        scrapes = []
+        for _ in range(6):
+            with httpx.Client() as fresh:
+                scrapes.append(requests_total(fresh.get(f"{url}/metrics").text, "health"))
+    assert len(pids - {None}) == 2, "both workers served requests"
+    # every scrape, whichever worker answered it, counts all 40 health checks
+    assert all(total >= 40 for total in scrapes), scrapes
+
+
+SLOW = """//VERSION=3
+function setup() { return {input: ["B02", "B03", "B04", "dataMask"], output: {bands: 4}}; }
+let waited = false;
+function evaluatePixel(s) {
+  if (!waited) { const end = Date.now() + 1500; while (Date.now() < end) {} waited = true; }
+  return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02, s.dataMask];
+}
+"""
+
+
+def test_sigterm_lets_in_flight_requests_finish(test_config: Path) -> None:
+    with eotiler_serve(test_config, EOTILER_JS_TIMEOUT="10") as (url, process):
+        result: dict[str, object] = {}
+
+        def slow_request() -> None:
+            start = time.monotonic()
+            response = httpx.get(
+                url + TILE.replace("?", "?evalscript=" + base64.b64encode(SLOW.encode()).decode() + "&"), timeout=30
+            )
+            result.update(status=response.status_code, type=response.headers.get("content-type"))
+            result["seconds"] = time.monotonic() - start
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.7)  # the request is being rendered
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=30)
+        code = process.wait(timeout=30)
+    assert result["status"] == 200 and result["type"] == "image/png"
+    assert 1.5 <= float(result["seconds"]) < 10
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly

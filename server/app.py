@@ -19,12 +19,14 @@ from server.api import layers, system, tiles
 from server.api.errors import install_error_handlers
 from server.api.http_caching import install_http_caching
 from server.api.observability import Metrics, ObservabilityMiddleware, install_access_log
+from server.api.request_limits import RequestLimitsMiddleware
 from server.api.system import STATIC_DIR
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
 from server.evalscript import js_pool
 from server.evalscript.js_pool import JsLimits
 from server.ogc import routes as ogc_routes
+from server.ogc.exceptions import ows_exception_xml
 from server.pipeline import Pipeline
 from server.settings import Settings
 
@@ -68,5 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_http_caching(app)
     app.state.metrics = Metrics(pipeline)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_url_bytes=settings.max_url_bytes,
+        max_body_bytes=settings.max_body_bytes,
+        ogc_report=ows_exception_xml,
+    )
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, log_requests=settings.access_log)
     return app

@@ -105,6 +105,16 @@ class Overloaded(EotilerError):
     retry_after = 2  # seconds, sent as Retry-After
 
 
+class RequestTooLarge(EotilerError):
+    """The URL (414) or the body (413) is beyond the server's bounds."""
+
+    ogc_code = "NoApplicableCode"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class UpstreamCircuitOpen(EotilerError):
     """An upstream failed repeatedly: it is left alone for a while instead of being hammered."""
 

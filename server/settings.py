@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     extra_crs: list[str] = Field(default_factory=list, description="CRS codes advertised besides the defaults")
     log_level: str = "info"
     access_log: bool = Field(default=True, description="one JSON line per request on logger eotiler.access")
+    max_url_bytes: int = Field(default=49152, ge=4096, le=1048576, description="longest path + query (414 beyond)")
+    max_body_bytes: int = Field(default=1048576, ge=0, le=104857600, description="largest request body (413 beyond)")
     breaker_threshold: int = Field(default=5, ge=1, le=1000, description="failed requests in a row that open a circuit")
     breaker_cooldown: float = Field(default=30.0, gt=0, le=3600, description="seconds an open circuit refuses requests")
     js_workers: int = Field(default=2, ge=1, le=32, description="V8 worker processes for JavaScript evalscripts")

@@ -32,6 +32,7 @@ from server.render.encode import check_format, encode
 from server.settings import Settings
 from server.sources.dataset_pool import DatasetPool
 from server.sources.overview_cache import OverviewCache
+from server.sources.paths import HrefRefused
 from server.sources.scene_reader import read_scene
 from server.upstream_breaker import CircuitBreaker
 
@@ -46,8 +47,8 @@ def _public(exc: Exception) -> str:
 
 def _upstream_fault(exc: Exception) -> bool:
     """A failure that says the object store is unwell (not a missing file or a refused href)."""
-    if isinstance(exc, EotilerError):
-        return isinstance(exc, UpstreamUnavailable)
+    if isinstance(exc, EotilerError):  # a refused href is the catalogue's doing, not the store's
+        return isinstance(exc, UpstreamUnavailable) and not isinstance(exc, HrefRefused)
     return "404" not in str(exc) and "No such file" not in str(exc)
 
 

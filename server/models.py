@@ -135,6 +135,9 @@ def _parse_instant(text: str, parameter: str) -> tuple[datetime, datetime]:
         raise InvalidTime(f"{parameter} '{text[:40]}' is not a valid date", parameter=parameter) from exc
 
 
+_ISO_PERIOD = re.compile(r"P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?")
+
+
 def parse_time(value: str | None, parameter: str = "time") -> TimeRange | None:
     """Parse a TIME value: an instant, ``start/end`` (either end may be empty or ``..``).
 
@@ -151,6 +154,10 @@ def parse_time(value: str | None, parameter: str = "time") -> TimeRange | None:
         return TimeRange(start, end)
     if len(pieces) not in (2, 3):
         raise InvalidTime(f"{parameter} must be an instant or start/end", parameter=parameter)
+    if len(pieces) == 3 and not _ISO_PERIOD.fullmatch(pieces[2].strip()):
+        raise InvalidTime(
+            f"{parameter}: the third part of start/end/period must be a period like P1D", parameter=parameter
+        )
     left, right = pieces[0].strip(), pieces[1].strip()
     start = _parse_instant(left, parameter)[0] if left not in ("", "..") else None
     end = _parse_instant(right, parameter)[1] if right not in ("", "..") else None

@@ -83,3 +83,365 @@ def test_ogc_bad_input(bad_client: TestClient, url: str, code: str):
     root = etree.fromstring(response.content)
     codes = {e.get("code") or e.get("exceptionCode") for e in root.iter() if e.get("code") or e.get("exceptionCode")}
     assert code in codes, (codes, response.text[:300])
+
+
+# ---- the generated table: every parameter of every endpoint x the kinds of bad value -----------
+
+
+def b64(text: str | bytes) -> str:
+    import base64
+
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+JS_SETUP = "//VERSION=3\nfunction setup() { return {input: ['B04'], output: {bands: 1}}; }\n"
+BAD_TIMES = [
+    "2022-13-01",
+    "2022-02-30",
+    "yesterday",
+    "2022-10/2022-09",
+    "2022-10-05T25:00:00Z",
+    "1e10",
+    "2022-10-05/2022-10-06/2022-10-07",
+    "9" * 3000,
+    "NaN",
+    "2022-10-05T00:00:00+99:00",
+]
+BAD_SCRIPTS = {  # base64 value -> what the message names
+    "%%%": "base64",
+    b64(b"\xff\xfe\x00"): "EVALSCRIPT",
+    b64("B04\x00"): "NUL",
+    b64("B99 * 2"): "B99",
+    b64("__import__('os').system('id')"): "EVALSCRIPT",
+    b64("B04 *" * 3000): "EVALSCRIPT",
+    b64('{"expression": "B04", "rescale": [1, 1]}'): "rescale",
+    b64('{"expression": "B04", "colormap": "no-such-map", "rescale": [0, 1]}'): "EVALSCRIPT",
+    b64(JS_SETUP + "function evaluatePixel(s) { return [s.B04; }"): "SyntaxError",
+    b64(JS_SETUP + "function evaluatePixel(s) { return [1, 2]; }"): "returned 2 values",
+    b64(JS_SETUP + "// " + "x" * 33_000 + "\nfunction evaluatePixel(s) { return [1]; }"): "larger than",
+}
+REST_TILE = f"{T}/11/974/666.png"
+GENERATED_REST = [
+    *[(f"{T}/{z}/974/666.png", 400, "z") for z in ("-1", "x", "1.5", "99", "1e3", "%EF%BC%91", "99999999999")],
+    *[
+        (f"{T}/11/{x}/666.png", 404 if x.lstrip("-").isdigit() else 400, "x/y" if x.lstrip("-").isdigit() else "x")
+        for x in ("-5", "2048", "abc", "1.5", "0x10")
+    ],
+    *[
+        (f"{T}/11/974/{y}", 400, p)
+        for y, p in (
+            ("666.gif", "format"),
+            ("666", "y"),
+            ("666.png.png", "y"),
+            ("666@0x.png", "scale"),
+            ("666@2.5x.png", "y"),
+            ("666@99x.png", "scale"),
+            ("abc.png", "y"),
+        )
+    ],
+    *[
+        (f"/layers/TRUE_COLOR/tiles/{tms}/11/974/666.png", 400, "tms")
+        for tms in ("Nope", "webmercatorquad%00", "%2e%2e")
+    ],
+    *[
+        (f"/layers/{layer}/tiles/WebMercatorQuad/11/974/666.png", 404, "layer")
+        for layer in ("NOPE", "x" * 300, "%2e%2e")
+    ],
+    *[(f"{REST_TILE}?time={value}", 400, "time") for value in BAD_TIMES],
+    *[(f"{REST_TILE}?maxcc={value}", 400, "maxcc") for value in ("-1", "101", "nan", "inf", "abc", "1e400", "50%")],
+    *[(f"{REST_TILE}?priority={value}", 400, "priority") for value in ("newest", "1", "mostRecent;leastCC")],
+    *[(f"{REST_TILE}?evalscript={value}", 400, "evalscript") for value in BAD_SCRIPTS],
+    (f"{REST_TILE}?time=2022-10-05&time=2022-10-06", 400, "time"),
+    (f"{REST_TILE}?maxcc=10&MAXCC=20", 400, "maxcc"),
+    (f"{REST_TILE}?evalscript={b64('B04')}&evalscript={b64('B03')}", 400, "evalscript"),
+    *[
+        (f"/layers/TRUE_COLOR/tilejson.json?{q}", 400, p)
+        for q, p in (
+            ("tile_scale=0", "tile_scale"),
+            ("tile_scale=x", "tile_scale"),
+            ("tile_scale=9", "tile_scale"),
+            ("format=bmp", "format"),
+            ("tms=Nope", "tms"),
+            ("format=png&format=jpg", "format"),
+        )
+    ],
+    ("/layers/NOPE/tilejson.json", 404, "layer"),
+    ("/layers/NOPE", 404, "layer"),
+    ("/layers/NOPE/legend.png", 404, "layer"),
+]
+
+WMS_BASE = {
+    "SERVICE": "WMS",
+    "VERSION": "1.3.0",
+    "REQUEST": "GetMap",
+    "LAYERS": "TRUE_COLOR",
+    "STYLES": "",
+    "CRS": "EPSG:4326",
+    "BBOX": "53.0,-8.9,53.2,-8.6",
+    "WIDTH": "64",
+    "HEIGHT": "64",
+    "FORMAT": "image/png",
+}
+WMS_BAD = {
+    "BBOX": [
+        ("", "MissingParameterValue"),
+        ("1,2,3", "InvalidParameterValue"),
+        ("1,2,3,4,5", "InvalidParameterValue"),
+        ("a,b,c,d", "InvalidParameterValue"),
+        ("nan,0,1,1", "InvalidParameterValue"),
+        ("inf,0,1,1", "InvalidParameterValue"),
+        ("1,1,1,1", "InvalidParameterValue"),
+        ("53.2,-8.6,53.0,-8.9", "InvalidParameterValue"),
+        ("1e400,0,1,1", "InvalidParameterValue"),
+        ("53.0,-8.9,53.0,-8.6", "InvalidParameterValue"),
+    ],
+    "WIDTH": [(v, "InvalidParameterValue") for v in ("0", "-1", "abc", "1.5", "100000", "nan", "1e3")]
+    + [("", "MissingParameterValue")],
+    "HEIGHT": [(v, "InvalidParameterValue") for v in ("0", "-64", "x", "99999")],
+    "CRS": [
+        ("EPSG:999999", "InvalidCRS"),
+        ("EPSG:", "InvalidCRS"),
+        ("foo", "InvalidCRS"),
+        ("EPSG:4326;DROP", "InvalidCRS"),
+        ("CRS:99", "InvalidCRS"),
+        ("", "MissingParameterValue"),
+    ],
+    "FORMAT": [
+        ("image/bmp", "InvalidFormat"),
+        ("text/html", "InvalidFormat"),
+        ("application/x-evil", "InvalidFormat"),
+        ("", "MissingParameterValue"),
+    ],
+    "LAYERS": [
+        ("", "MissingParameterValue"),
+        ("NOPE", "LayerNotDefined"),
+        ("TRUE_COLOR,NOPE", "LayerNotDefined"),
+        ("x" * 300, "LayerNotDefined"),
+    ],
+    "STYLES": [("fancy", "StyleNotDefined"), ("default,default", "StyleNotDefined")],
+    "TIME": [(v, "InvalidDimensionValue") for v in BAD_TIMES],
+    "MAXCC": [(v, "InvalidParameterValue") for v in ("-1", "101", "nan", "abc")],
+    "PRIORITY": [(v, "InvalidParameterValue") for v in ("newest", "1")],
+    "EVALSCRIPT": [(v, "InvalidParameterValue") for v in BAD_SCRIPTS],
+    "TRANSPARENT": [(v, "InvalidParameterValue") for v in ("maybe", "2")],
+    "BGCOLOR": [(v, "InvalidParameterValue") for v in ("0xZZZZZZ", "red", "0x12345")],
+}
+WMTS_BASE = {
+    "SERVICE": "WMTS",
+    "VERSION": "1.0.0",
+    "REQUEST": "GetTile",
+    "LAYER": "TRUE_COLOR",
+    "STYLE": "default",
+    "TILEMATRIXSET": "WebMercatorQuad",
+    "TILEMATRIX": "11",
+    "TILEROW": "666",
+    "TILECOL": "974",
+    "FORMAT": "image/png",
+}
+WMTS_BAD = {
+    "TILEMATRIX": [
+        ("99", "InvalidParameterValue"),
+        ("-1", "InvalidParameterValue"),
+        ("x", "InvalidParameterValue"),
+        ("", "MissingParameterValue"),
+    ],
+    "TILEROW": [
+        ("99999999", "TileOutOfRange"),
+        ("-1", "TileOutOfRange"),
+        ("x", "InvalidParameterValue"),
+        ("", "MissingParameterValue"),
+    ],
+    "TILECOL": [("4096", "TileOutOfRange"), ("1.5", "InvalidParameterValue")],
+    "TILEMATRIXSET": [("Nope", "InvalidParameterValue"), ("", "MissingParameterValue")],
+    "LAYER": [("NOPE", "InvalidParameterValue"), ("", "MissingParameterValue")],
+    "STYLE": [("fancy", "InvalidParameterValue")],
+    "FORMAT": [("image/bmp", "InvalidParameterValue")],
+    "TIME": [(v, "InvalidParameterValue") for v in BAD_TIMES[:5]],
+    "EVALSCRIPT": [(v, "InvalidParameterValue") for v in list(BAD_SCRIPTS)[:6]],
+}
+WCS_BASE = {
+    "SERVICE": "WCS",
+    "VERSION": "2.0.1",
+    "REQUEST": "GetCoverage",
+    "COVERAGEID": "NDVI_FLOAT",
+    "FORMAT": "image/tiff",
+}
+WCS_BAD = {
+    "SUBSET": [
+        ("Long(a,b)", "InvalidSubsetting"),
+        ("Long(1)", "InvalidSubsetting"),
+        ("Long(1,2", "InvalidSubsetting"),
+        ("Foo(1,2)", "InvalidAxisLabel"),
+        ("Long(-8,-9)", "InvalidSubsetting"),
+        ("Lat(nan,1)", "InvalidSubsetting"),
+        ("Long(-8.9,-8.6)Lat(53,53.2)", "InvalidSubsetting"),
+    ],
+    "SCALESIZE": [(v, "InvalidParameterValue") for v in ("x(0),y(0)", "x(abc)", "x(100000),y(100000)", "i(10)")],
+    "SCALEFACTOR": [(v, "InvalidParameterValue") for v in ("0", "-1", "abc", "nan")],
+    # the WCS 2.0 CRS extension's own codes
+    "OUTPUTCRS": [(v, "OutputCrs-NotSupported") for v in ("EPSG:999999", "http://www.opengis.net/def/crs/EPSG/0/0")],
+    "SUBSETTINGCRS": [(v, "SubsettingCrs-NotSupported") for v in ("urn:evil", "EPSG:999999")],
+    "FORMAT": [(v, "InvalidParameterValue") for v in ("image/bmp", "text/plain")],
+    "COVERAGEID": [("NOPE", "NoSuchCoverage"), ("", "MissingParameterValue")],
+    "RANGESUBSET": [(v, "InvalidParameterValue") for v in ("band_99", "nope")],
+}
+WCS10_BASE = {
+    "SERVICE": "WCS",
+    "VERSION": "1.0.0",
+    "REQUEST": "GetCoverage",
+    "COVERAGE": "NDVI_FLOAT",
+    "CRS": "EPSG:4326",
+    "BBOX": "-8.9,53.0,-8.6,53.2",
+    "WIDTH": "64",
+    "HEIGHT": "64",
+    "FORMAT": "GeoTIFF",
+}
+WCS10_BAD = {
+    "BBOX": [(v, "InvalidParameterValue") for v in ("1,2,3", "a,b,c,d", "-8.6,53.0,-8.9,53.2")],
+    "WIDTH": [(v, "InvalidParameterValue") for v in ("0", "x", "100000")],
+    "CRS": [(v, "InvalidParameterValue") for v in ("EPSG:999999", "nope")],
+    "FORMAT": [("image/bmp", "InvalidFormat")],
+    "COVERAGE": [("NOPE", "CoverageNotDefined")],
+}
+WMS111_BASE = {
+    **{k: v for k, v in WMS_BASE.items() if k != "CRS"},
+    "VERSION": "1.1.1",
+    "SRS": "EPSG:4326",
+    "BBOX": "-8.9,53.0,-8.6,53.2",
+}
+WMS111_BAD = {
+    "SRS": [("EPSG:999999", "InvalidSRS"), ("nope", "InvalidSRS"), ("", "MissingParameterValue")],
+    "BBOX": [(v, "InvalidParameterValue") for v in ("-8.6,53.0,-8.9,53.2", "x,y,z,w", "1,2", "-8.9,53.0,-8.9,53.2")],
+    "WIDTH": [(v, "InvalidParameterValue") for v in ("0", "-3", "65536")],
+    "FORMAT": [("image/svg+xml", "InvalidFormat")],
+    "LAYERS": [("NOPE", "LayerNotDefined")],
+    "STYLES": [("fancy", "StyleNotDefined")],
+    "TIME": [(v, "InvalidDimensionValue") for v in BAD_TIMES[:4]],
+    "EXCEPTIONS": [("application/x-evil", "InvalidParameterValue")],
+}
+LEGEND_BASE = {
+    "SERVICE": "WMS",
+    "VERSION": "1.3.0",
+    "REQUEST": "GetLegendGraphic",
+    "LAYER": "NDVI",
+    "FORMAT": "image/png",
+}
+LEGEND_BAD = {
+    "LAYER": [("NOPE", "LayerNotDefined"), ("", "MissingParameterValue")],
+    "FORMAT": [("image/bmp", "InvalidFormat")],
+    "STYLE": [("fancy", "StyleNotDefined")],
+    "WIDTH": [(v, "InvalidParameterValue") for v in ("0", "x", "99999")],
+}
+WMS3857 = {**WMS_BASE, "CRS": "EPSG:3857", "BBOX": "-990000,7000000,-960000,7030000"}
+WMS3857_BAD = {
+    "BBOX": [
+        (v, "InvalidParameterValue")
+        for v in (
+            "0,0,0,0",
+            "1,2,3,x",
+            "-960000,7000000,-990000,7030000",
+            ",,,",
+            "1;2;3;4",
+            "0x10,0,1,1",
+            "1 2 3 4",
+        )
+    ],
+    "WIDTH": [(v, "InvalidParameterValue") for v in ("+-1", "1_000", "٣")],
+    "HEIGHT": [(v, "InvalidParameterValue") for v in ("1e2", "0x40", "64.0")],
+    "EVALSCRIPT": [(v, "InvalidParameterValue") for v in list(BAD_SCRIPTS)[6:]],
+}
+WMTS_REST_BAD = [
+    ("/ogc/wmts/TRUE_COLOR/default/default/WebMercatorQuad/3/2/3.gif", 400),
+    ("/ogc/wmts/TRUE_COLOR/default/default/WebMercatorQuad/x/2/3.png", 400),
+    ("/ogc/wmts/TRUE_COLOR/default/default/WebMercatorQuad/3/99/3.png", 404),
+    ("/ogc/wmts/TRUE_COLOR/default/default/Nope/3/2/3.png", 400),
+    ("/ogc/wmts/TRUE_COLOR/fancy/default/WebMercatorQuad/3/2/3.png", 400),
+    ("/ogc/wmts/TRUE_COLOR/default/not-a-time/WebMercatorQuad/3/2/3.png", 400),
+]
+DESCRIBE_BASE = {"SERVICE": "WCS", "VERSION": "2.0.1", "REQUEST": "DescribeCoverage", "COVERAGEID": "NDVI"}
+DESCRIBE_BAD = {"COVERAGEID": [("NOPE", "NoSuchCoverage"), ("", "MissingParameterValue")]}
+SERVICE_BAD = [
+    ("/ogc/wms", {"SERVICE": "WMS", "REQUEST": "GetMap", "VERSION": "1.3.0"}, "MissingParameterValue"),
+    ("/ogc", {"SERVICE": "WFS", "REQUEST": "GetFeature"}, "InvalidParameterValue"),
+    ("/ogc/wms", {"SERVICE": "WMS"}, "MissingParameterValue"),
+    ("/ogc/wmts", {"SERVICE": "WMTS", "REQUEST": "DescribeLayer"}, "OperationNotSupported"),
+    ("/ogc/wcs", {"SERVICE": "WCS", "REQUEST": "Transaction", "VERSION": "2.0.1"}, "OperationNotSupported"),
+    ("/ogc/wcs", {"SERVICE": "WCS", "VERSION": "2.0.1"}, "MissingParameterValue"),
+    ("/ogc", {"SERVICE": "SOS", "REQUEST": "GetCapabilities"}, "InvalidParameterValue"),
+]
+GFI_BASE = {
+    **WMS_BASE,
+    "REQUEST": "GetFeatureInfo",
+    "QUERY_LAYERS": "TRUE_COLOR",
+    "I": "10",
+    "J": "10",
+    "INFO_FORMAT": "application/json",
+}
+GFI_BAD = {
+    "I": [("64", "InvalidPoint"), ("-1", "InvalidPoint"), ("x", "InvalidPoint")],
+    "J": [("640", "InvalidPoint"), ("1.5", "InvalidPoint")],
+    "QUERY_LAYERS": [("NOPE", "LayerNotDefined"), ("NDVI", "LayerNotDefined")],
+    "INFO_FORMAT": [("image/png", "InvalidFormat")],
+}
+
+
+def ogc_cases() -> list[tuple[str, dict[str, str], str]]:
+    cases = []
+    for endpoint, base, table in (
+        ("/ogc/wms", WMS_BASE, WMS_BAD),
+        ("/ogc/wmts", WMTS_BASE, WMTS_BAD),
+        ("/ogc/wcs", WCS_BASE, WCS_BAD),
+        ("/ogc/wcs", WCS10_BASE, WCS10_BAD),
+        ("/ogc/wms", GFI_BASE, GFI_BAD),
+        ("/ogc/wms", WMS111_BASE, WMS111_BAD),
+        ("/ogc/wms", LEGEND_BASE, LEGEND_BAD),
+        ("/ogc/wcs", DESCRIBE_BASE, DESCRIBE_BAD),
+        ("/ogc/wms", WMS3857, WMS3857_BAD),
+    ):
+        for name, values in table.items():
+            for value, code in values:
+                cases.append((endpoint, {**base, name: value}, code))
+    repeated = [
+        ("/ogc/wms", [*WMS_BASE.items(), ("BBOX", "0,0,1,1")], "InvalidParameterValue"),
+        ("/ogc/wms", [*WMS_BASE.items(), ("layers", "NDVI")], "InvalidParameterValue"),
+        ("/ogc/wmts", [*WMTS_BASE.items(), ("TileRow", "1")], "InvalidParameterValue"),
+        ("/ogc/wcs", [*WCS_BASE.items(), ("FORMAT", "image/png")], "InvalidParameterValue"),
+    ]
+    return cases + repeated + SERVICE_BAD  # type: ignore[return-value]
+
+
+GENERATED_OGC = ogc_cases()
+
+
+def test_the_table_is_in_the_hundreds():
+    assert len(JSON_CASES) + len(OGC_CASES) + len(GENERATED_REST) + len(GENERATED_OGC) + len(WMTS_REST_BAD) >= 300
+
+
+@pytest.mark.parametrize(("url", "status"), WMTS_REST_BAD)
+def test_wmts_rest_bad_input(bad_client: TestClient, url: str, status: int):
+    response = bad_client.get(url)
+    assert response.status_code == status, response.text[:300]
+    root = etree.fromstring(response.content)
+    assert root.tag == "{http://www.opengis.net/ows/1.1}ExceptionReport"
+    assert root[0].get("exceptionCode") in ("InvalidParameterValue", "TileOutOfRange") and root[0].get("locator")
+
+
+@pytest.mark.parametrize(("url", "status", "parameter"), GENERATED_REST)
+def test_generated_rest_bad_input(bad_client: TestClient, url: str, status: int, parameter: str):
+    response = bad_client.get(url)
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["parameter"] == parameter, body
+    assert body["detail"] and "Traceback" not in body["detail"]
+
+
+@pytest.mark.parametrize(("endpoint", "params", "code"), GENERATED_OGC)
+def test_generated_ogc_bad_input(bad_client: TestClient, endpoint: str, params, code: str):
+    response = bad_client.get(endpoint, params=params)
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert "xml" in response.headers["content-type"], response.headers["content-type"]
+    root = etree.fromstring(response.content)
+    codes = {e.get("code") or e.get("exceptionCode") for e in root.iter() if e.get("code") or e.get("exceptionCode")}
+    assert code in codes, (codes, response.text[:300])
+    assert b"Traceback" not in response.content

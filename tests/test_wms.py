@@ -323,4 +323,4 @@ def test_inimage_and_blank_exceptions(client):
 def test_generic_ogc_endpoint_dispatches_on_service(client):
     assert client.get("/ogc", params={"SERVICE": "WMS", "REQUEST": "GetCapabilities"}).status_code == 200
     response = client.get("/ogc", params={"SERVICE": "WFS", "REQUEST": "GetCapabilities"})
-    assert exception_code(response) == "OperationNotSupported"
+    assert exception_code(response) == "InvalidParameterValue"

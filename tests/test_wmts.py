@@ -140,14 +140,14 @@ def test_feature_info(client):
 @pytest.mark.parametrize(
     ("change", "status", "code"),
     [
-        ({"LAYER": "NOPE"}, 404, "LayerNotDefined"),
+        ({"LAYER": "NOPE"}, 404, "InvalidParameterValue"),
         ({"TILEMATRIXSET": "Nope"}, 400, "InvalidParameterValue"),
         ({"TILEMATRIX": "40"}, 400, "InvalidParameterValue"),
         ({"TILEROW": "99"}, 404, "TileOutOfRange"),
         ({"TILECOL": "x"}, 400, "InvalidParameterValue"),
-        ({"FORMAT": "image/gif"}, 400, "InvalidFormat"),
-        ({"STYLE": "fancy"}, 400, "StyleNotDefined"),
-        ({"TIME": "soon"}, 400, "InvalidDimensionValue"),
+        ({"FORMAT": "image/gif"}, 400, "InvalidParameterValue"),
+        ({"STYLE": "fancy"}, 400, "InvalidParameterValue"),
+        ({"TIME": "soon"}, 400, "InvalidParameterValue"),
         ({"TILEMATRIX": ""}, 400, "MissingParameterValue"),
         ({"REQUEST": "GetSomething"}, 400, "OperationNotSupported"),
     ],
@@ -158,8 +158,9 @@ def test_ows_exceptions(client, change, status, code):
     doc = etree.fromstring(response.content)
     assert doc.tag == "{http://www.opengis.net/ows/1.1}ExceptionReport"
     assert doc[0].get("exceptionCode") == code
+    assert doc[0].get("locator")  # the parameter that is wrong
 
 
 def test_rest_errors_are_ows_reports(client):
     response = client.get("/ogc/wmts/NOPE/default/default/WebMercatorQuad/3/2/3.png")
-    assert response.status_code == 404 and b"LayerNotDefined" in response.content
+    assert response.status_code == 404 and b'exceptionCode="InvalidParameterValue" locator="LAYER"' in response.content

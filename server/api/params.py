@@ -13,12 +13,23 @@ from fastapi import Request
 from server.errors import InvalidParameter
 from server.models import ImageFormat, Priority, TimeRange, parse_maxcc, parse_priority, parse_time
 
-_TILE_Y = re.compile(r"^(?P<y>-?\d{1,10})(?:@(?P<scale>\d{1,2})x)?\.(?P<ext>[A-Za-z]{3,4})$")
+_TILE_Y = re.compile(r"^(?P<y>-?[0-9]{1,10})(?:@(?P<scale>[0-9]{1,2})x)?\.(?P<ext>[A-Za-z]{3,4})$")
+
+
+def query_params(request: Request) -> dict[str, str]:
+    """Query parameters by lower-cased name; one given twice with different values is ambiguous: 400."""
+    found: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        name = key.lower()
+        if name in found and found[name] != value:
+            raise InvalidParameter(f"{name} is given twice with different values", parameter=name)
+        found[name] = value
+    return found
 
 
 def parse_int(value: str, parameter: str, low: int, high: int) -> int:
     """An integer in [low, high]."""
-    if not re.fullmatch(r"-?\d{1,10}", value or ""):
+    if not re.fullmatch(r"-?[0-9]{1,10}", value or ""):  # ASCII digits only: \d also takes "１"
         raise InvalidParameter(f"{parameter} must be an integer", parameter=parameter)
     number = int(value)
     if not low <= number <= high:
@@ -52,7 +63,7 @@ class RenderOptions:
     @classmethod
     def from_request(cls, request: Request) -> RenderOptions:
         """Read ``time``, ``maxcc`` and ``priority`` (any case) from the query string."""
-        query = {k.lower(): v for k, v in request.query_params.multi_items()}
+        query = query_params(request)
         return cls(
             time=parse_time(query.get("time"), "time"),
             maxcc=parse_maxcc(query.get("maxcc"), "maxcc"),

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from server.api.params import RenderOptions, parse_int, parse_tile_name
+from server.api.params import RenderOptions, parse_int, parse_tile_name, query_params
 from server.cache.tile_cache import content_etag
 from server.grids import get_tms, tile_grid
 from server.models import ImageFormat, RenderRequest, RenderResult
@@ -102,7 +102,7 @@ def tilejson(layer: str, request: Request, pipeline: PipelineDep) -> dict[str, o
     """TileJSON for ``layer``; ``tms``, ``format`` and ``tile_scale`` pick the tile URL, and
     ``time``/``maxcc``/``priority``/``evalscript`` are carried into it."""
     target = pipeline.registry.get(layer)
-    query = {k.lower(): v for k, v in request.query_params.items()}
+    query = query_params(request)
     matrices = get_tms(query.get("tms", "WebMercatorQuad"))
     fmt = ImageFormat.from_extension(query.get("format", "png"), parameter="format")
     scale = parse_int(query.get("tile_scale", "1"), "tile_scale", 1, pipeline.settings.max_tile_scale)

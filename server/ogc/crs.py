@@ -22,8 +22,8 @@ DEFAULT_CRS = (
     + [f"EPSG:{326 * 100 + zone}" for zone in range(1, 61)]
     + [f"EPSG:{327 * 100 + zone}" for zone in range(1, 61)]
 )
-_URN = re.compile(r"^urn:ogc:def:crs:EPSG:[^:]*:(\d+)$", re.IGNORECASE)
-_HTTP = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$", re.IGNORECASE)
+_URN = re.compile(r"^urn:ogc:def:crs:EPSG:[^:]*:(\d+)$", re.IGNORECASE | re.ASCII)
+_HTTP = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$", re.IGNORECASE | re.ASCII)
 _CRS84 = ("CRS:84", "OGC:CRS84", "URN:OGC:DEF:CRS:OGC:1.3:CRS84", "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84")
 
 

@@ -49,9 +49,23 @@ def wms_exception_xml(error: EotilerError, version: str) -> Response:
 OWS_NS = "http://www.opengis.net/ows/1.1"
 
 
+# WMTS 1.0.0 knows the OWS Common codes plus TileOutOfRange; a WMS-style code (an unknown layer,
+# style, format or dimension value) is an InvalidParameterValue, its locator naming the parameter.
+_WMTS_CODES = {
+    "OperationNotSupported",
+    "MissingParameterValue",
+    "InvalidParameterValue",
+    "VersionNegotiationFailed",
+    "InvalidUpdateSequence",
+    "NoApplicableCode",
+    "TileOutOfRange",
+}
+
+
 def ows_exception_xml(error: EotilerError, version: str = "1.0.0") -> Response:
     """An OWS 1.1 ExceptionReport (WMTS)."""
-    return _ows_report(error, error.ogc_code, OWS_NS, "1.1.0", version)
+    code = error.ogc_code if error.ogc_code in _WMTS_CODES else "InvalidParameterValue"
+    return _ows_report(error, code, OWS_NS, "1.1.0", version)
 
 
 def _ows_report(error: EotilerError, code: str, ns: str, schema_version: str, version: str) -> Response:

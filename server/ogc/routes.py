@@ -40,7 +40,10 @@ def _service_url(request: Request) -> str:
 
 
 def _wms_error(error: EotilerError, kvp: KVP | None, version: str) -> Response:
-    mode = wms.parse_exceptions(kvp) if kvp is not None else "XML"
+    try:
+        mode = wms.parse_exceptions(kvp) if kvp is not None else "XML"
+    except InvalidParameter:  # a bad EXCEPTIONS is itself reported, in the default format
+        mode = "XML"
     if mode != "XML" and kvp is not None:
         width = (kvp.get("WIDTH") or "256").strip()
         height = (kvp.get("HEIGHT") or "256").strip()
@@ -169,9 +172,7 @@ def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
             return handle_wmts(kvp, request, pipeline)
         if name != "WMS":
             asked, name = name, "WMS"
-            raise OperationNotSupported(
-                f"SERVICE '{asked[:20]}' is not offered here (WMS, WMTS, WCS)", parameter="SERVICE"
-            )
+            raise InvalidParameter(f"SERVICE '{asked[:20]}' is not offered here (WMS, WMTS, WCS)", parameter="SERVICE")
         return handle_wms(kvp, request, pipeline)
     except EotilerError as error:
         return _retry_after(_ogc_error(error, name, kvp, version), error)

@@ -23,6 +23,7 @@ from server.errors import (
     InvalidFormat,
     InvalidParameter,
     InvalidPoint,
+    LayerNotDefined,
     StyleNotDefined,
 )
 from server.evalscript.contract import SampleType
@@ -79,12 +80,14 @@ def parse_version(kvp: KVP) -> str:
 
 def parse_exceptions(kvp: KVP) -> str:
     """EXCEPTIONS as XML, INIMAGE or BLANK (1.1.1 MIME types accepted)."""
-    value = (kvp.get("EXCEPTIONS") or "XML").lower()
+    value = (kvp.get("EXCEPTIONS") or "XML").strip().lower()
     if "inimage" in value:
         return "INIMAGE"
     if "blank" in value:
         return "BLANK"
-    return "XML"
+    if value in ("xml", "application/vnd.ogc.se_xml", "text/xml", "application/xml"):
+        return "XML"
+    raise InvalidParameter("EXCEPTIONS must be XML, INIMAGE or BLANK", parameter="EXCEPTIONS")
 
 
 def parse_format(value: str, parameter: str = "FORMAT") -> ImageFormat:
@@ -99,6 +102,14 @@ def parse_format(value: str, parameter: str = "FORMAT") -> ImageFormat:
         return ImageFormat.from_extension(base.split("/")[-1], parameter)
     except EotilerError:
         raise InvalidFormat(f"{parameter} '{value[:40]}' is not supported", parameter=parameter) from None
+
+
+def _boolean(kvp: KVP, name: str) -> bool:
+    """A WMS boolean: TRUE or FALSE (any case); absent means FALSE."""
+    value = (kvp.get(name) or "FALSE").strip().upper()
+    if value not in ("TRUE", "FALSE"):
+        raise InvalidParameter(f"{name} must be TRUE or FALSE", parameter=name)
+    return value == "TRUE"
 
 
 def parse_bgcolor(kvp: KVP) -> tuple[int, int, int]:
@@ -147,7 +158,7 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
         crs_code=code,
         grid=Grid(bbox, crs, width, height),
         format=fmt,
-        transparent=(kvp.get("TRANSPARENT") or "FALSE").strip().upper() == "TRUE",
+        transparent=_boolean(kvp, "TRANSPARENT"),
         bgcolor=parse_bgcolor(kvp),
         time=parse_time(kvp.get("TIME"), "TIME"),
         maxcc=parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
@@ -236,6 +247,11 @@ def get_feature_info(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...])
     """Evalscript output and raw band values at one pixel, with the scene that supplied it."""
     req = parse_map_request(kvp, pipeline, allowed_crs)
     query = tuple(n.strip() for n in (kvp.get("QUERY_LAYERS") or ",".join(req.layers)).split(",") if n.strip())
+    outside = [name for name in query if name not in req.layers]
+    if outside:
+        raise LayerNotDefined(
+            f"QUERY_LAYERS names {outside[0][:64]!r}, which is not in LAYERS", parameter="QUERY_LAYERS"
+        )
     for name in query:
         pipeline.registry.get(name, parameter="QUERY_LAYERS")
     info_format = parse_info_format(kvp)
@@ -363,6 +379,9 @@ def get_legend_graphic(kvp: KVP, pipeline: Pipeline) -> Response:
     fmt = (kvp.get("FORMAT") or "image/png").split(";")[0].strip().lower()
     if fmt != "image/png":
         raise InvalidFormat("GetLegendGraphic returns image/png only", parameter="FORMAT")
+    for size in ("WIDTH", "HEIGHT"):  # the legend has its own size, but a given value must make sense
+        if kvp.get(size):
+            parse_int(kvp.get(size, "").strip(), size, 1, 2048)
     legend = layer.legend()
     if legend is None:
         raise InvalidParameter(f"layer '{name}' has no legend", parameter="LAYER")

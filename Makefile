@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench qgis-check install clean
+.PHONY: serve test lint bench bench-quick soak qgis-check install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ test: install
 lint: install
 	$(BIN)/ruff check server tests benchmarks evalscripts
 
+# eotiler vs TiTiler and MapServer (needs: apt-get install lighttpd cgi-mapserver wrk); writes BENCHMARKS.md.
 bench: install
-	$(BIN)/python benchmarks/tile_render.py
+	$(BIN)/python benchmarks/bench.py
+
+# The same scenarios, small and short: the smoke run CI makes (report in benchmarks/results/).
+bench-quick: install
+	$(BIN)/python benchmarks/bench.py --quick
+
+# 16 clients for 5 minutes over random tiles and GetMaps, 2 workers (report: benchmarks/results/soak.json).
+soak: install
+	$(BIN)/python benchmarks/soak.py
 
 # By hand: needs Debian's qgis and python3-qgis (apt-get install qgis python3-qgis).
 qgis-check: install

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import yaml
+from harness import ROOT, write_report
 from rich.progress import Progress
 
-from benchmarks.harness import ROOT, write_report
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
 from server.evalscript.contract import Samples

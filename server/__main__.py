@@ -26,6 +26,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = Path(args.config).resolve()
     _registry(config)  # fail fast with a readable message instead of a worker traceback
+    from server.evalscript import js_pool
+
+    js_pool.shutdown()  # validation compiled the JavaScript layers; the workers start their own pools
     # Workers are separate processes built by the factory from EOTILER_* settings.
     os.environ["EOTILER_CONFIG"] = str(config)
     print(f"eotiler serving {config.name} at http://{args.host}:{args.port}", flush=True)

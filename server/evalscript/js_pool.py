@@ -211,6 +211,15 @@ def configure(workers: int, limits: JsLimits) -> None:
             _POOL = None
 
 
+def shutdown() -> None:
+    """Stop the pool's workers (a process that only validated a configuration needs none)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
+
+
 def pool() -> JsPool:
     """The process-wide pool, created on first use."""
     global _POOL

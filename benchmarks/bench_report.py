@@ -1,0 +1,180 @@
+"""Write ``BENCHMARKS.md`` from the raw numbers of ``benchmarks/bench.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TARGETS = [
+    ("XYZ 256 px true colour, local COG, uncached", "titiler", 0.7),
+    ("XYZ 256 px NDVI, local COG, uncached", "titiler", 0.7),
+    ("WMS GetMap 1024 px true colour, EPSG:3857", "mapserver", 0.5),
+    ("WMS GetMap 1024 px true colour, EPSG:4326", "mapserver", 0.5),
+]
+
+
+def _band(values: list[float]) -> str:
+    return f"{values[0]:g}-{values[1]:g}" if values[0] != values[1] else f"{values[0]:g}"
+
+
+def _ratio(ratio: dict | None) -> str:
+    return "" if ratio is None else f"**{ratio['p50']:g}** ({_band(ratio['band'])})"
+
+
+def _request_rows(rows: list[dict]) -> list[str]:
+    out = [
+        "| scenario | server | p50 ms (band) | p95 ms | req/s (4 clients) | CPU ms/req | peak RSS MB "
+        "| eotiler / peer (band) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.get("s3") or "servers" not in row or "evalscripts" in row or "throughput_ratio" in row:
+            continue
+        for name, result in row["servers"].items():
+            ratio = row["ratios"].get(name)
+            title = row["scenario"] if name == "eotiler" else ""
+            out.append(
+                f"| {title} | {name} | {result['p50_ms']:g} ({_band(result['p50_band'])}) | {result['p95_ms']:g} "
+                f"| {result['per_s']:g} | {result['cpu_ms_per_request']:g} | {result['peak_rss_mb']:g} "
+                f"| {_ratio(ratio)} |"
+            )
+    return out
+
+
+def _s3_rows(rows: list[dict]) -> list[str]:
+    out = [
+        "| scenario | server | cold p50 ms (max) | cold S3 requests / MB | warm p50 ms | warm S3 requests "
+        "| eotiler / TiTiler, cold (band) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not row.get("s3"):
+            continue
+        for name, result in row["servers"].items():
+            cold, warm = (result["cold"], result["warm"]) if "cold" in result else (result, None)
+            ratio = row["ratios"].get("titiler") if name == "eotiler" else None
+            title = row["scenario"] if name == next(iter(row["servers"])) else ""
+            warm_ms = "" if warm is None else f"{warm['p50_ms']:g}"
+            warm_requests = "" if warm is None else f"{warm['requests']:g}"
+            out.append(
+                f"| {title} | {name} | {cold['p50_ms']:g} ({cold['max_ms']:g}) | {cold['requests']:g} / {cold['mb']:g} "
+                f"| {warm_ms} | {warm_requests} | {_ratio(ratio)} |"
+            )
+    return out
+
+
+def _cached(rows: list[dict]) -> list[str]:
+    row = next((r for r in rows if "throughput_ratio" in r), None)
+    if row is None:
+        return []
+    header = "| server | tiles/s | p50 ms | p99 ms | non-2xx | CPU ms/req | peak RSS MB | tool |"
+    out = [f"### {row['scenario']}", "", header, "|---|---|---|---|---|---|---|---|"]
+    for name, r in row["servers"].items():
+        out.append(
+            f"| {name} | {r['per_s']:g} | {r['p50_ms']:g} | {r['p99_ms']:g} | {r['non_2xx']} "
+            f"| {r['cpu_ms_per_request']:g} | {r['peak_rss_mb']:g} | {r['tool']} |"
+        )
+    out += ["", f"eotiler / TiTiler throughput: **{row['throughput_ratio']['titiler']:g}x**.", ""]
+    return out
+
+
+def _evalscripts(rows: list[dict]) -> list[str]:
+    row = next((r for r in rows if "evalscripts" in r), None)
+    if row is None:
+        return []
+    header = "| script | numpy eval ms | JS eval ms | JS / numpy | numpy share of tile | JS share of tile |"
+    out = [f"### {row['scenario']}", "", header, "|---|---|---|---|---|---|"]
+    for name, r in row["evalscripts"]["scripts"].items():
+        out.append(
+            f"| {name} | {r['numpy']['eval_ms']:g} | {r['javascript']['eval_ms']:g} | {r['js_vs_numpy']:g} "
+            f"| {r['numpy']['eval_share']:.0%} | {r['javascript']['eval_share']:.0%} |"
+        )
+    return [*out, ""]
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def _targets(rows: list[dict]) -> list[str]:
+    out = ["| target | measured | met |", "|---|---|---|"]
+    by_name = {row["scenario"]: row for row in rows}
+    for scenario, peer, goal in TARGETS:
+        row = by_name.get(scenario)
+        if row and peer in row.get("ratios", {}):
+            value = row["ratios"][peer]["p50"]
+            out.append(f"| {scenario}: <= {goal} x {peer} | {value:g} x | {_met(value <= goal)} |")
+    cog = next((r for r in rows if r["scenario"].endswith("cog, z14")), None)
+    if cog:
+        value = cog["servers"]["eotiler"]["cold"]["p50_ms"]
+        out.append(
+            f"| cold COG tile over S3 p50 <= 150 ms at 30 ms RTT | {value:g} ms | {'yes' if value <= 150 else 'no'} |"
+        )
+    jp2 = next((r for r in rows if r["scenario"].endswith("jp2, z14")), None)
+    if jp2:
+        value = jp2["ratios"]["titiler"]["p50"]
+        out.append(
+            f"| cold JPEG2000 tile <= 0.5 x TiTiler (z14, no TLM) | {value:g} x | {'yes' if value <= 0.5 else 'no'} |"
+        )
+    overview = next((r for r in rows if "overview cache" in r["scenario"]), None)
+    if overview:
+        value = overview["ratios"]["titiler"]["p50"]
+        out.append(
+            f"| zoomed-out JPEG2000, overview cache warm <= 0.1 x TiTiler | {value:g} x | {_met(value <= 0.1)} |"
+        )
+    cached = next((r for r in rows if "throughput_ratio" in r), None)
+    if cached:
+        value = cached["servers"]["eotiler"]["per_s"]
+        out.append(
+            f"| cached tiles >= 1,000 tiles/s on 2 workers | {value:,.0f} /s | {'yes' if value >= 1000 else 'no'} |"
+        )
+    return out
+
+
+def _furthest_behind(rows: list[dict]) -> str:
+    worst = None
+    for row in rows:
+        for peer, ratio in row.get("ratios", {}).items():
+            if worst is None or ratio["p50"] > worst[2]:
+                worst = (row["scenario"], peer, ratio["p50"])
+    if worst is None:
+        return ""
+    return f"Furthest behind its peer: **{worst[0]}**, {worst[2]:g} x {worst[1]} (p50 latency)."
+
+
+def write_markdown(report: dict, target: Path) -> None:
+    """The human-readable report: machine, versions, every scenario, ratios and targets."""
+    machine = report["machine"]
+    lines = [
+        "# Benchmarks: eotiler, TiTiler and MapServer on the same machine, data and requests",
+        "",
+        f"Generated {report['generated']} by `make bench` ({report['mode']} run, {report['seconds']} s). Raw numbers: "
+        "`benchmarks/results/bench.json`; how each number is measured: `benchmarks/bench.py`.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in machine.items()],
+        f"| plan | {report['plan']} |",
+        "",
+        "Ratios are eotiler / peer of the p50 latency (below 1: eotiler is faster); the band is the",
+        "min-max of the per-repeat ratios. Data are derived from the real T29UNU sample bands (see",
+        "`benchmarks/bench.py`). MapServer cannot compute NDVI (no raster band math), so it is measured",
+        "on true colour GetMaps and on WCS; TiTiler has no WMS, so its GetMap rows use `/cog/bbox`.",
+        "",
+        "## Targets",
+        "",
+        *_targets(report["rows"]),
+        "",
+        _furthest_behind(report["rows"]),
+        "",
+        "## Local COG: tiles, GetMap, GetCoverage",
+        "",
+        *_request_rows(report["rows"]),
+        "",
+        "## Over S3 (30 ms round-trip time at the S3 server)",
+        "",
+        *_s3_rows(report["rows"]),
+        "",
+        *_cached(report["rows"]),
+        *_evalscripts(report["rows"]),
+    ]
+    target.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,170 @@
+"""S3 scenarios of ``benchmarks/bench.py``: cold and warm tiles over S3 with an emulated round-trip
+time, COG and full-size JPEG2000 with and without TLM, and zoomed-out JPEG2000 tiles before and
+after eotiler's overview cache, against TiTiler reading the same objects.
+
+Cold means a new server process (GDAL's caches empty); warm is the same tile again in that
+process. Requests and bytes are counted at the S3 server (``tests/support/s3_server.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+from bench import ROOT, TMS, Plan, ratio  # noqa: F401 - TMS re-exported for callers
+from peer_servers import Server, start_eotiler, start_titiler
+from rich.progress import Progress
+from s3_tiles import FORMATS, KEY, build, tiles_for
+
+RTT_MS = 30.0
+LAYERS = {"cog": "S3_COG", "jp2-tlm": "S3_JP2_TLM", "jp2": "S3_JP2"}
+
+
+def s3_config(work: Path, size: int, stac_items: Path) -> Path:
+    """An eotiler configuration with one collection per format over ``/vsis3/eodata``."""
+    from rasterio.warp import transform_bounds
+    from s3_tiles import ORIGIN
+
+    w, s, e, n = transform_bounds(
+        "EPSG:32629", "EPSG:4326", ORIGIN[0], ORIGIN[1] - size * 10, ORIGIN[0] + size * 10, ORIGIN[1]
+    )
+    collections, layers = {}, {}
+    for fmt, name in FORMATS.items():
+        folder = stac_items / fmt
+        folder.mkdir(parents=True, exist_ok=True)
+        item = {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": f"BENCH_{fmt}",
+            "collection": fmt,
+            "bbox": [w, s, e, n],
+            "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+            "properties": {"datetime": "2023-06-01T11:54:11Z", "eo:cloud_cover": 0.0},
+            "assets": {"B04": {"href": f"s3://eodata/{KEY}/{name}"}},
+            "links": [],
+        }
+        (folder / "item.json").write_text(json.dumps(item))
+        collections[fmt] = {
+            "title": fmt,
+            "catalogue": {"type": "static", "path": str(folder)},
+            "data_root": "/vsis3/eodata",
+            "bands": {"B04": {"asset": "B04", "resolutions": [10], "scale": 0.0001}},
+        }
+        layers[LAYERS[fmt]] = {"title": fmt, "collection": fmt, "expression": "B04", "rescale": [0, 0.4]}
+    path = work / "eotiler-s3.yaml"
+    path.write_text(
+        yaml.safe_dump({"evalscripts_dir": str(ROOT / "evalscripts"), "collections": collections, "layers": layers})
+    )
+    return path
+
+
+def _tile_urls(fmt: str, tile: tuple[int, int, int]) -> dict[str, str]:
+    z, x, y = tile
+    return {
+        "eotiler": f"/layers/{LAYERS[fmt]}/tiles/WebMercatorQuad/{z}/{x}/{y}.png",
+        "titiler": f"/cog/tiles/WebMercatorQuad/{z}/{x}/{y}.png?url=/vsis3/eodata/{KEY}/{FORMATS[fmt]}&rescale=0,4000",
+    }
+
+
+def _one(server: Server, url: str, s3) -> dict:
+    s3.reset()
+    start = time.perf_counter()
+    response = httpx.get(server.url + url, timeout=300)
+    ms = (time.perf_counter() - start) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{server.name} {url} -> {response.status_code}: {response.text[:300]}")
+    log = s3.requests()
+    return {"ms": ms, "requests": len(log), "mb": sum(r["bytes"] for r in log) / 1e6}
+
+
+def _summary(samples: list[dict]) -> dict:
+    return {
+        "p50_ms": round(statistics.median(s["ms"] for s in samples), 1),
+        "max_ms": round(max(s["ms"] for s in samples), 1),
+        "requests": statistics.median(s["requests"] for s in samples),
+        "mb": round(statistics.median(s["mb"] for s in samples), 2),
+        "p50_runs": [round(s["ms"], 1) for s in samples],
+    }
+
+
+def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
+    """Cold/warm tiles per format at z14 and z11; JPEG2000 z8-z10 with the overview cache cold and warm."""
+    from tests.support.s3_server import S3Server
+
+    size = 2048 if plan.size < 4096 else 10980
+    eodata = build(out / "data", size)
+    work = Path(tempfile.mkdtemp(prefix="eotiler-bench-s3-"))
+    config = s3_config(work, size, work / "items")
+    s3 = S3Server(eodata, delay_ms=RTT_MS)
+    env = s3.env()
+    titiler_env = {**env, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
+    cases = [(fmt, z) for fmt in FORMATS for z in (14, 11)]
+    rows: list[dict] = []
+    task = progress.add_task("S3 scenarios", total=len(cases) * plan.s3_tiles * 2 + 3 * plan.s3_tiles)
+    try:
+        for fmt, zoom in cases:
+            row: dict = {"scenario": f"XYZ tile over S3 ({RTT_MS:g} ms RTT), {fmt}, z{zoom}", "servers": {}, "s3": True}
+            for name, start in (
+                ("eotiler", lambda: start_eotiler(config, 1, env)),
+                ("titiler", lambda: start_titiler(1, titiler_env)),
+            ):
+                cold, warm = [], []
+                for tile in tiles_for(zoom, plan.s3_tiles, size):
+                    server = start()
+                    try:
+                        url = _tile_urls(fmt, tile)[name]
+                        cold.append(_one(server, url, s3))
+                        warm.append(_one(server, url, s3))
+                    finally:
+                        server.stop()
+                    progress.advance(task)
+                row["servers"][name] = {"cold": _summary(cold), "warm": _summary(warm)}
+            ours, peer = row["servers"]["eotiler"]["cold"], row["servers"]["titiler"]["cold"]
+            row["ratios"] = {"titiler": ratio(ours, peer)}
+            rows.append(row)
+        rows.append(_overview_rows(plan, config, env, titiler_env, s3, size, progress, task))
+    finally:
+        s3.stop()
+    return rows
+
+
+def _overview_rows(plan, config, env, titiler_env, s3, size, progress, task) -> dict:
+    """JPEG2000 (no TLM) z8-z10: eotiler with an empty overview cache, then warm (a new process
+    sharing the cache directory), against TiTiler."""
+    cold, warm, peer = [], [], []
+    for zoom in (10, 9, 8)[: max(1, plan.s3_tiles)]:
+        tile = tiles_for(zoom, 1, size)[0]
+        directory = tempfile.mkdtemp(prefix="eotiler-bench-ov-")
+        ov_env = {**env, "EOTILER_OVERVIEW_CACHE_DIR": directory}
+        first = start_eotiler(config, 1, ov_env)
+        try:
+            cold.append(_one(first, _tile_urls("jp2", tile)["eotiler"], s3))
+        finally:
+            first.stop()
+        second = start_eotiler(config, 1, ov_env)
+        try:
+            warm.append(_one(second, _tile_urls("jp2", tile)["eotiler"], s3))
+        finally:
+            second.stop()
+        titiler = start_titiler(1, titiler_env)
+        try:
+            peer.append(_one(titiler, _tile_urls("jp2", tile)["titiler"], s3))
+        finally:
+            titiler.stop()
+        progress.advance(task)
+    row = {
+        "scenario": "XYZ tile over S3, JPEG2000 no TLM, z8-z10, eotiler overview cache cold / warm",
+        "servers": {
+            "eotiler (overview cache cold)": _summary(cold),
+            "eotiler": _summary(warm),
+            "titiler": _summary(peer),
+        },
+        "s3": True,
+    }
+    row["ratios"] = {"titiler": ratio(row["servers"]["eotiler"], row["servers"]["titiler"])}
+    return row

@@ -71,6 +71,17 @@ def _tile_urls(fmt: str, tile: tuple[int, int, int]) -> dict[str, str]:
     }
 
 
+def _warm_process(server: Server) -> None:
+    """Exercise the server's code paths without touching S3: a cold tile must only be cold in GDAL."""
+    sample = next((ROOT / "sample" / "eodata" / "Global-Mosaics").rglob("B04.tif"))
+    url = (
+        "/layers/S3_COG/tiles/WebMercatorQuad/14/0/0.png"  # no scene there: the pipeline runs, S3 is not read
+        if server.name == "eotiler"
+        else f"/cog/tiles/WebMercatorQuad/8/119/109.png?url={sample}&rescale=0,4000"
+    )
+    httpx.get(server.url + url, timeout=60)
+
+
 def _one(server: Server, url: str, s3) -> dict:
     s3.reset()
     start = time.perf_counter()
@@ -117,6 +128,7 @@ def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
                 for tile in tiles_for(zoom, plan.s3_tiles, size):
                     server = start()
                     try:
+                        _warm_process(server)
                         url = _tile_urls(fmt, tile)[name]
                         cold.append(_one(server, url, s3))
                         warm.append(_one(server, url, s3))
@@ -143,16 +155,19 @@ def _overview_rows(plan, config, env, titiler_env, s3, size, progress, task) -> 
         ov_env = {**env, "EOTILER_OVERVIEW_CACHE_DIR": directory}
         first = start_eotiler(config, 1, ov_env)
         try:
+            _warm_process(first)
             cold.append(_one(first, _tile_urls("jp2", tile)["eotiler"], s3))
         finally:
             first.stop()
         second = start_eotiler(config, 1, ov_env)
         try:
+            _warm_process(second)
             warm.append(_one(second, _tile_urls("jp2", tile)["eotiler"], s3))
         finally:
             second.stop()
         titiler = start_titiler(1, titiler_env)
         try:
+            _warm_process(titiler)
             peer.append(_one(titiler, _tile_urls("jp2", tile)["titiler"], s3))
         finally:
             titiler.stop()

@@ -7,7 +7,9 @@ over the server's whole tree from /proc, the same way for all three.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -103,13 +105,17 @@ class Server:
         return round(max(self._peak, self.rss_mb()), 1)
 
     def stop(self) -> None:
-        """Terminate the tree's root and wait."""
+        """Terminate the tree's root, wait, then kill what it left behind (lighttpd's mapserv)."""
+        tree = self.tree()
         self.process.terminate()
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        for pid in tree[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _wait(name: str, url: str, probe: str, process: subprocess.Popen, workdir: Path | None = None) -> Server:

@@ -106,7 +106,7 @@ class Evalscript(Protocol):
 
 
 def stack_output(result: object, output: OutputSpec, shape: tuple[int, int], name: str) -> np.ndarray:
-    """Turn what ``evaluatePixel`` returned into a (bands, h, w) float64 array, or raise.
+    """Turn what ``evaluatePixel`` returned into a (bands, h, w) float32 array, or raise.
 
     Accepts a sequence of arrays/scalars or an ndarray; scalars are broadcast, so a script may
     return ``[0, 0, 0, samples.dataMask]``.
@@ -121,9 +121,9 @@ def stack_output(result: object, output: OutputSpec, shape: tuple[int, int], nam
         raise EvalscriptError(f"evalscript '{name}' must return a list of {output.bands} band arrays")
     if len(bands) != output.bands:
         raise EvalscriptError(f"evalscript '{name}' returned {len(bands)} bands, setup() declares {output.bands}")
-    stacked = np.empty((output.bands, *shape), dtype=np.float64)
+    stacked = np.empty((output.bands, *shape), dtype=np.float32)  # results rounded once, here
     for i, band in enumerate(bands):
-        arr = np.asarray(band, dtype=np.float64)
+        arr = np.asarray(band, dtype=np.float64)  # no copy for the float64 arrays scripts return
         if arr.ndim not in (0, 2) or (arr.ndim == 2 and arr.shape != shape):
             raise EvalscriptError(f"evalscript '{name}' returned band {i} with shape {arr.shape}, expected {shape}")
         stacked[i] = arr

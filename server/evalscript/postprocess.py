@@ -34,14 +34,22 @@ def to_sample_type(values: np.ndarray, output: OutputSpec, data_mask: np.ndarray
     """
     valid = data_mask.copy()
     if output.has_alpha:
-        valid &= np.nan_to_num(values[3], nan=0.0) > 0
+        valid &= values[3] > 0  # NaN compares False: transparent
         values = values[:3]
     if output.sample_type is SampleType.FLOAT32:
         data = values.astype(np.float32)
         data[:, ~valid] = np.nan
     else:
-        scaled = values * 255.0 if output.sample_type is SampleType.AUTO else values
+        # One scratch copy, then in place: a 1024 px GetMap is 4 x 8 MB per pass, and every
+        # extra temporary costs time and resident memory.
         low, high, dtype = _LIMITS.get(output.sample_type, _LIMITS[SampleType.UINT8])
-        data = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0)), low, high).astype(dtype)
+        # float32 from here on: scripts compute in double, the 8-bit/16-bit rounding does not need it.
+        scratch = values.astype(np.float32)
+        if output.sample_type is SampleType.AUTO:
+            scratch *= np.float32(255.0)
+        np.nan_to_num(scratch, copy=False, nan=0.0, posinf=high, neginf=low)
+        np.rint(scratch, out=scratch)
+        np.clip(scratch, low, high, out=scratch)
+        data = scratch.astype(dtype)
     mask = np.broadcast_to(~valid, data.shape)
     return np.ma.MaskedArray(data, mask=mask)

@@ -200,6 +200,8 @@ def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
 def _composite(
     req: WmsMapRequest, requests: list[RenderRequest], found: list[list[Scene]], pipeline: Pipeline
 ) -> RenderResult:
+    if len(requests) == 1:
+        return _opaque(req, requests[0], found[0], pipeline)
     canvas = np.zeros((4, req.grid.height, req.grid.width), dtype=np.float32)
     scenes: list[str] = []
     failed: list[str] = []
@@ -225,6 +227,23 @@ def _composite(
         mask = np.zeros(rgb.shape, dtype=bool)
     result = pipeline.encode(np.ma.MaskedArray(rgb, mask=mask), requests[0], [], timings)
     result.scenes, result.failed, result.skipped = scenes, failed, skipped
+    return result
+
+
+def _opaque(req: WmsMapRequest, layer_req: RenderRequest, scenes: list[Scene], pipeline: Pipeline) -> RenderResult:
+    """One layer on BGCOLOR: its 8-bit bands as they are, the background where it is transparent.
+
+    The same image the float composite gives for a single layer (alpha is 0 or 1 here), without
+    its four float passes over the whole map.
+    """
+    rendered = pipeline.render_data(layer_req, scenes)
+    data = rendered.data
+    bands = data.data if data.shape[0] == 3 else np.repeat(data.data[:1], 3, axis=0)
+    transparent = np.ma.getmaskarray(data)[0]
+    rgb = np.where(transparent, np.array(req.bgcolor, dtype=np.uint8)[:, None, None], bands).astype(np.uint8)
+    result = pipeline.encode(np.ma.MaskedArray(rgb, mask=False), layer_req, [], rendered.timings)
+    result.scenes = [s.id for s in rendered.mosaic.scenes]
+    result.failed, result.skipped = rendered.mosaic.failed, rendered.mosaic.skipped
     return result
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -110,6 +111,7 @@ def _read_one(
 # itself (GDAL_HTTP_MAX_RETRY) but not these, so up to two more attempts are made here.
 _DROPPED = ("Empty reply from server", "Connection reset", "Recv failure", "Send failure", "Connection died")
 DROP_RETRIES = 2
+STACK_MAX_PIXELS = 512 * 512  # larger grids read their bands in parallel instead (see _read_stack)
 DROP_RETRY_DELAY = 0.2  # seconds, doubled per attempt
 
 
@@ -143,6 +145,76 @@ def to_units(raw: np.ma.MaskedArray, band: BandConfig, scene: Scene, units: str)
     return value.astype(np.float32)
 
 
+def _read_with_retries(
+    path: str, band: BandConfig, grid: Grid, resampling: str, gcps: bool, pool: DatasetPool | None, identity: str
+) -> np.ma.MaskedArray | None:
+    """One band; a dropped connection is retried with backoff, a failed file forgotten by GDAL."""
+    for attempt in range(DROP_RETRIES + 1):
+        try:
+            return _read_one(path, band, grid, resampling, gcps, pool, identity)
+        except TileOutsideBounds:
+            return None
+        except Exception as exc:
+            forget_remote_file(path)  # else GDAL keeps failing this file after S3 recovers
+            if attempt == DROP_RETRIES or not _dropped_connection(exc):
+                raise
+            log.info("retrying %s after a dropped connection", path.rsplit("/", 1)[-1])
+            time.sleep(DROP_RETRY_DELAY * 2**attempt)
+    return None  # not reached: the loop returns or raises
+
+
+def _stack_units(plan: list[tuple[str, BandConfig, BandSource]]) -> list[list[tuple[str, BandConfig, BandSource]]]:
+    """Bands that can be warped together: same resolution, resampling, nodata and dtype."""
+    units: dict[tuple[object, ...], list[tuple[str, BandConfig, BandSource]]] = {}
+    for item in plan:
+        _, band, source = item
+        units.setdefault((source.resolution, band.categorical, band.nodata, band.dtype), []).append(item)
+    return list(units.values())
+
+
+def _read_stack(
+    paths: list[str], band: BandConfig, grid: Grid, resampling: str, pool: DatasetPool | None, environment: str
+) -> list[np.ma.MaskedArray | None] | None:
+    """Local bands on one pixel grid, warped together through an in-memory VRT.
+
+    Why: the warp's coordinate transformation is most of a read's cost, and one warp of a
+    stacked VRT computes it once for every band (TiTiler's multi-band files get this for free).
+    Remote files are never stacked: a VRT reads its sources one after the other, and over S3
+    the per-band reads must overlap. Nor are large maps: one warp runs on one core, while
+    separate band reads share the cores (measured on 1024 px GetMaps: 65-80 ms per-band
+    against 90-100 ms stacked). ``None`` when the files do not share a grid.
+    """
+    if any(path.startswith("/vsi") for path in paths) or grid.width * grid.height > STACK_MAX_PIXELS:
+        return None
+    grids = []
+    for path in paths:
+        with pool.lend(path, environment) if pool is not None else rasterio.open(path) as dataset:
+            grids.append((dataset.width, dataset.height, dataset.transform, dataset.crs, dataset.count))
+    if any(g != grids[0] for g in grids[1:]) or grids[0][4] != 1:
+        return None
+    width, height, transform, crs, _ = grids[0]
+    dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[band.dtype]
+    nodata = "" if band.nodata is None else f"<NoDataValue>{band.nodata:g}</NoDataValue>"
+    sources = "".join(
+        f'<VRTRasterBand dataType="{dtype}" band="{i}">{nodata}<SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename><SourceBand>1</SourceBand>'
+        f"</SimpleSource></VRTRasterBand>"
+        for i, path in enumerate(paths, start=1)
+    )
+    vrt = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(crs.to_wkt())}</SRS>'
+        f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>{sources}</VRTDataset>"
+    )
+    method = "nearest" if band.categorical else resampling
+    options = {"nodata": band.nodata, "resampling_method": method, "reproject_method": method}
+    try:
+        with Reader(vrt, options=options) as src:  # type: ignore[arg-type]
+            image = src.part(grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height)
+    except TileOutsideBounds:
+        return [None] * len(paths)
+    return [image.array[i] for i in range(len(paths))]
+
+
 def read_scene(
     scene: Scene,
     collection: CollectionConfig,
@@ -172,27 +244,34 @@ def read_scene(
             return None
         plan.append((name, band, source))
 
-    def load(item: tuple[str, BandConfig, BandSource]) -> np.ma.MaskedArray | None:
-        _, band, source = item
-        path = gdal_path(scene.assets[source.asset_key], collection.href_prefix, collection.data_root)
-        gcps = collection.geolocation == "gcps"
-        with gdal.env(path) if gdal is not None else rasterio.Env():
-            if overviews is not None and not gcps:
-                path = overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata) or path
-            for attempt in range(DROP_RETRIES + 1):
-                try:
-                    return _read_one(path, band, grid, resampling, gcps, pool, gdal.identity if gdal else "")
-                except TileOutsideBounds:
-                    return None
-                except Exception as exc:
-                    forget_remote_file(path)  # else GDAL keeps failing this file after S3 recovers
-                    if attempt == DROP_RETRIES or not _dropped_connection(exc):
-                        raise
-                    log.info("retrying %s after a dropped connection", scene.id)
-                    time.sleep(DROP_RETRY_DELAY * 2**attempt)
-            return None  # not reached: the loop returns or raises
+    gcps = collection.geolocation == "gcps"
+    identity = gdal.identity if gdal is not None else ""
 
-    raws = list(executor.map(load, plan)) if executor and len(plan) > 1 else [load(p) for p in plan]
+    def load(unit: list[tuple[str, BandConfig, BandSource]]) -> list[np.ma.MaskedArray | None]:
+        paths = [gdal_path(scene.assets[s.asset_key], collection.href_prefix, collection.data_root) for _, _, s in unit]
+        with gdal.env(paths[0]) if gdal is not None else rasterio.Env():
+            if overviews is not None and not gcps:
+                paths = [
+                    overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata) or path
+                    for path, (_, band, source) in zip(paths, unit, strict=True)
+                ]
+            if len(unit) > 1:
+                stacked = _read_stack(paths, unit[0][1], grid, resampling, pool, identity)
+                if stacked is not None:
+                    return stacked
+            return [
+                _read_with_retries(path, band, grid, resampling, gcps, pool, identity)
+                for path, (_, band, _) in zip(paths, unit, strict=True)
+            ]
+
+    read_units = _stack_units(plan) if not gcps else [[item] for item in plan]
+    loaded = list(executor.map(load, read_units)) if executor and len(read_units) > 1 else [load(u) for u in read_units]
+    by_name = {
+        item[0]: raw
+        for unit, raws in zip(read_units, loaded, strict=True)
+        for item, raw in zip(unit, raws, strict=True)
+    }
+    raws = [by_name[name] for name, _, _ in plan]
     if any(raw is None for raw in raws):
         return None
     valid = np.ones((grid.height, grid.width), dtype=bool)

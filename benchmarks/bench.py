@@ -38,7 +38,6 @@ from pathlib import Path
 
 import httpx
 import morecantile
-import numpy as np
 import yaml
 from rich.progress import Progress
 
@@ -46,7 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from harness import percentile  # noqa: E402
 from peer_servers import Server, start_eotiler, start_mapserver, start_titiler  # noqa: E402
+from s3_tiles import mirror_tiled  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -75,14 +76,6 @@ QUICK = Plan(size=1536, repeats=1, requests=6, window=2.0, workers=1, s3_tiles=1
 # ---- data ---------------------------------------------------------------------------------------
 
 
-def _mirror_tile(data: np.ndarray, size: int) -> np.ndarray:
-    fine = np.repeat(np.repeat(data, 6, axis=0), 6, axis=1)
-    reps = -(-size // fine.shape[0])
-    return np.pad(fine, ((0, fine.shape[0] * (reps - 1)), (0, fine.shape[1] * (reps - 1))), mode="symmetric")[
-        :size, :size
-    ]
-
-
 def build_local(work: Path, size: int) -> dict[str, Path]:
     """Four band COGs, a 4-band VRT (B04, B03, B02, B08), a STAC item, an eotiler config and a mapfile."""
     import rasterio
@@ -100,7 +93,7 @@ def build_local(work: Path, size: int) -> dict[str, Path]:
             crs = src.crs
             if target.exists():
                 continue
-            data = _mirror_tile(src.read(1), size)
+            data = mirror_tiled(src.read(1), size)
         profile = {
             "driver": "COG",
             "width": size,
@@ -231,11 +224,6 @@ def tiles_over(bounds: tuple[float, float, float, float], zoom: int, count: int)
         if len(found) == count:
             break
     return found
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def sequential(server: Server, urls: list[str]) -> list[float]:

@@ -12,6 +12,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -116,14 +118,19 @@ def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
     titiler_env = {**env, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
     cases = [(fmt, z) for fmt in FORMATS for z in (14, 11)]
     rows: list[dict] = []
-    task = progress.add_task("S3 scenarios", total=len(cases) * plan.s3_tiles * 2 + 3 * plan.s3_tiles)
+    task = progress.add_task("S3 scenarios", total=len(cases) * plan.s3_tiles * 2 + min(3, max(1, plan.s3_tiles)))
     try:
         for fmt, zoom in cases:
             row: dict = {"scenario": f"XYZ tile over S3 ({RTT_MS:g} ms RTT), {fmt}, z{zoom}", "servers": {}, "s3": True}
-            for name, start in (
-                ("eotiler", lambda: start_eotiler(config, 1, env)),
+            # Cold means cold everywhere: a new process and, for eotiler, an empty overview cache.
+            starters = (
+                (
+                    "eotiler",
+                    lambda: start_eotiler(config, 1, {**env, "EOTILER_OVERVIEW_CACHE_DIR": tempfile.mkdtemp()}),
+                ),
                 ("titiler", lambda: start_titiler(1, titiler_env)),
-            ):
+            )
+            for name, start in starters:
                 cold, warm = [], []
                 for tile in tiles_for(zoom, plan.s3_tiles, size):
                     server = start()
@@ -148,29 +155,22 @@ def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
 def _overview_rows(plan, config, env, titiler_env, s3, size, progress, task) -> dict:
     """JPEG2000 (no TLM) z8-z10: eotiler with an empty overview cache, then warm (a new process
     sharing the cache directory), against TiTiler."""
+
+    def fresh(start: Callable[[], Server], tile: tuple[int, int, int]) -> dict:
+        server = start()
+        try:
+            _warm_process(server)
+            return _one(server, _tile_urls("jp2", tile)[server.name], s3)
+        finally:
+            server.stop()
+
     cold, warm, peer = [], [], []
     for zoom in (10, 9, 8)[: max(1, plan.s3_tiles)]:
         tile = tiles_for(zoom, 1, size)[0]
-        directory = tempfile.mkdtemp(prefix="eotiler-bench-ov-")
-        ov_env = {**env, "EOTILER_OVERVIEW_CACHE_DIR": directory}
-        first = start_eotiler(config, 1, ov_env)
-        try:
-            _warm_process(first)
-            cold.append(_one(first, _tile_urls("jp2", tile)["eotiler"], s3))
-        finally:
-            first.stop()
-        second = start_eotiler(config, 1, ov_env)
-        try:
-            _warm_process(second)
-            warm.append(_one(second, _tile_urls("jp2", tile)["eotiler"], s3))
-        finally:
-            second.stop()
-        titiler = start_titiler(1, titiler_env)
-        try:
-            _warm_process(titiler)
-            peer.append(_one(titiler, _tile_urls("jp2", tile)["titiler"], s3))
-        finally:
-            titiler.stop()
+        ov_env = {**env, "EOTILER_OVERVIEW_CACHE_DIR": tempfile.mkdtemp(prefix="eotiler-bench-ov-")}
+        cold.append(fresh(partial(start_eotiler, config, 1, ov_env), tile))  # builds the level
+        warm.append(fresh(partial(start_eotiler, config, 1, ov_env), tile))  # a new process: GDAL cold
+        peer.append(fresh(partial(start_titiler, 1, titiler_env), tile))
         progress.advance(task)
     row = {
         "scenario": "XYZ tile over S3, JPEG2000 no TLM, z8-z10, eotiler overview cache cold / warm",

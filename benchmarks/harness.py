@@ -23,6 +23,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 def start_server(workers: int = 1, **env: str) -> tuple[subprocess.Popen, str]:
     """``eotiler serve`` (the bundled sample) with extra environment; returns the process and its URL."""
     port = free_port()

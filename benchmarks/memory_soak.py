@@ -16,21 +16,13 @@ import argparse
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import morecantile
-from harness import start_server, stop_server, write_report
+from harness import rss_mb, start_server, stop_server, write_report
 from rich.progress import Progress
 
 AREAS = [(-8.99, 52.98, -8.55, 53.24, "2022-10-05")]  # T29UNU (the largest sample scene)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def tile_urls(count: int) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from harness import free_port, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def gdal_env() -> dict[str, str]:
@@ -77,15 +70,7 @@ class Server:
 
     def rss_mb(self) -> float:
         """Resident memory of the tree."""
-        total = 0
-        for pid in self.tree():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            except OSError:
-                continue
-        return total / 1024
+        return sum(rss_mb(pid) for pid in self.tree())
 
     def start_sampling(self) -> None:
         """Track the peak resident memory until ``peak_rss_mb``."""

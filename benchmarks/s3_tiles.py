@@ -37,6 +37,14 @@ FORMATS = {"cog": "B04_cog.tif", "jp2-tlm": "B04_tlm.jp2", "jp2": "B04_notlm.jp2
 ORIGIN = (499980.0, 5900040.0)  # T29UNU upper-left corner, EPSG:32629
 
 
+def mirror_tiled(coarse: np.ndarray, size: int) -> np.ndarray:
+    """A 60 m band as 10 m: upsampled 6x (nearest), mirror-tiled to ``size`` x ``size`` pixels."""
+    fine = np.repeat(np.repeat(coarse, 6, axis=0), 6, axis=1)
+    reps = -(-size // fine.shape[0])
+    tiled = np.pad(fine, ((0, fine.shape[0] * (reps - 1)), (0, fine.shape[1] * (reps - 1))), mode="symmetric")
+    return tiled[:size, :size]
+
+
 def build(data_dir: Path, size: int) -> Path:
     """Write the three files (once per size) under ``data_dir/eodata/<KEY>/``."""
     import rasterio
@@ -51,10 +59,7 @@ def build(data_dir: Path, size: int) -> Path:
     with rasterio.open(SAMPLE_B04) as src:
         coarse = src.read(1)
         crs = src.crs
-    fine = np.repeat(np.repeat(coarse, 6, axis=0), 6, axis=1)
-    reps = -(-size // fine.shape[0])
-    tiled = np.pad(fine, ((0, fine.shape[0] * (reps - 1)), (0, fine.shape[1] * (reps - 1))), mode="symmetric")
-    data = tiled[:size, :size]
+    data = mirror_tiled(coarse, size)
     profile = {"width": size, "height": size, "count": 1, "dtype": "uint16", "crs": crs}
     profile["transform"] = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
     jp2 = {"QUALITY": 100, "REVERSIBLE": "YES", "RESOLUTIONS": 5, "BLOCKXSIZE": 1024, "BLOCKYSIZE": 1024}

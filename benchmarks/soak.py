@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import morecantile
-from harness import start_server, stop_server, write_report
+from harness import rss_mb, start_server, stop_server, write_report
 from rich.progress import Progress
 
 # The largest sample scene (T29UNU, 2022-10-05) and its neighbourhood.
@@ -35,16 +35,6 @@ def worker_pids(master: int) -> list[int]:
     path = Path(f"/proc/{master}/task/{master}/children")
     children = [int(p) for p in path.read_text().split()] if path.exists() else []
     return [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def random_request(rng: random.Random) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import morecantile
 from fastapi.testclient import TestClient
+from harness import percentile
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -35,11 +36,6 @@ def tiles_for(bbox: list[float], target: int = 12) -> list[morecantile.Tile]:
         if len(tiles) >= target:
             return tiles[:24]
     return tiles
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -315,9 +315,7 @@ class Pipeline:
         mark = time.perf_counter()
         if script.mosaicking == "SIMPLE":
             mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling)
-            # Sentinel Hub computes in double precision and rounds only the final values.
-            arrays = {name: values.astype(np.float64) for name, values in mosaic.bands.items()}
-            samples = Samples({**arrays, "dataMask": mosaic.filled.astype(np.float64)})
+            samples = Samples({**mosaic.bands, "dataMask": mosaic.filled.astype(np.float32)})
         else:
             mosaic, samples = self.samples_over_time(layer, scenes, req, script)
         timings["read"] = (time.perf_counter() - mark) * 1000

@@ -8,8 +8,6 @@ and the server's whole log output are searched for the canary key id and secret.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import EODATA, free_port
+from tests.conftest import EODATA
 from tests.support.s3_fixtures import MOSAIC_ITEMS, S1_ITEMS, S2_ITEMS, s3_config
 from tests.support.s3_server import S3Server
+from tests.support.serve_process import eotiler_process
 from tests.support.stac_api import StacApi
 
 KEY_ID = "AKIACANARY7Q2W9XKEYID"
@@ -33,7 +32,6 @@ def leaky_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     directory = tmp_path_factory.mktemp("leak")
     config = s3_config(directory, stac.url)
     log_path = directory / "server.log"
-    port = free_port()
     env = {
         **os.environ,
         **s3.env(KEY_ID, SECRET),
@@ -41,27 +39,8 @@ def leaky_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         "EOTILER_LOG_LEVEL": "debug",
     }
     env.pop("EOTILER_REDIS_URL", None)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/healthz", timeout=2)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(log_path.read_text()[-2000:]) from None
-            time.sleep(0.2)
-    yield url, log_path, s3
-    process.terminate()
-    process.wait(timeout=20)
+    with log_path.open("w") as log, eotiler_process(config, env=env, output=log) as (url, _):
+        yield url, log_path, s3
     s3.stop()
     stac.stop()
 

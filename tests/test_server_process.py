@@ -4,51 +4,22 @@ in-flight requests finish."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from tests.support.serve_process import eotiler_process
 
 TILE = "/layers/TRUE_COLOR/tiles/WebMercatorQuad/11/974/666.png?time=2022-10-05"
 
 
-@contextlib.contextmanager
-def eotiler_serve(config: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port), *args],
-        env={**os.environ, "EOTILER_ACCESS_LOG": "false", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/healthz", timeout=2)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(process.stderr.read()[-2000:] if process.stderr else "no output") from None
-            time.sleep(0.2)
-    try:
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=30)
+def eotiler_serve(config: Path, *args: str, **env: str):
+    return eotiler_process(config, *args, env={**os.environ, "EOTILER_ACCESS_LOG": "false", **env})
 
 
 def requests_total(text: str, endpoint: str) -> float:

@@ -85,6 +85,10 @@ class Samples:
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name]
 
+    def as_float64(self) -> Samples:
+        """The same samples in double precision (what Sentinel Hub computes in)."""
+        return Samples({k: np.asarray(v, dtype=np.float64) for k, v in self._arrays.items()}, self.scenes)
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of every array (height, width)."""

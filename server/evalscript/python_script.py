@@ -82,6 +82,9 @@ class PythonEvalscript:
 
     def evaluate(self, samples: Samples) -> np.ndarray:
         """Run ``evaluatePixel`` over whole arrays and check the result's shape."""
+        # Sentinel Hub computes in double precision and rounds only the final values; so do the
+        # JavaScript twins, and both must give the same bytes.
+        samples = samples.as_float64()
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             try:
                 result = self._evaluate_pixel(samples)

@@ -95,7 +95,7 @@ class RenderedData:
     """A rendered image before encoding, with what a query (GetFeatureInfo) needs."""
 
     data: np.ma.MaskedArray  # post-processed bands, masked where transparent
-    values: np.ndarray  # raw evalscript output (bands, h, w) float64
+    values: np.ndarray  # raw evalscript output (bands, h, w): float32 (numpy) or float64 (JavaScript)
     mosaic: Mosaic
     timings: dict[str, float]
 
@@ -208,6 +208,7 @@ class Pipeline:
             breaker.check()  # a resting upstream: refuse at once
         timeouts = 0
         upstream_failures = 0
+        units = {name: script.inputs.unit(name) for name in names}
         for number, scene in enumerate(scenes):
             if number and time.monotonic() > deadline:
                 mosaic.skipped = [s.id for s in scenes[number:]]
@@ -220,7 +221,7 @@ class Pipeline:
                     names,
                     grid,
                     resampling=resampling or layer.config.resampling,
-                    units={name: script.inputs.unit(name) for name in names},
+                    units=units,
                     gdal=self.gdal,
                     executor=self._pool,
                     overviews=self.overviews,

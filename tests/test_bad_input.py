@@ -12,6 +12,7 @@ from lxml import etree
 
 from server.app import create_app
 from server.settings import Settings
+from tests.test_request_evalscript import b64
 
 T = "/layers/TRUE_COLOR/tiles/WebMercatorQuad"
 WMS = "/ogc/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS=TRUE_COLOR&STYLES=&CRS=EPSG:4326&FORMAT=image/png"
@@ -86,12 +87,6 @@ def test_ogc_bad_input(bad_client: TestClient, url: str, code: str):
 
 
 # ---- the generated table: every parameter of every endpoint x the kinds of bad value -----------
-
-
-def b64(text: str | bytes) -> str:
-    import base64
-
-    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
 JS_SETUP = "//VERSION=3\nfunction setup() { return {input: ['B04'], output: {bands: 1}}; }\n"

@@ -7,7 +7,6 @@ for integer outputs, float32 within 1e-6 for FLOAT32.
 
 from __future__ import annotations
 
-import base64
 import io
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import rasterio
 from lxml import etree
 from PIL import Image
 from rasterio.crs import CRS
@@ -29,6 +27,7 @@ from server.evalscript.js_script import JavaScriptEvalscript
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
 from tests.test_pixels import T29UNU, T29UPU, WEB_MERCATOR, band_file, native_grid
+from tests.test_request_evalscript import b64, tif
 
 TWINS = {
     "TRUE_COLOR": "true_color",
@@ -91,10 +90,6 @@ TILE = "/layers/{layer}/tiles/WebMercatorQuad/10/486/333.{ext}"  # over T29UNU (
 _B = WEB_MERCATOR.xy_bounds(486, 333, 10)
 TILE_BBOX = f"{_B.left},{_B.bottom},{_B.right},{_B.top}"
 EVALSCRIPTS = Path(__file__).resolve().parent.parent / "evalscripts"
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def rgba(response: httpx.Response) -> np.ndarray:
@@ -186,12 +181,6 @@ def test_v1_script_and_multi_output_script(client: httpx.Client) -> None:
     assert np.array_equal(
         rgba(client.get(TILE.format(layer="TRUE_COLOR", ext="png"), params={"evalscript": multi})), true_color
     )
-
-
-def tif(response: httpx.Response) -> np.ndarray:
-    assert response.status_code == 200, response.text[:300]
-    with rasterio.open(io.BytesIO(response.content)) as src:
-        return src.read()
 
 
 # ---- safety: every failure is a clean 400 and the server stays healthy -------------------------
@@ -295,11 +284,15 @@ def test_oversized_script_is_refused_before_it_runs(client: httpx.Client) -> Non
 def test_a_killed_worker_is_replaced() -> None:
     runtime = pool()
     script = JavaScriptEvalscript(SETUP + "function evaluatePixel(s) { return [s.B04]; }", "kill-test", {"B04"})
-    for worker in list(runtime._idle.queue):
+    idle = list(runtime._idle.queue)
+    assert idle, "compiling the script started a worker"
+    for worker in idle:
         worker.process.kill()
         worker.process.wait()
+    restarts = runtime.restarts
     values = script.evaluate(Samples({"B04": np.full((4, 4), 0.25)}))
     assert np.all(values == 0.25)
+    assert runtime.restarts > restarts
 
 
 # ---- units and multi-temporal scripts (through the pipeline) ----------------------------------

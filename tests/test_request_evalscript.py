@@ -17,8 +17,9 @@ from PIL import Image
 TILE = "/layers/{layer}/tiles/WebMercatorQuad/10/486/333.{ext}"  # over T29UNU (2022-10-05)
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+def b64(text: str | bytes) -> str:
+    """A script (or any bytes) as a request's EVALSCRIPT."""
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
 def tif(response) -> np.ndarray:

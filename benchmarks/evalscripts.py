@@ -3,8 +3,10 @@
 For true colour, an index with ``colorBlend`` and a multi-output script, on real 256 px Web
 Mercator tiles of the bundled sample, it reports per tile:
 
-- ``eval_ms``: the evaluation step alone (``script.evaluate`` on bands already read; for JS this
-  includes shipping the bands to a V8 worker process and back);
+- ``eval_ms``: the evaluation step alone (``script.evaluate`` on bands already read). JavaScript
+  is measured twice: as the server runs it (``javascript``: vectorised with numpy when the
+  script allows, ``server/evalscript/js_vector.py``) and forced into V8 (``javascript_v8``,
+  which includes shipping the bands to a V8 worker process and back);
 - ``tile_ms``: a whole uncached tile (catalogue, read, evaluate, post-process, PNG encode);
 - ``eval_share``: eval_ms / tile_ms, and ``js_vs_numpy``: JS eval_ms / numpy eval_ms.
 
@@ -27,6 +29,7 @@ from rich.progress import Progress
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
 from server.evalscript.contract import Samples
+from server.evalscript.js_script import set_vectorize
 from server.grids import get_tms, tile_grid
 from server.models import ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
@@ -128,21 +131,31 @@ def main() -> None:
         config = write_config(Path(tmp))
         settings = Settings(config=config, overview_cache_bytes=0, cache_memory_bytes=0)
         pipeline = Pipeline(LayerRegistry(load_config(config), settings), settings)
+        set_vectorize(False)  # the same JavaScript layers again, every script in V8
+        v8_pipeline = Pipeline(LayerRegistry(load_config(config), settings), settings)
+        set_vectorize(True)
         results: dict[str, dict] = {}
         layers = sorted(pipeline.registry.layers)
+        runs = [(pipeline, layer_id, layer_id) for layer_id in layers]
+        runs += [(v8_pipeline, layer_id, f"{layer_id}_v8") for layer_id in layers if layer_id.endswith("_js")]
         with Progress() as progress:
-            task = progress.add_task("evalscripts", total=len(layers))
-            for layer_id in layers:
-                results[layer_id] = measure(pipeline, layer_id, args.repeat)
+            task = progress.add_task("evalscripts", total=len(runs))
+            for owner, layer_id, key in runs:
+                results[key] = measure(owner, layer_id, args.repeat)
+                if layer_id.endswith("_js"):
+                    results[key]["runtime"] = owner.registry.get(layer_id).evalscript.runtime  # type: ignore[assignment, attr-defined]
                 progress.advance(task)
         pipeline.close()
+        v8_pipeline.close()
     report: dict[str, object] = {"tiles": len(TILES), "repeat": args.repeat, "tile_px": 256, "scripts": {}}
-    for name in sorted({layer_id.rsplit("_", 1)[0] for layer_id in results}):
-        py, js = results[f"{name}_py"], results[f"{name}_js"]
+    for name in sorted({layer_id.rsplit("_", 1)[0] for layer_id in results if layer_id.endswith("_py")}):
+        py, js, v8 = results[f"{name}_py"], results[f"{name}_js"], results[f"{name}_js_v8"]
         report["scripts"][name] = {  # type: ignore[index]
             "numpy": {**py, "eval_share": round(py["eval_ms"] / py["tile_ms"], 3)},
             "javascript": {**js, "eval_share": round(js["eval_ms"] / js["tile_ms"], 3)},
+            "javascript_v8": {**v8, "eval_share": round(v8["eval_ms"] / v8["tile_ms"], 3)},
             "js_vs_numpy": round(js["eval_ms"] / py["eval_ms"], 2),
+            "js_v8_vs_numpy": round(v8["eval_ms"] / py["eval_ms"], 2),
         }
     write_report("evalscripts", report)
 

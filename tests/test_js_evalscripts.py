@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from server.errors import EvalscriptError, InvalidParameter
 from server.evalscript import js_pool
 from server.evalscript.contract import Samples
 from server.evalscript.js_pool import GRACE_SECONDS, JsLimits, pool
-from server.evalscript.js_script import JavaScriptEvalscript
+from server.evalscript.js_script import JavaScriptEvalscript, set_vectorize
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
 from tests.test_pixels import T29UNU, T29UPU, WEB_MERCATOR, band_file, native_grid
@@ -43,6 +44,8 @@ TWINS = {
 }
 
 
+# Twins the vectoriser runs with numpy (js_vector.py); the others use ** or a visualizer object.
+VECTORISED = set(TWINS) - {"KNDVI"}
 B08_LAYERS = {"FALSE_COLOR", "NDVI", "KNDVI", "NDWI", "NDVI_FLOAT"}
 
 
@@ -57,6 +60,14 @@ def grid_on_sample(layer_id: str) -> tuple[Grid, str]:
     return native_grid(band_file(T29UNU, "B04", 60), 0, 0, 512), "2022-10-05"
 
 
+@pytest.fixture
+def v8_only() -> Iterator[None]:
+    """Scripts compiled inside the test run in V8 even when numpy could run them."""
+    set_vectorize(False)
+    yield
+    set_vectorize(True)
+
+
 def js_twin(pipeline: Pipeline, layer_id: str, stem: str) -> JavaScriptEvalscript:
     layer = pipeline.registry.get(layer_id)
     config = layer.config.model_copy(update={"evalscript": f"{stem}.js", "expression": None})
@@ -65,9 +76,15 @@ def js_twin(pipeline: Pipeline, layer_id: str, stem: str) -> JavaScriptEvalscrip
     return script
 
 
+@pytest.mark.parametrize("runtime", ["numpy", "v8"])
 @pytest.mark.parametrize("layer_id", sorted(TWINS))
-def test_js_twin_renders_what_the_numpy_script_renders(pipeline: Pipeline, layer_id: str) -> None:
-    js = js_twin(pipeline, layer_id, TWINS[layer_id])
+def test_js_twin_renders_what_the_numpy_script_renders(pipeline: Pipeline, layer_id: str, runtime: str) -> None:
+    set_vectorize(runtime == "numpy")
+    try:
+        js = js_twin(pipeline, layer_id, TWINS[layer_id])
+    finally:
+        set_vectorize(True)
+    assert (js.runtime == "numpy") == (runtime == "numpy" and layer_id in VECTORISED), js.runtime
     grid, day = grid_on_sample(layer_id)
     py_req = RenderRequest(layer_id, grid, ImageFormat.GTIFF, time=parse_time(day))
     js_req = RenderRequest(layer_id, grid, ImageFormat.GTIFF, time=parse_time(day), script=js)
@@ -281,7 +298,7 @@ def test_oversized_script_is_refused_before_it_runs(client: httpx.Client) -> Non
         assert response.json()["parameter"].upper() == "EVALSCRIPT"
 
 
-def test_a_killed_worker_is_replaced() -> None:
+def test_a_killed_worker_is_replaced(v8_only: None) -> None:
     runtime = pool()
     script = JavaScriptEvalscript(SETUP + "function evaluatePixel(s) { return [s.B04]; }", "kill-test", {"B04"})
     idle = list(runtime._idle.queue)
@@ -447,7 +464,7 @@ def test_the_configuration_can_switch_request_scripts_off(pipeline: Pipeline) ->
     assert pipeline.registry.get("TRUE_COLOR").request_script(b64((EVALSCRIPTS / "true_color.js").read_text()))
 
 
-def test_large_images_get_a_proportional_time_limit() -> None:
+def test_large_images_get_a_proportional_time_limit(v8_only: None) -> None:
     """The limit is per 512 x 512 pixels: an image 9x that size may run 9x as long, no longer."""
     busy = SETUP + (
         "function evaluatePixel(s) { let x = s.B04; for (let i = 0; i < 200; i++) x = Math.sqrt(x + i); return [x]; }"

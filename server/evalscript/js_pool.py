@@ -162,9 +162,10 @@ class JsPool:
                     raise EvalscriptError(
                         message if kind_of in ("timeout", "memory") else f"{kind_of} error: {message}"
                     )
-                if out is not None and worker.buffer is not None:
+                if out is not None and worker.buffer is not None:  # converted to out's dtype here
                     offset = sum(a.nbytes for a in payload or [])
-                    out.reshape(-1)[:] = np.frombuffer(worker.buffer, np.float64, out.size, offset)
+                    with np.errstate(over="ignore"):  # beyond float32: infinity, as numpy scripts get
+                        out.reshape(-1)[:] = np.frombuffer(worker.buffer, np.float64, out.size, offset)
                 return answer[1]
             except (EOFError, OSError) as exc:
                 log.warning("evalscript worker died: %s", type(exc).__name__)
@@ -177,7 +178,7 @@ class JsPool:
     def _stage(worker: _Process, payload: list[np.ndarray], out: np.ndarray) -> dict[str, Any]:
         """Write the input arrays into the worker's shared buffer; the job's buffer description."""
         in_bytes = sum(a.nbytes for a in payload)
-        worker.ensure_buffer(in_bytes + out.nbytes)
+        worker.ensure_buffer(in_bytes + out.size * 8)  # V8 writes float64, whatever ``out`` holds
         assert worker.buffer is not None
         offset = 0
         for array in payload:

@@ -9,6 +9,7 @@ runs per pixel inside V8. Everything the script does wrong becomes an ``Evalscri
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -20,11 +21,20 @@ import numpy as np
 from server.errors import EvalscriptError
 from server.evalscript.contract import InputSpec, OutputSpec, Samples, SampleType
 from server.evalscript.js_pool import pool
+from server.evalscript.js_vector import Fallback, Unsupported, VectorPlan, global_names
+
+log = logging.getLogger(__name__)
 
 UNITS = ("REFLECTANCE", "DN", "LINEAR_POWER")
 MOSAICKING = ("SIMPLE", "ORBIT", "TILE")
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _VERSION3 = re.compile(r"^\s*//\s*VERSION\s*=\s*3", re.MULTILINE)
+_VECTORIZE = {"enabled": True}
+
+
+def set_vectorize(enabled: bool) -> None:
+    """Whether scripts numpy can run exactly skip V8 (``EOTILER_JS_VECTORIZE``); for new scripts."""
+    _VECTORIZE["enabled"] = enabled
 
 
 def looks_like_javascript(text: str) -> bool:
@@ -137,7 +147,13 @@ class JavaScriptEvalscript:
             if not v1_bands:
                 raise EvalscriptError(f"{name}: the V1 script reads no band of this collection")
         self._v1_bands = v1_bands
-        info = self._job("setup", {})
+        self.plan: VectorPlan | None = None
+        self.runtime = "v8: vectorising is switched off"  # how evaluatePixel runs, and why
+        ast = None
+        if self.version == 3 and _VECTORIZE["enabled"]:
+            ast = self._job("parse", {})
+        names = global_names(ast)
+        info = self._job("setup", {} if names is None else {"globals": names})
         if not info.get("hasEvaluatePixel"):
             raise EvalscriptError(f"{name}: the script defines no evaluatePixel()")
         self.has_preprocess = bool(info.get("hasPreProcessScenes"))
@@ -157,6 +173,19 @@ class JavaScriptEvalscript:
         if mosaicking not in MOSAICKING:
             raise EvalscriptError(f"{name}: setup().mosaicking must be SIMPLE, ORBIT or TILE")
         self.mosaicking = mosaicking
+        if ast is not None:
+            self._vectorise(ast, names, info.get("globals"))
+
+    def _vectorise(self, ast: dict[str, Any], names: list[str] | None, report: dict[str, Any] | None) -> None:
+        """Build the numpy plan when the script allows one; ``runtime`` says which runs and why."""
+        self.runtime = "v8: not a script the vectoriser reproduces"
+        if names is None or report is None or self.mosaicking != "SIMPLE":
+            return
+        try:
+            self.plan = VectorPlan.build(ast, report, self.inputs.bands, self.output)
+            self.runtime = "numpy"
+        except Unsupported as exc:
+            self.runtime = f"v8: {exc}"
 
     def _job(
         self, kind: str, meta: dict[str, Any], payload: list[np.ndarray] | None = None, out: np.ndarray | None = None
@@ -178,8 +207,25 @@ class JavaScriptEvalscript:
         return [int(i) for i in kept]
 
     def evaluate(self, samples: Samples) -> np.ndarray:
-        """Run ``evaluatePixel`` over every pixel in V8; returns (bands, h, w) float64."""
+        """Run ``evaluatePixel`` over every pixel; returns (bands, h, w) float32.
+
+        Values are computed in double precision and rounded to float32 once, at the end, as
+        ``stack_output`` does for numpy scripts (post-processing works in float32).
+
+        Vectorised with numpy when the script allows it (``js_vector.py``), else in V8; a tile
+        whose data leaves the vectorised path (an index out of range...) runs in V8 too.
+        """
         names = list(self.inputs.bands)
+        if self.plan is not None:
+            out = np.empty((self.output.bands, *samples.shape[-2:]), dtype=np.float32)
+            try:
+                self.plan.evaluate({name: np.asarray(samples[name], dtype=np.float64) for name in names}, out)
+                return out
+            except Fallback:
+                pass
+            except Exception as exc:  # noqa: BLE001 - never a 500: V8 is always there to run the script
+                log.warning("%s: vectorised evaluation failed (%s); running it in V8 from now on", self.name, exc)
+                self.plan, self.runtime = None, f"v8: {type(exc).__name__}"
         arrays = [np.asarray(samples[name], dtype=np.float64) for name in names]
         temporal = self.mosaicking != "SIMPLE"
         shape = samples.shape[-2:]
@@ -187,7 +233,7 @@ class JavaScriptEvalscript:
         count = arrays[0].shape[0] if temporal else 1
         # layout [sample][band][pixel]: band arrays as they are, or one slice per sample
         payload = [arr[k] for k in range(count) for arr in arrays] if temporal else arrays
-        out = np.empty((self.output.bands, *shape), dtype=np.float64)
+        out = np.empty((self.output.bands, *shape), dtype=np.float32)
         eval_meta: dict[str, Any] = {
             "names": names,
             "n": pixels,

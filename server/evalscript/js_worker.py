@@ -23,6 +23,33 @@ from typing import Any
 from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JSTimeoutException, MiniRacer
 
 RUNTIME = (Path(__file__).parent / "js" / "runtime.js").read_text(encoding="utf-8")
+ACORN = Path(__file__).parent / "js" / "vendor" / "acorn.js"
+# The parser context's entry point: the script's ESTree as JSON (node offsets dropped, each
+# top-level function's source text kept, to compare with what V8 holds under that name), or
+# null when the tree is too large or deep to be worth vectorising.
+_PARSE = """
+function __eotiler_parse(src, maxNodes, maxDepth) {
+  const ast = acorn.parse(src, { ecmaVersion: "latest", sourceType: "script" });
+  let nodes = 0;
+  let tooBig = false;
+  (function walk(node, depth) {
+    if (tooBig) return;
+    if (++nodes > maxNodes || depth > maxDepth) { tooBig = true; return; }
+    for (const key in node) {
+      const v = node[key];
+      if (Array.isArray(v)) { for (const item of v) if (item && typeof item.type === "string") walk(item, depth + 1); }
+      else if (v && typeof v.type === "string") walk(v, depth + 1);
+    }
+  })(ast, 0);
+  if (tooBig) return "null";
+  for (const node of ast.body) {
+    if (node.type === "FunctionDeclaration") node.text = src.slice(node.start, node.end);
+  }
+  return JSON.stringify(ast, (k, v) => (k === "start" || k === "end" || k === "regex" ? undefined : v));
+}
+"""
+PARSE_MAX_NODES = 5000
+PARSE_MAX_DEPTH = 64
 SCRIPT_URL = "evalscript.js"
 CONTEXTS_PER_WORKER = 8
 # Globals that reach outside the sandbox or block: removed before any user code runs.
@@ -107,6 +134,22 @@ class Worker:
         self.conn = conn
         self.contexts: OrderedDict[str, Context] = OrderedDict()
         self.buffer: mmap.mmap | None = None
+        self.parser: MiniRacer | None = None
+
+    def parse(self, meta: dict[str, Any]) -> Any:
+        """The script's ESTree (acorn, in a context of its own that never runs the script)."""
+        if self.parser is None:
+            self.parser = MiniRacer()
+            self.parser.set_hard_memory_limit(meta["heap_bytes"])
+            self.parser.eval(_HARDEN)
+            self.parser.eval(ACORN.read_text(encoding="utf-8") + _PARSE)
+        call = f"__eotiler_parse({json.dumps(meta['source'])}, {PARSE_MAX_NODES}, {PARSE_MAX_DEPTH})"
+        try:
+            return json.loads(self.parser.eval(call, timeout_sec=meta["timeout"]))
+        except (JSEvalException, JSTimeoutException, JSOOMException, RecursionError):
+            self.parser.close()  # a failed parse may have left the context in any state
+            self.parser = None
+            return None
 
     def context(self, meta: dict[str, Any]) -> Context:
         """The compiled context of the job's script, created (and the oldest evicted) on first use."""
@@ -148,9 +191,13 @@ class Worker:
                 return
             try:
                 if kind == "setup":
-                    answer: Any = json.loads(
-                        self.context(meta).racer.eval("__eotiler_setup()", timeout_sec=meta["timeout"])
-                    )
+                    racer = self.context(meta).racer
+                    answer: Any = json.loads(racer.eval("__eotiler_setup()", timeout_sec=meta["timeout"]))
+                    if meta.get("globals") is not None:
+                        call = f"__eotiler_globals({json.dumps(json.dumps(meta['globals']))})"
+                        answer["globals"] = json.loads(racer.eval(call, timeout_sec=meta["timeout"]))
+                elif kind == "parse":
+                    answer = self.parse(meta)
                 elif kind == "probe":
                     call = f"__eotiler_probe({json.dumps(json.dumps(meta['names']))})"
                     answer = self.context(meta).racer.eval(call, timeout_sec=meta["timeout"])

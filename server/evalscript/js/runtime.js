@@ -234,6 +234,72 @@ class HighlightCompressVisualizer {
 }
 const HighlightCompressVisualizerSingle = HighlightCompressVisualizer;
 
+// ---- what server/evalscript/js_vector.py needs to vectorise a script -----------------------
+// The helpers and built-ins it reimplements with numpy, captured before the user's script runs:
+// a script that replaces one of them (or Math.max, or Array.prototype.includes) is left to V8.
+const __eotiler_eval = eval;
+const __eotiler_toString = Function.prototype.toString;
+const __eotiler_builtins = Object.freeze({
+  index: index, inverse: inverse, valueMap: valueMap, valueInterpolate: valueInterpolate, colorBlend: colorBlend,
+  "Math.min": Math.min, "Math.max": Math.max, "Math.abs": Math.abs, "Math.sqrt": Math.sqrt,
+  "Math.floor": Math.floor, "Math.ceil": Math.ceil, "Math.trunc": Math.trunc, "Math.round": Math.round,
+  "Math.sign": Math.sign, "Array.prototype.includes": Array.prototype.includes,
+});
+const __eotiler_MAX_CONSTANT = 65536;
+
+// A constant as JSON: numbers (non-finite ones as strings), arrays of them up to two levels deep.
+function __eotiler_constant(v, depth, count) {
+  if (typeof v === "number") {
+    count.n++;
+    return Number.isFinite(v) ? v : String(v);
+  }
+  if (depth < 2 && Array.isArray(v) && Object.getPrototypeOf(v) === Array.prototype &&
+      !Object.prototype.hasOwnProperty.call(v, "includes") && Object.keys(v).length === v.length) {
+    const out = [];
+    for (let i = 0; i < v.length; i++) {
+      const item = __eotiler_constant(v[i], depth + 1, count);
+      if (item === undefined || count.n > __eotiler_MAX_CONSTANT) return undefined;
+      out.push(item);
+    }
+    return out;
+  }
+  return undefined;
+}
+
+// What each global name is now (after the script's top level and setup() ran).
+function __eotiler_globals(namesJson) {
+  const report = { __intact: [] };
+  for (const key of Object.keys(__eotiler_builtins)) {
+    const dot = key.lastIndexOf(".");
+    let current;
+    try {
+      current = dot < 0 ? __eotiler_eval(key) : __eotiler_eval(key.slice(0, dot))[key.slice(dot + 1)];
+    } catch (e) {
+      continue;
+    }
+    if (current === __eotiler_builtins[key]) report.__intact.push(key);
+  }
+  for (const name of JSON.parse(namesJson)) {
+    let v;
+    try {
+      v = __eotiler_eval(name);
+    } catch (e) {
+      report[name] = { kind: "missing" };
+      continue;
+    }
+    if (v === Math) report[name] = { kind: "math" };
+    else if (typeof v === "boolean") report[name] = { kind: "boolean", value: v };
+    else if (typeof v === "function") {
+      report[name] = v === __eotiler_builtins[name] ? { kind: "builtin" } : { kind: "function", text: __eotiler_toString.call(v) };
+    } else if (v === undefined) report[name] = { kind: "undefined" };
+    else {
+      const value = __eotiler_constant(v, 0, { n: 0 });
+      report[name] = value === undefined ? { kind: "other" } : { kind: "constant", value: value };
+    }
+  }
+  return JSON.stringify(report);
+}
+
 // ---- driver: called by server/evalscript/js_worker.py ----------------------------------------
 // Band values travel through two Float64Arrays whose ArrayBuffers Python writes and reads
 // directly (no JSON): __in is [scene][band][pixel], __out is [band][pixel].

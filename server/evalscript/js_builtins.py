@@ -1,0 +1,153 @@
+"""Sentinel Hub's runtime helpers and the Math functions, reimplemented over arrays.
+
+Each one repeats the operations of its JavaScript version in ``js/runtime.js`` (or V8's, for
+Math) in the same order, so the results are the same doubles: ``index`` is (x - y) / (x + y) with 0
+for a zero sum, ``colorBlend`` interpolates ``((b - a) / run) * dx + a``. Math functions whose
+libm and V8 results may differ in the last bit (exp, log, pow, tanh...) are deliberately absent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from server.evalscript.js_values import Unsupported, Value, as_number, constant_table
+
+JAVA_DOUBLE_MAX_VAL = 1.7976931348623157e308
+_MATH_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "abs": np.abs,
+    "sqrt": np.sqrt,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "trunc": np.trunc,
+    "sign": np.sign,
+}
+MATH_CONSTANTS = {"PI": math.pi, "E": math.e}
+
+
+def _arg(args: list[Value], i: int) -> Any:
+    if i >= len(args):
+        raise Unsupported("a missing argument")
+    return as_number(args[i])
+
+
+def _index(args: list[Value]) -> Value:
+    x, y = _arg(args, 0), _arg(args, 1)
+    total = np.add(x, y)
+    return Value("num", np.where(total == 0, np.float64(0), np.divide(np.subtract(x, y), total)))
+
+
+def _inverse(args: list[Value]) -> Value:
+    x = _arg(args, 0)
+    return Value("num", np.where(x == 0, np.float64(JAVA_DOUBLE_MAX_VAL), np.divide(np.float64(1), x)))
+
+
+def _stops(args: list[Value]) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """(value, intervals, values table) of valueMap/valueInterpolate, or None for no intervals."""
+    if len(args) < 3:
+        raise Unsupported("a colour map without intervals or values")
+    if args[0].kind != "num":
+        raise Unsupported("a colour map of a non-number")  # value === intervals[k] is never true
+    value = _arg(args, 0)
+    intervals, values = constant_table(args[1]), constant_table(args[2])
+    if args[1].kind == "vec" and not args[1].data:
+        return None
+    if intervals is None or intervals.ndim != 1 or values is None or len(values) < len(intervals):
+        raise Unsupported("a colour map with non-constant intervals or values")
+    return value, intervals, values
+
+
+def _as_result(table: np.ndarray, picked: np.ndarray) -> Value:
+    if table.ndim == 1:
+        return Value("num", picked)
+    return Value("vec", tuple(Value("num", picked[..., c]) for c in range(table.shape[1])))
+
+
+def _value_map(args: list[Value]) -> Value:
+    stops = _stops(args)
+    if stops is None:
+        return args[0]
+    value, intervals, values = stops
+    # the first k with value <= intervals[k], else the last value (also for NaN)
+    position = np.full(np.shape(value), len(values) - 1, dtype=np.intp)
+    for k in range(len(intervals) - 1, -1, -1):
+        position = np.where(value <= intervals[k], k, position)
+    return _as_result(values, np.take(values, position, axis=0))
+
+
+def _value_interpolate(args: list[Value]) -> Value:
+    stops = _stops(args)
+    if stops is None:
+        return args[0]
+    value, intervals, values = stops
+    if len(intervals) > 1 and not np.all(np.diff(intervals) > 0):
+        raise Unsupported("colorBlend intervals that do not increase")
+    last = len(intervals) - 1
+    table = values[: last + 1].reshape(last + 1, -1)  # one column per colour channel
+    value = np.asarray(value, dtype=np.float64)
+    # k = the first index with intervals[k] >= value (NaN: past the end), so a value in
+    # (intervals[k-1], intervals[k]] interpolates segment k, as the loop in runtime.js finds it.
+    # Counting comparisons beats searchsorted's binary search for a handful of stops.
+    k = np.zeros(value.shape, dtype=np.intp)
+    for stop in intervals:
+        k += value > stop
+    k[np.isnan(value)] = last + 1
+    upper = np.minimum(k, last)
+    lower = np.maximum(upper - 1, 0)
+    dx = value - intervals.take(lower)
+    below = value <= intervals[0]
+    exact = (k <= last) & (value == intervals.take(upper))
+    fixed = below | exact | (k > last)  # a stop's own value: below, on a stop, above or NaN
+    fixed_at = np.where(below, 0, np.where(exact, upper, last))[fixed]
+    run = np.diff(intervals, prepend=intervals[0])
+    channels = []
+    for c in range(table.shape[1]):
+        column = table[:, c]
+        with np.errstate(all="ignore"):
+            slope = np.diff(column, prepend=column[0]) / run  # (b - a) / run, per segment
+        result = slope.take(upper) * dx + column.take(lower)  # __lerp's operation order
+        result[fixed] = column.take(fixed_at)
+        channels.append(result)
+    if values.ndim == 1:
+        return Value("num", channels[0])
+    return Value("vec", tuple(Value("num", channel) for channel in channels))
+
+
+def _math_minmax(fn: Callable[[Any, Any], Any], empty: float) -> Callable[[list[Value]], Value]:
+    def apply(args: list[Value]) -> Value:
+        result: Any = np.float64(empty)
+        for i in range(len(args)):
+            result = fn(result, _arg(args, i))
+        return Value("num", result)
+
+    return apply
+
+
+def _math_unary(fn: Callable[[Any], Any]) -> Callable[[list[Value]], Value]:
+    def apply(args: list[Value]) -> Value:
+        return Value("num", fn(_arg(args, 0)) if args else np.float64("nan"))
+
+    return apply
+
+
+def _math_round(args: list[Value]) -> Value:
+    """JavaScript rounds halves up (toward +Infinity); the fraction x - floor(x) is exact."""
+    x = _arg(args, 0) if args else np.float64("nan")
+    down = np.floor(x)
+    return Value("num", np.where(np.subtract(x, down) >= 0.5, down + 1, down))
+
+
+BUILTINS: dict[str, Callable[[list[Value]], Value]] = {
+    "index": _index,
+    "inverse": _inverse,
+    "valueMap": _value_map,
+    "valueInterpolate": _value_interpolate,
+    "colorBlend": _value_interpolate,
+    "Math.min": _math_minmax(np.minimum, math.inf),
+    "Math.max": _math_minmax(np.maximum, -math.inf),
+    "Math.round": _math_round,
+    **{f"Math.{name}": _math_unary(fn) for name, fn in _MATH_UNARY.items()},
+}

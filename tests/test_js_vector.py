@@ -1,0 +1,239 @@
+"""The vectoriser (server/evalscript/js_vector.py) against V8, which stays the reference.
+
+Every script here is compiled twice, once vectorised and once forced into V8, and both must give
+the same float32 values, bit for bit, on data full of edge cases (stops hit exactly, halves,
+zeros of both signs, NaN, infinities, huge and tiny numbers, out-of-range class values). Each
+case also asserts which runtime the vectoriser picked, so a comparison of V8 with V8 cannot pass
+by accident.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.errors import EvalscriptError
+from server.evalscript.contract import Samples
+from server.evalscript.js_script import JavaScriptEvalscript, set_vectorize
+
+BANDS = ("B02", "B03", "B04", "B08", "SCL", "dataMask")
+SPECIAL = [0.0, -0.0, 0.5, -0.5, 2.5, -2.5, 0.49999999999999994, 1.0, -1.0, 0.2, 0.4, 0.6, -0.8, 0.8, 1e308,
+           -1e308, 5e-324, np.inf, -np.inf, np.nan, 3.0, 11.0, 12.0, 7.5, 0.1, 0.3]  # fmt: skip
+
+
+def edge_samples(shape: tuple[int, int] = (48, 40), seed: int = 7) -> Samples:
+    """Band values: a quarter random reflectances, the rest drawn from ``SPECIAL`` and class ids."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for i, name in enumerate(BANDS):
+        values = rng.uniform(-0.3, 1.2, shape)
+        pick = rng.uniform(size=shape) < 0.75
+        values[pick] = rng.choice(np.array(SPECIAL), size=int(pick.sum()))
+        if name == "SCL":
+            values = rng.integers(0, 12, shape).astype(np.float64)
+        if name == "dataMask":
+            values = (rng.uniform(size=shape) > 0.2).astype(np.float64)
+        arrays[name] = np.roll(values, i, axis=1)
+    return Samples(arrays)
+
+
+def compile_both(source: str) -> tuple[JavaScriptEvalscript, JavaScriptEvalscript]:
+    vectorised = JavaScriptEvalscript(source, "vector-test", set(BANDS))
+    set_vectorize(False)
+    try:
+        reference = JavaScriptEvalscript(source, "v8-test", set(BANDS))
+    finally:
+        set_vectorize(True)
+    assert reference.plan is None
+    return vectorised, reference
+
+
+def setup(bands: list[str], out: int = 1, sample_type: str = "FLOAT32") -> str:
+    return (
+        f"//VERSION=3\nfunction setup() {{ return {{input: [{{bands: {bands!r}, units: 'DN'}}], "
+        f"output: {{bands: {out}, sampleType: '{sample_type}'}}}}; }}\n"
+    )
+
+
+ONE = setup(["B02", "B03", "B04", "B08", "dataMask"])
+THREE = setup(["B02", "B03", "B04", "B08", "SCL", "dataMask"], 3)
+
+# name -> script; each must be vectorised and equal V8 on edge_samples()
+SUPPORTED = {
+    "arithmetic": ONE + "function evaluatePixel(s) { return [(s.B04 - s.B03) * 2.5 / (s.B02 + 0.1) - -s.B08 % 0.3]; }",
+    "index and inverse": ONE + "function evaluatePixel(s) { return [index(s.B08, s.B04) + inverse(s.B03)]; }",
+    "constants": "const GAIN = 2.5, OFFSET = [0.1, -0.2];\n"
+    + ONE
+    + "function evaluatePixel(s) { return [GAIN * s.B04 + OFFSET[1] + Math.PI * Math.E]; }",
+    "early returns": ONE
+    + """function evaluatePixel(s) {
+  if (s.dataMask == 0) return [-1];
+  if (s.B04 > 0.5) { return [s.B04]; } else if (s.B04 < 0) return [0];
+  const x = s.B03 * 2;
+  if (x >= 1) return [x - 1];
+  return [x];
+}""",
+    "let assigned in every branch": THREE
+    + """function evaluatePixel(s) {
+  let color;
+  const v = index(s.B08, s.B04);
+  if (v < 0) color = [0.05, 0.05, 0.05];
+  else if (v < 0.3) color = [0.75, 0.75, 0.5];
+  else color = [0.1, v, 0.1];
+  return color;
+}""",
+    "var hoisting and compound assignment": ONE
+    + """function evaluatePixel(s) {
+  if (s.B02 > 0.2) { var acc = s.B02; acc += 1; acc *= s.B03; acc -= 0.5; acc /= 3; }
+  else { var acc = 2; acc++; }
+  acc--;
+  return [acc];
+}""",
+    "ternaries and logic": ONE
+    + """function evaluatePixel(s) {
+  const wet = s.B03 > s.B08 && s.B03 > 0.1;
+  const bright = s.B02 > 0.3 || s.B04 > 0.3;
+  const pick = (s.B04 || s.B03) + (s.B02 && s.B08);
+  return [wet ? 1 : bright ? 2 : !wet + pick + (s.B04 === s.B03) + (s.B02 !== 0.5) + (wet == 1)];
+}""",
+    "math functions": ONE
+    + """function evaluatePixel(s) {
+  return [Math.max(s.B02, s.B03, s.B04) - Math.min(s.B02, 0.3) + Math.abs(s.B08) + Math.sqrt(s.B03)
+    + Math.floor(s.B04 * 7) + Math.ceil(s.B02 * 3) + Math.trunc(-s.B08 * 5) + Math.sign(s.B04)
+    + Math.round(s.B03 * 4) + Math.round(s.B02) + (Math.max() < Math.min() ? 1 : 0) + Math.min(s.B02)];
+}""",
+    "colorBlend and valueMap": THREE
+    + """const STOPS = [-0.8, 0.0, 0.2, 0.4, 0.6, 0.8];
+const COLORS = [0x0c0c0c, 0xeaeaea, 0x91bf51, 0x4f892d, 0x0f540a, 0x004400].map((c) => normalizeRGB(int2rgb(c)));
+function evaluatePixel(s) {
+  const rgb = colorBlend(s.B04, STOPS, COLORS);
+  const level = valueMap(s.B03, [0, 0.2, 0.5], [1, 2, 3, 4]);
+  const grey = valueInterpolate(s.B02, [0, 1], [0.25, 0.75]);
+  return [rgb[0] + level, rgb[1] * grey, valueInterpolate(s.B08, [], []) + rgb[2]];
+}""",
+    "palette by class and includes": THREE
+    + """const PALETTE = [[0, 0, 0], [1, 0, 0], [0.2, 0.2, 0.2], [0.4, 0.2, 0], [0, 0.6, 0], [1, 0.9, 0.3],
+  [0, 0, 1], [0.5, 0.5, 0.5], [0.75, 0.75, 0.75], [1, 1, 1], [0.4, 0.8, 1], [1, 0.6, 1]];
+const CLOUDS = [3, 8, 9, 10];
+function evaluatePixel(s) {
+  const [r, g, b] = PALETTE[Math.min(Math.max(s.SCL, 0), 11)];
+  return CLOUDS.includes(s.SCL) ? [1, 1, 1] : [r, g, b * s.dataMask];
+}""",
+    "inlined functions": THREE
+    + """function stretch(v, lo, hi) {
+  if (v <= lo) return 0;
+  if (v >= hi) return 1;
+  return (v - lo) / (hi - lo);
+}
+function rgb(s) { return [stretch(s.B04, 0, 0.3), stretch(s.B03, 0, 0.3), stretch(s.B02, 0, 0.3)]; }
+function evaluatePixel(s) { const c = rgb(s); return [...c]; }""",
+    "multi-output, default picked": setup(["B04", "B08", "dataMask"], 2).replace(
+        "output: {bands: 2, sampleType: 'FLOAT32'}", "output: [{id: 'default', bands: 2}, {id: 'ndvi', bands: 1}]"
+    )
+    + "function evaluatePixel(s) { return {ndvi: [index(s.B08, s.B04)], default: [s.B04, s.dataMask]}; }",
+    "number return and fall-through": ONE
+    + "function evaluatePixel(s) { if (s.B04 > 0.4) return s.B04 * 2; if (s.B04 > 0.1) return true; }",
+    "bare return gives zeros": ONE + "function evaluatePixel(s) { if (s.B02 > 0.3) return; return [s.B02]; }",
+    "constant conditions": ONE
+    + "function evaluatePixel(s) { if (true) { if (0) return [5]; } return [false ? 1 : s.B04 + (1 || s.B03)]; }",
+    "auto output": setup(["B02", "B03", "B04", "dataMask"], 4, "AUTO")
+    + "function evaluatePixel(s) { return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02, s.dataMask]; }",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SUPPORTED))
+def test_vectorised_script_equals_v8_bit_for_bit(case: str) -> None:
+    source = SUPPORTED[case]
+    vectorised, reference = compile_both(source)
+    assert vectorised.runtime == "numpy", vectorised.runtime
+    samples = edge_samples()
+    got, expected = vectorised.evaluate(samples), reference.evaluate(samples)
+    assert got.dtype == expected.dtype == np.float32
+    assert got.shape == expected.shape == (vectorised.output.bands, *samples.shape)
+    assert np.array_equal(got, expected, equal_nan=True), np.argwhere(~((got == expected) | np.isnan(expected)))[:5]
+    assert np.unique(expected).size > 2  # the case exercises real values, not a constant image
+
+
+# name -> (script, why it must stay in V8); the output must still equal V8 (it is V8)
+LEFT_TO_V8 = {
+    "loop": (ONE + "function evaluatePixel(s) { let x = 0; for (let i = 0; i < 3; i++) x += s.B04; return [x]; }",
+             "ForStatement"),
+    "power": (ONE + "function evaluatePixel(s) { return [s.B04 ** 2]; }", "**"),
+    "transcendental": (ONE + "function evaluatePixel(s) { return [Math.exp(s.B04)]; }", "Math.exp"),
+    "Math.max replaced": ("Math.max = (a, b) => a;\n" + ONE
+                          + "function evaluatePixel(s) { return [Math.max(s.B04, 1)]; }", "Math.max"),
+    "evaluatePixel reassigned": (ONE + "function evaluatePixel(s) { return [s.B04]; }\n"
+                                 "evaluatePixel = function (s) { return [s.B03]; };", "evaluatePixel"),
+    "global state": ("let n = 0;\n" + ONE + "function evaluatePixel(s) { n = n + 1; return [n]; }", "assignment"),
+    "string": (ONE + "function evaluatePixel(s) { return [('' + s.B04).length]; }", "literal"),
+    "other parameters": (ONE + "function evaluatePixel(s, scenes) { return [scenes ? 1 : 0]; }", "scenes"),
+    "temporal dead zone": (ONE + "const x = 1;\n"
+                           "function evaluatePixel(s) { const y = x; { const z = q; let q = 2; } return [y]; }", "q"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(LEFT_TO_V8))
+def test_what_the_vectoriser_cannot_reproduce_runs_in_v8(case: str) -> None:
+    source, reason = LEFT_TO_V8[case]
+    script = JavaScriptEvalscript(source, "v8-case", set(BANDS))
+    assert script.plan is None and script.runtime.startswith("v8:"), script.runtime
+    assert reason in script.runtime
+    samples = edge_samples()
+    if case == "temporal dead zone":
+        with pytest.raises(EvalscriptError, match="ReferenceError"):
+            script.evaluate(samples)
+        return
+    values = script.evaluate(samples)
+    assert values.shape == (1, *samples.shape) and np.isfinite(values).any()
+    if case == "evaluatePixel reassigned":  # V8 runs the reassigned function, as Sentinel Hub would
+        with np.errstate(over="ignore"):
+            assert np.array_equal(values[0], samples.B03.astype(np.float32), equal_nan=True)
+
+
+def test_a_tile_whose_data_leaves_the_vectorised_path_runs_in_v8() -> None:
+    """An index out of range is an error (or undefined) in JavaScript: that tile goes to V8."""
+    source = ONE + "const P = [0.25, 0.5, 0.75];\nfunction evaluatePixel(s) { return [P[s.B04 * 4]]; }"
+    vectorised, reference = compile_both(source)
+    assert vectorised.runtime == "numpy"
+    inside = Samples({name: np.full((8, 8), 0.5) for name in BANDS})
+    inside.B04[:4] = 0.25
+    assert np.array_equal(vectorised.evaluate(inside), reference.evaluate(inside))
+    outside = Samples({name: np.full((8, 8), 0.5) for name in BANDS})
+    outside.B04[3, 3] = 0.3  # P[1.2] is undefined: V8 refuses the non-numeric output
+    with pytest.raises(EvalscriptError, match="non-numeric"):
+        vectorised.evaluate(outside)
+    assert vectorised.plan is not None  # the next tile is vectorised again
+
+
+def test_a_let_left_undefined_on_some_pixels_runs_that_tile_in_v8() -> None:
+    source = ONE + "function evaluatePixel(s) { let v; if (s.B04 > 0.2) v = s.B04; return [v]; }"
+    vectorised, reference = compile_both(source)
+    assert vectorised.runtime == "numpy"
+    covered = Samples({name: np.full((4, 4), 0.5) for name in BANDS})
+    assert np.array_equal(vectorised.evaluate(covered), reference.evaluate(covered))
+    gap = Samples({name: np.full((4, 4), 0.5) for name in BANDS})
+    gap.B04[0, 0] = 0.1
+    with pytest.raises(EvalscriptError, match="non-numeric"):
+        vectorised.evaluate(gap)
+
+
+def test_large_images_are_evaluated_in_chunks_with_the_same_result() -> None:
+    vectorised, reference = compile_both(SUPPORTED["early returns"])
+    samples = edge_samples((300, 280), seed=3)  # 84,000 pixels: six chunks, the last one partial
+    assert np.array_equal(vectorised.evaluate(samples), reference.evaluate(samples), equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        ONE + "function evaluatePixel(s) { return [" + "Math.abs(" * 100 + "s.B04" + ")" * 100 + "]; }",
+        ONE + "function evaluatePixel(s) { return [" + " + ".join(["s.B04"] * 6000) + "]; }",
+        ONE + "function evaluatePixel(s) { return [" + "- " * 400 + "s.B04]; }",
+    ],
+    ids=["deep calls", "6000 terms", "deep unary"],
+)
+def test_huge_or_deep_scripts_are_left_to_v8_and_still_render(source: str) -> None:
+    script = JavaScriptEvalscript(source, "big", set(BANDS))
+    assert script.plan is None, script.runtime
+    samples = Samples({name: np.full((4, 4), 0.5) for name in BANDS})
+    assert script.evaluate(samples).shape == (1, 4, 4)

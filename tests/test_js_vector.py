@@ -9,11 +9,15 @@ by accident.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from server.errors import EvalscriptError
+from server.evalscript import js_pool
 from server.evalscript.contract import Samples
+from server.evalscript.js_pool import JsLimits
 from server.evalscript.js_script import JavaScriptEvalscript, set_vectorize
 
 BANDS = ("B02", "B03", "B04", "B08", "SCL", "dataMask")
@@ -226,7 +230,7 @@ def test_large_images_are_evaluated_in_chunks_with_the_same_result() -> None:
 @pytest.mark.parametrize(
     "source",
     [
-        ONE + "function evaluatePixel(s) { return [" + "Math.abs(" * 100 + "s.B04" + ")" * 100 + "]; }",
+        ONE + "function evaluatePixel(s) { return [" + "Math.abs(" * 300 + "s.B04" + ")" * 300 + "]; }",
         ONE + "function evaluatePixel(s) { return [" + " + ".join(["s.B04"] * 6000) + "]; }",
         ONE + "function evaluatePixel(s) { return [" + "- " * 400 + "s.B04]; }",
     ],
@@ -237,3 +241,20 @@ def test_huge_or_deep_scripts_are_left_to_v8_and_still_render(source: str) -> No
     assert script.plan is None, script.runtime
     samples = Samples({name: np.full((4, 4), 0.5) for name in BANDS})
     assert script.evaluate(samples).shape == (1, 4, 4)
+
+
+def test_vectorised_scripts_get_the_v8_time_limit() -> None:
+    """In-process numpy work is bounded like V8's: the same seconds per 512 x 512 pixels."""
+    terms = " + ".join(f"s.B0{2 + i % 3} * {i + 1}" for i in range(150))
+    script = JavaScriptEvalscript(ONE + f"function evaluatePixel(s) {{ return [{terms}]; }}", "slow", set(BANDS))
+    assert script.runtime == "numpy"
+    samples = Samples({name: np.full((1024, 1024), 0.5) for name in BANDS})
+    js_pool.configure(2, JsLimits(timeout=0.005))  # 0.02 s for 1024 x 1024 pixels
+    try:
+        started = time.monotonic()
+        with pytest.raises(EvalscriptError, match="time limit"):
+            script.evaluate(samples)
+        assert time.monotonic() - started < 1.0
+    finally:
+        js_pool.configure(2, JsLimits())
+    assert np.all(script.evaluate(samples) == np.float32(0.5 * sum(range(1, 151))))

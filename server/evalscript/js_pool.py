@@ -44,6 +44,10 @@ class JsLimits:
     timeout: float = 2.0
     heap_bytes: int = 256 * 1024 * 1024
 
+    def for_pixels(self, pixels: int) -> float:
+        """The time limit for an image: per 512 x 512 pixels, so a large GetMap gets as long as its tiles."""
+        return self.timeout * max(1.0, pixels / TILE_PIXELS)
+
 
 @dataclass(slots=True)
 class _Process:
@@ -139,10 +143,7 @@ class JsPool:
         Raises ``EvalscriptError`` (a 400) for anything the script did: syntax or runtime error,
         time or memory limit, a crash of its worker.
         """
-        # The time limit is per 512 x 512 pixels, so a large GetMap gets as long as its tiles would.
-        timeout = self.limits.timeout * max(
-            1.0, (out.shape[-1] * out.shape[-2] if out is not None else 0) / TILE_PIXELS
-        )
+        timeout = self.limits.for_pixels(out.shape[-1] * out.shape[-2] if out is not None else 0)
         meta = {**meta, "timeout": timeout, "heap_bytes": self.limits.heap_bytes}
         worker = self._acquire()
         if worker.process.poll() is not None:  # died while idle (killed, OOM killer): not the script's fault

@@ -21,7 +21,8 @@ import numpy as np
 from server.errors import EvalscriptError
 from server.evalscript.contract import InputSpec, OutputSpec, Samples, SampleType
 from server.evalscript.js_pool import pool
-from server.evalscript.js_vector import Fallback, Unsupported, VectorPlan, global_names
+from server.evalscript.js_values import Fallback, TimeLimit, Unsupported
+from server.evalscript.js_vector import VectorPlan, global_names
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +149,13 @@ class JavaScriptEvalscript:
                 raise EvalscriptError(f"{name}: the V1 script reads no band of this collection")
         self._v1_bands = v1_bands
         self.plan: VectorPlan | None = None
-        self.runtime = "v8: vectorising is switched off"  # how evaluatePixel runs, and why
+        # how evaluatePixel runs, and why not with numpy (js_vector.py)
+        self.runtime = "v8: a V1 script" if self.version == 1 else "v8: vectorising is switched off"
         ast = None
         if self.version == 3 and _VECTORIZE["enabled"]:
             ast = self._job("parse", {})
+            if ast is None:
+                self.runtime = "v8: too large or too deeply nested to vectorise (or not valid JavaScript)"
         names = global_names(ast)
         info = self._job("setup", {} if names is None else {"globals": names})
         if not info.get("hasEvaluatePixel"):
@@ -218,11 +222,14 @@ class JavaScriptEvalscript:
         names = list(self.inputs.bands)
         if self.plan is not None:
             out = np.empty((self.output.bands, *samples.shape[-2:]), dtype=np.float32)
+            arrays = {name: np.asarray(samples[name], dtype=np.float64) for name in names}
             try:
-                self.plan.evaluate({name: np.asarray(samples[name], dtype=np.float64) for name in names}, out)
+                self.plan.evaluate(arrays, out, pool().limits.for_pixels(out.shape[-1] * out.shape[-2]))
                 return out
             except Fallback:
                 pass
+            except TimeLimit as exc:
+                raise EvalscriptError(f"{self.name}: {exc}", parameter=self.parameter) from None
             except Exception as exc:  # noqa: BLE001 - never a 500: V8 is always there to run the script
                 log.warning("%s: vectorised evaluation failed (%s); running it in V8 from now on", self.name, exc)
                 self.plan, self.runtime = None, f"v8: {type(exc).__name__}"

@@ -18,6 +18,10 @@ class Unsupported(Exception):
     """The script uses something this module does not reproduce exactly: it runs in V8."""
 
 
+class TimeLimit(Exception):
+    """The vectorised evaluation ran past the script's time limit (a 400, as in V8)."""
+
+
 class Fallback(Exception):
     """This tile's data takes a path that cannot be vectorised exactly: this tile runs in V8."""
 

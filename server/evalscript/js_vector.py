@@ -24,6 +24,7 @@ multi-output returns, multi-temporal scripts (ORBIT/TILE) and V1 scripts.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from server.evalscript.js_builtins import BUILTINS, MATH_CONSTANTS
 from server.evalscript.js_values import (
     NUMERIC,
     Fallback,
+    TimeLimit,
     Unsupported,
     Value,
     as_number,
@@ -602,17 +604,22 @@ class VectorPlan:
             raise Unsupported("nesting too deep") from None
         return plan
 
-    def evaluate(self, arrays: dict[str, np.ndarray], out: np.ndarray) -> None:
+    def evaluate(self, arrays: dict[str, np.ndarray], out: np.ndarray, time_limit: float) -> None:
         """Fill ``out`` (bands, h, w) from (h, w) float64 band arrays, chunk by chunk.
 
-        Raises ``Fallback`` when some pixel needs V8 (the caller then runs the whole image there).
+        Raises ``Fallback`` when some pixel needs V8 (the caller then runs the whole image there),
+        and ``TimeLimit`` past ``time_limit`` seconds: the walk is bounded per chunk, but a request
+        script gets no more time in-process than V8 would give it.
         """
+        started = time.monotonic()
         flat = {name: np.ascontiguousarray(a).reshape(-1) for name, a in arrays.items()}
         target = out.reshape(out.shape[0], -1)
         total = target.shape[1]
         for start in range(0, total, CHUNK_PIXELS):
             stop = min(total, start + CHUNK_PIXELS)
             self.evaluate_chunk({k: v[start:stop] for k, v in flat.items()}, target[:, start:stop])
+            if time.monotonic() - started > time_limit:
+                raise TimeLimit("evalscript exceeded its time limit")
 
     def evaluate_chunk(self, samples: dict[str, np.ndarray], out: np.ndarray) -> None:
         """Walk ``evaluatePixel`` once over one chunk of pixels."""

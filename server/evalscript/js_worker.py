@@ -49,7 +49,7 @@ function __eotiler_parse(src, maxNodes, maxDepth) {
 }
 """
 PARSE_MAX_NODES = 5000
-PARSE_MAX_DEPTH = 64
+PARSE_MAX_DEPTH = 200  # a + b + c... nests one level per term
 SCRIPT_URL = "evalscript.js"
 CONTEXTS_PER_WORKER = 8
 # Globals that reach outside the sandbox or block: removed before any user code runs.

@@ -23,7 +23,7 @@ from server.api.request_limits import RequestLimitsMiddleware
 from server.api.system import STATIC_DIR
 from server.catalog.layers import LayerRegistry
 from server.config import load_config
-from server.evalscript import js_pool
+from server.evalscript import js_pool, js_script
 from server.evalscript.js_pool import JsLimits
 from server.ogc import routes as ogc_routes
 from server.ogc.exceptions import ows_exception_xml
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # GDAL reads this once, the first time it is asked: set it before any remote read.
     os.environ.setdefault("CPL_VSIL_NETWORK_STATS_ENABLED", "YES")
     js_pool.configure(settings.js_workers, JsLimits(settings.js_timeout, settings.js_heap_mb * 1024 * 1024))
+    js_script.set_vectorize(settings.js_vectorize)
     registry = LayerRegistry(load_config(settings.config), settings)
     pipeline = Pipeline(registry, settings)
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     js_workers: int = Field(default=2, ge=1, le=32, description="V8 worker processes for JavaScript evalscripts")
     js_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds a JavaScript evalscript may run per image")
     js_heap_mb: int = Field(default=256, ge=16, le=4096, description="V8 heap limit per JavaScript evalscript")
+    js_vectorize: bool = Field(
+        default=True, description="run JavaScript evalscripts numpy reproduces exactly with numpy, not V8"
+    )
     cache_memory_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="in-process tile cache bound in bytes (0: off)"
     )

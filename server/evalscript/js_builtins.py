@@ -88,28 +88,32 @@ def _value_interpolate(args: list[Value]) -> Value:
     last = len(intervals) - 1
     table = values[: last + 1].reshape(last + 1, -1)  # one column per colour channel
     value = np.asarray(value, dtype=np.float64)
-    # k = the first index with intervals[k] >= value (NaN: past the end), so a value in
-    # (intervals[k-1], intervals[k]] interpolates segment k, as the loop in runtime.js finds it.
-    # Counting comparisons beats searchsorted's binary search for a handful of stops.
-    k = np.zeros(value.shape, dtype=np.intp)
+    # Segment j = how many stops lie below the value: 0 is below the first stop, last + 1 above
+    # the last one, and j in 1..last interpolates from stop j-1, as runtime.js's loop finds it.
+    # Each segment is slope * (value - origin) + base: slope 0 and base = the end value outside.
+    count = np.zeros(value.shape, dtype=np.uint8)
     for stop in intervals:
-        k += value > stop
-    k[np.isnan(value)] = last + 1
-    upper = np.minimum(k, last)
-    lower = np.maximum(upper - 1, 0)
-    dx = value - intervals.take(lower)
-    below = value <= intervals[0]
-    exact = (k <= last) & (value == intervals.take(upper))
-    fixed = below | exact | (k > last)  # a stop's own value: below, on a stop, above or NaN
-    fixed_at = np.where(below, 0, np.where(exact, upper, last))[fixed]
-    run = np.diff(intervals, prepend=intervals[0])
+        np.add(count, value > stop, out=count, casting="unsafe")
+    segment = count.astype(np.intp)
+    origin = np.concatenate([intervals[:1], intervals[:-1], intervals[-1:]])
+    dx = value - origin.take(segment)
+    # value === intervals[j] returns values[j] itself (no interpolation); NaN never matches
+    on_stop = np.concatenate([[np.nan], intervals[1:], [np.nan]]).take(segment) == value
+    hit = bool(on_stop.any())
+    odd = ~np.isfinite(value)  # NaN and +-Infinity: 0 * dx would be NaN, runtime.js gives an end value
+    has_odd = bool(odd.any())
     channels = []
     for c in range(table.shape[1]):
         column = table[:, c]
         with np.errstate(all="ignore"):
-            slope = np.diff(column, prepend=column[0]) / run  # (b - a) / run, per segment
-        result = slope.take(upper) * dx + column.take(lower)  # __lerp's operation order
-        result[fixed] = column.take(fixed_at)
+            slope = np.diff(column) / np.diff(intervals)  # (b - a) / run, per segment
+        slope = np.concatenate([[0.0], slope, [0.0]])
+        base = np.concatenate([column[:1], column[:-1], column[-1:]])
+        result = slope.take(segment) * dx + base.take(segment)  # __lerp's operation order
+        if hit:
+            result[on_stop] = np.concatenate([column[:1], column[1:], column[-1:]]).take(segment[on_stop])
+        if has_odd:  # below the first stop: the first value; above it or NaN: the last
+            result[odd] = np.where(value[odd] <= intervals[0], column[0], column[-1])
         channels.append(result)
     if values.ndim == 1:
         return Value("num", channels[0])

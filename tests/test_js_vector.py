@@ -19,6 +19,7 @@ from server.evalscript import js_pool
 from server.evalscript.contract import Samples
 from server.evalscript.js_pool import JsLimits
 from server.evalscript.js_script import JavaScriptEvalscript, set_vectorize
+from server.evalscript.js_vector import CHUNK_PIXELS, MEMORY_BUDGET
 
 BANDS = ("B02", "B03", "B04", "B08", "SCL", "dataMask")
 SPECIAL = [0.0, -0.0, 0.5, -0.5, 2.5, -2.5, 0.49999999999999994, 1.0, -1.0, 0.2, 0.4, 0.6, -0.8, 0.8, 1e308,
@@ -258,3 +259,19 @@ def test_vectorised_scripts_get_the_v8_time_limit() -> None:
     finally:
         js_pool.configure(2, JsLimits())
     assert np.all(script.evaluate(samples) == np.float32(0.5 * sum(range(1, 151))))
+
+
+def test_long_scripts_get_smaller_chunks_so_memory_stays_bounded() -> None:
+    """Every visited node may keep one chunk-sized array alive: long scripts walk fewer pixels."""
+    body = "\n".join(
+        f"  const v{i} = (i{i - 1} + s.B0{2 + i % 3}) * 0.5;".replace("i0 ", "s.B04 ") for i in range(1, 400)
+    )
+    body = body.replace("(i", "(v")
+    source = ONE + f"function evaluatePixel(s) {{\n  const v0 = s.B04;\n{body}\n  return [v399 - v1];\n}}"
+    vectorised, reference = compile_both(source)
+    assert vectorised.runtime == "numpy", vectorised.runtime
+    assert vectorised.plan is not None
+    assert 256 <= vectorised.plan.chunk < CHUNK_PIXELS
+    assert vectorised.plan.chunk * 8 * 400 * 6 <= MEMORY_BUDGET  # >= 6 nodes visited per statement
+    samples = edge_samples((130, 150), seed=5)
+    assert np.array_equal(vectorised.evaluate(samples), reference.evaluate(samples), equal_nan=True)

@@ -190,6 +190,9 @@ class JavaScriptEvalscript:
             self.runtime = "numpy"
         except Unsupported as exc:
             self.runtime = f"v8: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the numpy runtime is optional; V8 runs any script
+            log.warning("%s: not vectorised (%s: %s)", self.name, type(exc).__name__, str(exc)[:200])
+            self.runtime = f"v8: {type(exc).__name__}"
 
     def _job(
         self, kind: str, meta: dict[str, Any], payload: list[np.ndarray] | None = None, out: np.ndarray | None = None

@@ -51,6 +51,9 @@ from server.evalscript.js_values import (
 
 CHUNK_PIXELS = 16384  # 128 KB float64 temporaries: cache-resident, below glibc's mmap threshold
 MAX_STEPS = 20000  # nodes visited per evaluation, inlined functions included
+# Each visited node can leave one chunk-sized array alive; chunks shrink for long scripts so
+# that bound stays under V8's default heap cap.
+MEMORY_BUDGET = 256 * 1024 * 1024
 MAX_INLINE_DEPTH = 8
 _NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _ARITH: dict[str, Callable[[Any, Any], Any]] = {
@@ -571,6 +574,7 @@ class VectorPlan:
 
     def __init__(self, program: Program) -> None:
         self.program = program
+        self.chunk = CHUNK_PIXELS
 
     @classmethod
     def build(
@@ -597,11 +601,12 @@ class VectorPlan:
         plan = cls(Program(functions, values, intact, bands, output))
         probe = {name: np.array([0.0, 1.0, 2.0, 3.0, 0.25, 0.5, 6.0]) for name in bands}
         try:
-            plan.evaluate_chunk(probe, np.empty((output.bands, 7)))
+            steps = plan.evaluate_chunk(probe, np.empty((output.bands, 7)))
         except Fallback:
-            pass  # data-dependent: fine, those tiles go to V8
+            steps = MAX_STEPS  # data-dependent: fine, those tiles go to V8; assume the longest walk
         except RecursionError:
             raise Unsupported("nesting too deep") from None
+        plan.chunk = max(256, min(CHUNK_PIXELS, MEMORY_BUDGET // (8 * max(steps, 1))))
         return plan
 
     def evaluate(self, arrays: dict[str, np.ndarray], out: np.ndarray, time_limit: float) -> None:
@@ -615,14 +620,14 @@ class VectorPlan:
         flat = {name: np.ascontiguousarray(a).reshape(-1) for name, a in arrays.items()}
         target = out.reshape(out.shape[0], -1)
         total = target.shape[1]
-        for start in range(0, total, CHUNK_PIXELS):
-            stop = min(total, start + CHUNK_PIXELS)
+        for start in range(0, total, self.chunk):
+            stop = min(total, start + self.chunk)
             self.evaluate_chunk({k: v[start:stop] for k, v in flat.items()}, target[:, start:stop])
             if time.monotonic() - started > time_limit:
                 raise TimeLimit("evalscript exceeded its time limit")
 
-    def evaluate_chunk(self, samples: dict[str, np.ndarray], out: np.ndarray) -> None:
-        """Walk ``evaluatePixel`` once over one chunk of pixels."""
+    def evaluate_chunk(self, samples: dict[str, np.ndarray], out: np.ndarray) -> int:
+        """Walk ``evaluatePixel`` once over one chunk of pixels; returns the nodes visited."""
         walker = Walker(self.program, samples)
         with np.errstate(all="ignore"):
             result = walker.call_function("evaluatePixel", [Value("samples")])
@@ -631,6 +636,7 @@ class VectorPlan:
                     raise Unsupported("no default output returned")
                 result = result.data[self.program.output.id]
             self.store(result, out)
+        return walker.steps
 
     def store(self, result: Value, out: np.ndarray) -> None:
         """Write what ``evaluatePixel`` returned as runtime.js's ``__eotiler_store`` would."""

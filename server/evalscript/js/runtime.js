@@ -237,8 +237,16 @@ const HighlightCompressVisualizerSingle = HighlightCompressVisualizer;
 // ---- what server/evalscript/js_vector.py needs to vectorise a script -----------------------
 // The helpers and built-ins it reimplements with numpy, captured before the user's script runs:
 // a script that replaces one of them (or Math.max, or Array.prototype.includes) is left to V8.
+// Built-ins are captured too, so a script that replaces JSON.stringify or Array.isArray cannot
+// change what is reported about it.
 const __eotiler_eval = eval;
 const __eotiler_toString = Function.prototype.toString;
+const __eotiler_json = Object.freeze({ parse: JSON.parse, stringify: JSON.stringify });
+const __eotiler_isArray = Array.isArray;
+const __eotiler_protoOf = Object.getPrototypeOf;
+const __eotiler_keys = Object.keys;
+const __eotiler_hasOwn = Object.prototype.hasOwnProperty;
+const __eotiler_isFinite = Number.isFinite;
 const __eotiler_builtins = Object.freeze({
   index: index, inverse: inverse, valueMap: valueMap, valueInterpolate: valueInterpolate, colorBlend: colorBlend,
   "Math.min": Math.min, "Math.max": Math.max, "Math.abs": Math.abs, "Math.sqrt": Math.sqrt,
@@ -251,15 +259,15 @@ const __eotiler_MAX_CONSTANT = 65536;
 function __eotiler_constant(v, depth, count) {
   if (typeof v === "number") {
     count.n++;
-    return Number.isFinite(v) ? v : String(v);
+    return __eotiler_isFinite(v) ? v : "" + v;
   }
-  if (depth < 2 && Array.isArray(v) && Object.getPrototypeOf(v) === Array.prototype &&
-      !Object.prototype.hasOwnProperty.call(v, "includes") && Object.keys(v).length === v.length) {
+  if (depth < 2 && __eotiler_isArray(v) && __eotiler_protoOf(v) === Array.prototype &&
+      !__eotiler_hasOwn.call(v, "includes") && __eotiler_keys(v).length === v.length) {
     const out = [];
     for (let i = 0; i < v.length; i++) {
       const item = __eotiler_constant(v[i], depth + 1, count);
       if (item === undefined || count.n > __eotiler_MAX_CONSTANT) return undefined;
-      out.push(item);
+      out[out.length] = item;
     }
     return out;
   }
@@ -279,7 +287,7 @@ function __eotiler_globals(namesJson) {
     }
     if (current === __eotiler_builtins[key]) report.__intact.push(key);
   }
-  for (const name of JSON.parse(namesJson)) {
+  for (const name of __eotiler_json.parse(namesJson)) {
     let v;
     try {
       v = __eotiler_eval(name);
@@ -297,7 +305,7 @@ function __eotiler_globals(namesJson) {
       report[name] = value === undefined ? { kind: "other" } : { kind: "constant", value: value };
     }
   }
-  return JSON.stringify(report);
+  return __eotiler_json.stringify(report);
 }
 
 // ---- driver: called by server/evalscript/js_worker.py ----------------------------------------

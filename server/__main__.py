@@ -38,18 +38,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="eotiler-metrics-")
             )
-        uvicorn.run(
-            "server.app:create_app",
+        options = dict(
+            app="server.app:create_app",
             factory=True,
             host=args.host,
             port=args.port,
-            workers=args.workers,
             log_level="info",
             access_log=False,  # the app writes its own JSON access log (EOTILER_ACCESS_LOG)
             proxy_headers=True,
             # SIGTERM: stop accepting, let in-flight requests finish (up to this long), then exit.
             timeout_graceful_shutdown=args.graceful_timeout,
         )
+        if args.workers > 1:  # one SO_REUSEPORT socket per worker, so connections spread over them
+            from server.serve_workers import serve
+
+            serve(options, args.workers, args.graceful_timeout)
+        else:
+            uvicorn.run(**options)
     return 0
 
 

@@ -4,10 +4,12 @@ in-flight requests finish."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -78,3 +80,47 @@ def test_sigterm_lets_in_flight_requests_finish(test_config: Path) -> None:
     assert result["status"] == 200 and result["type"] == "image/png"
     assert 1.5 <= float(result["seconds"]) < 10
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
+
+
+def worker_pid(client: httpx.Client, url: str) -> int:
+    response = client.get(f"{url}/cache/stats")
+    assert response.status_code == 200
+    return int(response.json()["pid"])
+
+
+def wait_for_workers(url: str, count: int) -> set[int]:
+    """PIDs answering new connections, once ``count`` distinct workers have answered."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(pids) < count and time.monotonic() < deadline:
+        with httpx.Client() as fresh:
+            pids.add(worker_pid(fresh, url))
+    return pids
+
+
+def test_keep_alive_clients_spread_over_workers_and_a_dead_worker_is_replaced(test_config: Path) -> None:
+    """One SO_REUSEPORT socket per worker: long-lived connections land on both workers."""
+    with eotiler_serve(test_config, "--workers", "2") as (url, process):
+        first = wait_for_workers(url, 2)
+        assert len(first) == 2
+        clients = [httpx.Client() for _ in range(16)]
+        try:
+            pids = [worker_pid(client, url) for client in clients]
+            assert [worker_pid(client, url) for client in clients] == pids  # each kept its connection
+        finally:
+            for client in clients:
+                client.close()
+        counts = Counter(pids)
+        assert set(counts) == first and min(counts.values()) >= 2, counts  # all on one worker: p < 0.1 %
+        victim = pids[0]
+        os.kill(victim, signal.SIGKILL)
+        replaced: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(replaced) < 2:  # connections to the dead worker's socket fail until it is gone
+            assert time.monotonic() < deadline, replaced
+            with contextlib.suppress(httpx.HTTPError), httpx.Client() as fresh:
+                replaced.add(worker_pid(fresh, url))
+            replaced.discard(victim)
+        assert len(replaced - first) == 1  # a new worker took the dead one's place
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

@@ -119,7 +119,8 @@ class Pipeline:
         self._admitted = 0  # renders running or waiting for a slot
         self._admit_lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
-        self.read_failures = 0  # scene reads that failed, for /metrics
+        self.read_failures = 0  # scene reads that failed, for /metrics (render threads add under the lock)
+        self._failures_lock = threading.Lock()
 
     def load(self) -> tuple[int, int]:
         """Renders holding a slot, and renders waiting for one."""
@@ -232,7 +233,8 @@ class Pipeline:
                 mosaic.failed.append(scene.id)
                 timeouts += isinstance(exc, UpstreamTimeout) or "timed out" in str(exc)  # curl error 28
                 upstream_failures += _upstream_fault(exc)
-                self.read_failures += 1
+                with self._failures_lock:  # += is a read and a write: threads could lose counts
+                    self.read_failures += 1
                 continue
             except Exception:  # noqa: BLE001 - a bug: keep the traceback, but one scene must not sink the mosaic
                 log.exception("reading scene %s failed unexpectedly", scene.id)

@@ -141,6 +141,25 @@ function evaluatePixel(s) { const c = rgb(s); return [...c]; }""",
     "bare return gives zeros": ONE + "function evaluatePixel(s) { if (s.B02 > 0.3) return; return [s.B02]; }",
     "constant conditions": ONE
     + "function evaluatePixel(s) { if (true) { if (0) return [5]; } return [false ? 1 : s.B04 + (1 || s.B03)]; }",
+    "highlight compress": "const viz = new HighlightCompressVisualizer(0.0, 0.4);\n"
+    "const bright = new HighlightCompressVisualizer(0.05, 0.5, 2, 0.1);\n"
+    + THREE
+    + "function evaluatePixel(s) { const c = viz.processList([s.B04, s.B03, s.B02]);"
+    " return [c[0], c[1] + bright.process(s.B08), c[2]]; }",
+    "colour ramps and maps": """const ramp = new ColorRampVisualizer(
+  [[-0.2, 0x0c0c0c], [0.0, 0xeaeaea], [0.2, [0.5, 0.7, 0.3]], [0.6, 0x0f540a]], -0.5, 0.8);
+const grad = ColorGradientVisualizer.createBlueRed(0, 0.6);
+const map = ColorMapVisualizer.createDefaultColorMap();
+const ocean = ColorRampVisualizer.createOceanColor(0, 1);
+"""
+    + THREE
+    + """function evaluatePixel(s) {
+  const r = ramp.process(index(s.B08, s.B04));
+  const g = grad.process(s.B03);
+  const m = map.process(s.B02 - 0.5);
+  const o = ocean.process(s.B04);
+  return [r[0] + g[1] + o[2], r[1] * m[2] + g[0], m[0] + r[2] - o[1]];
+}""",
     "auto output": setup(["B02", "B03", "B04", "dataMask"], 4, "AUTO")
     + "function evaluatePixel(s) { return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02, s.dataMask]; }",
 }
@@ -172,6 +191,11 @@ LEFT_TO_V8 = {
     "global state": ("let n = 0;\n" + ONE + "function evaluatePixel(s) { n = n + 1; return [n]; }", "assignment"),
     "string": (ONE + "function evaluatePixel(s) { return [('' + s.B04).length]; }", "literal"),
     "other parameters": (ONE + "function evaluatePixel(s, scenes) { return [scenes ? 1 : 0]; }", "scenes"),
+    "patched visualizer": ("HighlightCompressVisualizer.prototype.process = function (v) { return v * 3; };\n"
+                           "const viz = new HighlightCompressVisualizer(0, 0.4);\n" + ONE
+                           + "function evaluatePixel(s) { return [viz.process(s.B04)]; }", "viz"),
+    "gamma": ("const viz = new HighlightCompressVisualizer(0, 0.4, 1, 0, 2.2);\n" + ONE
+              + "function evaluatePixel(s) { return [viz.process(s.B04)]; }", "gamma"),
     "temporal dead zone": (ONE + "const x = 1;\n"
                            "function evaluatePixel(s) { const y = x; { const z = q; let q = 2; } return [y]; }", "q"),
 }  # fmt: skip

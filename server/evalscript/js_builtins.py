@@ -155,3 +155,86 @@ BUILTINS: dict[str, Callable[[list[Value]], Value]] = {
     "Math.round": _math_round,
     **{f"Math.{name}": _math_unary(fn) for name, fn in _MATH_UNARY.items()},
 }
+
+
+# ---- visualizer objects (their settings come from V8's report on the script's globals) --------
+
+
+def visualizer(spec: dict[str, Any]) -> dict[str, Any]:
+    """A reported visualizer as arrays; ``Unsupported`` for settings this module cannot follow."""
+    kind = spec.get("type")
+    if kind == "highlight":
+        settings = {key: spec.get(key) for key in ("minValue", "maxValue", "gain", "offset", "gamma")}
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in settings.values()):
+            raise Unsupported("a HighlightCompressVisualizer setting")
+        if settings["gamma"] != 1:
+            raise Unsupported("HighlightCompressVisualizer gamma (Math.pow)")
+        return {"type": kind, **{key: np.float64(v) for key, v in settings.items()}}
+    pairs = spec.get("pairs")
+    if kind not in ("ramp-floor", "ramp-round", "colormap") or not isinstance(pairs, list) or not pairs:
+        raise Unsupported("a visualizer")
+    try:
+        positions = np.array([p[0] for p in pairs], dtype=np.float64)
+        colors = np.array([p[1] for p in pairs], dtype=np.float64)
+    except (TypeError, ValueError, IndexError):
+        raise Unsupported("visualizer colours") from None
+    if colors.shape != (len(pairs), 3) or not np.all(np.isfinite(positions)) or np.any(np.diff(positions) < 0):
+        raise Unsupported("visualizer positions or colours")
+    return {"type": kind, "positions": positions, "colors": colors}
+
+
+def visualizer_call(spec: dict[str, Any], method: str, args: list[Value]) -> Value:
+    """``process(value)`` of any visualizer, ``processList(values)`` of HighlightCompress."""
+    if method == "processList" and spec["type"] == "highlight":
+        if not args or args[0].kind != "vec":
+            raise Unsupported("processList() of a non-array")
+        return Value("vec", tuple(_highlight(spec, item) for item in args[0].data))
+    if method != "process" or not args:
+        raise Unsupported(f"visualizer.{method}()")
+    if spec["type"] == "highlight":
+        return _highlight(spec, args[0])
+    value = np.asarray(as_number(args[0]), dtype=np.float64)
+    rgb = _color_map(spec, value) if spec["type"] == "colormap" else _color_ramp(spec, value)
+    return Value("vec", tuple(Value("num", channel / 255) for channel in rgb))
+
+
+def _highlight(spec: dict[str, Any], item: Value) -> Value:
+    """HighlightCompressVisualizer.process: linear to 0.92, then compressed up to 1."""
+    x = (as_number(item) - spec["minValue"]) / (spec["maxValue"] - spec["minValue"])
+    compressed = np.minimum(np.float64(1), 0.92 + ((x - 0.92) * 0.08) / 1.08)
+    y = np.where(~(x > 0), np.float64(0), np.where(x <= 0.92, x, compressed))
+    return Value("num", spec["gain"] * y + spec["offset"])
+
+
+def _count_below(value: np.ndarray, positions: np.ndarray, strict: bool) -> np.ndarray:
+    """How many (sorted) positions lie below the value (``<`` when strict, else ``<=``)."""
+    count = np.zeros(value.shape, dtype=np.intp)
+    for position in positions:
+        count += value > position if strict else value >= position
+    return count
+
+
+def _color_ramp(spec: dict[str, Any], value: np.ndarray) -> list[np.ndarray]:
+    """ColorRamp/ColorGradient process() in 0..255: the end colours outside, else interpolated."""
+    positions, colors = spec["positions"], spec["colors"]
+    last = len(positions) - 1
+    rounding = np.floor if spec["type"] == "ramp-floor" else (lambda x: _math_round([Value("num", x)]).data)
+    k = np.clip(_count_below(value, positions, strict=True), 1, max(last, 1))
+    inside = (value > positions[0]) & ~(value >= positions[last])
+    start = np.where(value <= positions[0], 0, last)  # below the first stop, else above or NaN
+    if last >= 1:
+        t = (value - positions.take(k - 1)) / (positions.take(k) - positions.take(k - 1))
+    channels = []
+    for c in range(3):
+        ends = colors[:, c].take(start)
+        if last >= 1:
+            a, b = colors[:, c].take(k - 1), colors[:, c].take(k)
+            ends = np.where(inside, rounding(a + (b - a) * t), ends)
+        channels.append(ends)
+    return channels
+
+
+def _color_map(spec: dict[str, Any], value: np.ndarray) -> list[np.ndarray]:
+    """ColorMapVisualizer.process: the colour of the last position <= value (else the first)."""
+    index = np.maximum(_count_below(value, spec["positions"], strict=False) - 1, 0)
+    return [spec["colors"][:, c].take(index) for c in range(3)]

@@ -183,6 +183,8 @@ class JavaScriptEvalscript:
     def _vectorise(self, ast: dict[str, Any], names: list[str] | None, report: dict[str, Any] | None) -> None:
         """Build the numpy plan when the script allows one; ``runtime`` says which runs and why."""
         self.runtime = "v8: not a script the vectoriser reproduces"
+        if self.mosaicking != "SIMPLE":
+            self.runtime = f"v8: mosaicking {self.mosaicking} (samples over time)"
         if names is None or report is None or self.mosaicking != "SIMPLE":
             return
         try:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from server.evalscript.contract import OutputSpec
-from server.evalscript.js_builtins import BUILTINS, MATH_CONSTANTS
+from server.evalscript.js_builtins import BUILTINS, MATH_CONSTANTS, visualizer, visualizer_call
 from server.evalscript.js_values import (
     NUMERIC,
     Fallback,
@@ -437,6 +437,8 @@ class Walker:
             return Value("method", (obj, name))
         if obj.kind == "obj" and name in obj.data:
             return obj.data[name]
+        if obj.kind == "visual" and name in ("process", "processList"):
+            return Value("method", (obj, name))
         raise Unsupported(f"the property {name} of a {obj.kind}")
 
     def element(self, obj: Value, key: Value) -> Value:
@@ -468,6 +470,9 @@ class Walker:
             if arg["type"] == "SpreadElement":
                 raise Unsupported("spread arguments")
             args.append(self.expr(arg, scope))
+        if callee.kind == "method" and callee.data[0].kind == "visual":
+            target, method = callee.data
+            return visualizer_call(target.data, method, args)
         if callee.kind == "method":
             target, _ = callee.data
             if "Array.prototype.includes" not in self.program.intact or not args:
@@ -561,6 +566,8 @@ def _globals(
             values[name] = Value("bool", bool(entry.get("value")))
         elif kind == "math":
             values[name] = Value("math")
+        elif kind == "visualizer":
+            values[name] = Value("visual", visualizer(entry))
         elif kind == "builtin" and name in BUILTINS and name in intact:
             values[name] = Value("func", name)
         elif kind == "function" and name in declared and entry.get("text") == declared[name].get("text"):

@@ -254,18 +254,52 @@ const __eotiler_builtins = Object.freeze({
   "Math.sign": Math.sign, "Array.prototype.includes": Array.prototype.includes,
 });
 const __eotiler_MAX_CONSTANT = 65536;
+// Visualizer classes whose process() the vectoriser reimplements: prototypes and methods as the
+// runtime defined them, so an object of a class the script patched is not described.
+const __eotiler_highlight = Object.freeze([HighlightCompressVisualizer.prototype,
+  HighlightCompressVisualizer.prototype.process, HighlightCompressVisualizer.prototype.processList]);
+const __eotiler_ramps = Object.freeze([ColorRampVisualizer.prototype, ColorGradientVisualizer.prototype,
+  __RampBase.prototype.process, Math.floor, Math.round]);
+const __eotiler_colorMap = Object.freeze([ColorMapVisualizer.prototype, ColorMapVisualizer.prototype.process]);
 
-// A constant as JSON: numbers (non-finite ones as strings), arrays of them up to two levels deep.
-function __eotiler_constant(v, depth, count) {
+// A visualizer object as JSON (its class and settings), or undefined.
+function __eotiler_visualizer(v) {
+  const proto = __eotiler_protoOf(v);
+  const own = (key) => __eotiler_hasOwn.call(v, key);
+  if (own("process") || own("processList")) return undefined;
+  const numbers = (keys) => keys.every((key) => typeof v[key] === "number");
+  if (proto === __eotiler_highlight[0] && proto.process === __eotiler_highlight[1] &&
+      proto.processList === __eotiler_highlight[2] && numbers(["minValue", "maxValue", "gain", "offset", "gamma"])) {
+    return { kind: "visualizer", type: "highlight", minValue: v.minValue, maxValue: v.maxValue, gain: v.gain,
+      offset: v.offset, gamma: v.gamma };
+  }
+  let type;
+  if ((proto === __eotiler_ramps[0] || proto === __eotiler_ramps[1]) && !__eotiler_hasOwn.call(proto, "process") &&
+      __eotiler_protoOf(proto).process === __eotiler_ramps[2] &&
+      (v.round === __eotiler_ramps[3] || v.round === __eotiler_ramps[4])) {
+    type = v.round === __eotiler_ramps[3] ? "ramp-floor" : "ramp-round";
+  } else if (proto === __eotiler_colorMap[0] && proto.process === __eotiler_colorMap[1]) {
+    type = "colormap";
+  } else {
+    return undefined;
+  }
+  const pairs = __eotiler_constant(v.pairs, 0, { n: 0 }, 3); // [[position, [r, g, b]], ...]
+  if (pairs === undefined) return undefined;
+  return { kind: "visualizer", type: type, pairs: pairs };
+}
+
+// A constant as JSON: numbers (non-finite ones as strings), arrays of them up to maxDepth (2)
+// levels deep.
+function __eotiler_constant(v, depth, count, maxDepth = 2) {
   if (typeof v === "number") {
     count.n++;
     return __eotiler_isFinite(v) ? v : "" + v;
   }
-  if (depth < 2 && __eotiler_isArray(v) && __eotiler_protoOf(v) === Array.prototype &&
+  if (depth < maxDepth && __eotiler_isArray(v) && __eotiler_protoOf(v) === Array.prototype &&
       !__eotiler_hasOwn.call(v, "includes") && __eotiler_keys(v).length === v.length) {
     const out = [];
     for (let i = 0; i < v.length; i++) {
-      const item = __eotiler_constant(v[i], depth + 1, count);
+      const item = __eotiler_constant(v[i], depth + 1, count, maxDepth);
       if (item === undefined || count.n > __eotiler_MAX_CONSTANT) return undefined;
       out[out.length] = item;
     }
@@ -300,7 +334,9 @@ function __eotiler_globals(namesJson) {
     else if (typeof v === "function") {
       report[name] = v === __eotiler_builtins[name] ? { kind: "builtin" } : { kind: "function", text: __eotiler_toString.call(v) };
     } else if (v === undefined) report[name] = { kind: "undefined" };
-    else {
+    else if (v !== null && typeof v === "object" && __eotiler_visualizer(v) !== undefined) {
+      report[name] = __eotiler_visualizer(v);
+    } else {
       const value = __eotiler_constant(v, 0, { n: 0 });
       report[name] = value === undefined ? { kind: "other" } : { kind: "constant", value: value };
     }

@@ -172,6 +172,7 @@ def test_vectorised_script_equals_v8_bit_for_bit(case: str) -> None:
     assert vectorised.runtime == "numpy", vectorised.runtime
     samples = edge_samples()
     got, expected = vectorised.evaluate(samples), reference.evaluate(samples)
+    assert vectorised.plan is not None, vectorised.runtime  # still vectorised after this image
     assert got.dtype == expected.dtype == np.float32
     assert got.shape == expected.shape == (vectorised.output.bands, *samples.shape)
     assert np.array_equal(got, expected, equal_nan=True), np.argwhere(~((got == expected) | np.isnan(expected)))[:5]
@@ -240,10 +241,12 @@ def test_a_let_left_undefined_on_some_pixels_runs_that_tile_in_v8() -> None:
     assert vectorised.runtime == "numpy"
     covered = Samples({name: np.full((4, 4), 0.5) for name in BANDS})
     assert np.array_equal(vectorised.evaluate(covered), reference.evaluate(covered))
+    assert vectorised.plan is not None  # that tile was vectorised, not handed to V8 for good
     gap = Samples({name: np.full((4, 4), 0.5) for name in BANDS})
     gap.B04[0, 0] = 0.1
     with pytest.raises(EvalscriptError, match="non-numeric"):
         vectorised.evaluate(gap)
+    assert vectorised.plan is not None
 
 
 def test_large_images_are_evaluated_in_chunks_with_the_same_result() -> None:

@@ -294,9 +294,11 @@ class Walker:
         if value.kind in ("undef", "tdz"):
             raise Unsupported(f"{name} read while undefined")
         if value.undef is not None:
-            active = value.undef & self.pc
-            if np.any(active):
+            if np.any(value.undef & self.pc):
                 raise Fallback(f"{name} is undefined on some pixels")
+            # defined wherever this code runs; other pixels are never observed from here (every
+            # assignment and return merges under pc)
+            return Value(value.kind, value.data)
         return value
 
     def expr(self, node: dict[str, Any], scope: Scope) -> Value:  # noqa: C901, PLR0911, PLR0912 - one case per node type

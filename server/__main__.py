@@ -49,12 +49,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # SIGTERM: stop accepting, let in-flight requests finish (up to this long), then exit.
             timeout_graceful_shutdown=args.graceful_timeout,
         )
-        if args.workers > 1:  # one SO_REUSEPORT socket per worker, so connections spread over them
+        if args.workers > 1 and args.reuse_port:  # one socket per worker: connections spread evenly
             from server.serve_workers import serve
 
             serve(options, args.workers, args.graceful_timeout)
         else:
-            uvicorn.run(**options)
+            uvicorn.run(**options, workers=args.workers)
     return 0
 
 
@@ -191,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="give each worker its own SO_REUSEPORT socket, so keep-alive connections spread evenly "
+        "(best with EOTILER_REDIS_URL: each worker's memory cache then sees only its share)",
+    )
     serve.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get after SIGTERM"
     )

@@ -100,7 +100,7 @@ def wait_for_workers(url: str, count: int) -> set[int]:
 
 def test_keep_alive_clients_spread_over_workers_and_a_dead_worker_is_replaced(test_config: Path) -> None:
     """One SO_REUSEPORT socket per worker: long-lived connections land on both workers."""
-    with eotiler_serve(test_config, "--workers", "2") as (url, process):
+    with eotiler_serve(test_config, "--workers", "2", "--reuse-port") as (url, process):
         first = wait_for_workers(url, 2)
         assert len(first) == 2
         clients = [httpx.Client() for _ in range(16)]

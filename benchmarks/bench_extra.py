@@ -113,7 +113,7 @@ def cached_scenario(local: dict, plan: Plan, progress: Progress) -> dict:
 
 
 def evalscript_scenario(plan: Plan, progress: Progress) -> dict:
-    """ms per 256 px tile: evaluation alone and the whole uncached tile, numpy vs JavaScript."""
+    """ms per 256 px tile: evaluation alone and the whole uncached tile, numpy vs JavaScript (as served and in V8)."""
     task = progress.add_task("evalscripts", total=1)
     repeat = 3 if plan.repeats == 1 else 20
     subprocess.run(
@@ -123,4 +123,4 @@ def evalscript_scenario(plan: Plan, progress: Progress) -> dict:
     )
     report = json.loads((RESULTS / "evalscripts.json").read_text())
     progress.advance(task)
-    return {"scenario": "Evalscript evaluation, numpy vs JavaScript (V8), per 256 px tile", "evalscripts": report}
+    return {"scenario": "Evalscript evaluation, numpy vs JavaScript, per 256 px tile", "evalscripts": report}

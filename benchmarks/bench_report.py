@@ -81,12 +81,17 @@ def _evalscripts(rows: list[dict]) -> list[str]:
     row = next((r for r in rows if "evalscripts" in r), None)
     if row is None:
         return []
-    header = "| script | numpy eval ms | JS eval ms | JS / numpy | numpy share of tile | JS share of tile |"
-    out = [f"### {row['scenario']}", "", header, "|---|---|---|---|---|---|"]
+    header = (
+        "| script | numpy eval ms | JS eval ms (runtime) | JS / numpy | JS in V8 eval ms | V8 / numpy "
+        "| numpy share of tile | JS share of tile |"
+    )
+    out = [f"### {row['scenario']}", "", header, "|---|---|---|---|---|---|---|---|"]
     for name, r in row["evalscripts"]["scripts"].items():
+        js, v8 = r["javascript"], r.get("javascript_v8", {})
         out.append(
-            f"| {name} | {r['numpy']['eval_ms']:g} | {r['javascript']['eval_ms']:g} | {r['js_vs_numpy']:g} "
-            f"| {r['numpy']['eval_share']:.0%} | {r['javascript']['eval_share']:.0%} |"
+            f"| {name} | {r['numpy']['eval_ms']:g} | {js['eval_ms']:g} ({js.get('runtime', 'v8')}) "
+            f"| {r['js_vs_numpy']:g} | {v8.get('eval_ms', '-')} | {r.get('js_v8_vs_numpy', '-')} "
+            f"| {r['numpy']['eval_share']:.0%} | {js['eval_share']:.0%} |"
         )
     return [*out, ""]
 

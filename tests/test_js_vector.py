@@ -160,6 +160,15 @@ const ocean = ColorRampVisualizer.createOceanColor(0, 1);
   const o = ocean.process(s.B04);
   return [r[0] + g[1] + o[2], r[1] * m[2] + g[0], m[0] + r[2] - o[1]];
 }""",
+    "signed zeros (found by the fuzzer)": setup(["B02", "B03", "dataMask"], 6)
+    + """function evaluatePixel(s) {
+  const z = -0 * s.dataMask;
+  return [1 / Math.sign(s.B02 * 0), 1 / Math.round(-0.2 - z), 1 / Math.min(0, z), 1 / Math.max(z, 0),
+    inverse(s.B03 > 0.5), 1 / Math.ceil(-0.5 * s.dataMask) + s.B03];
+}""",
+    "constant colour map input": THREE
+    + "function evaluatePixel(s) { const c = colorBlend(0.3, [0, 1], [[0, 0, 0], [1, 0.5, 0.25]]);"
+    " return [c[0] * s.B04, c[1] + s.B03, c[2] + valueMap(2, [1, 3], [5, 6])]; }",
     "auto output": setup(["B02", "B03", "B04", "dataMask"], 4, "AUTO")
     + "function evaluatePixel(s) { return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02, s.dataMask]; }",
 }
@@ -302,3 +311,69 @@ def test_long_scripts_get_smaller_chunks_so_memory_stays_bounded() -> None:
     assert vectorised.plan.chunk * 8 * 400 * 6 <= MEMORY_BUDGET  # >= 6 nodes visited per statement
     samples = edge_samples((130, 150), seed=5)
     assert np.array_equal(vectorised.evaluate(samples), reference.evaluate(samples), equal_nan=True)
+
+
+# ---- differential fuzzing: random scripts from a small grammar, numpy against V8 --------------
+
+_OPERANDS = ["s.B02", "s.B03", "s.B04", "s.B08", "s.dataMask", "0", "0.5", "-1", "2.5", "0.001", "3", "0.2"]
+_BINARY = ["+", "-", "*", "/", "%", "<", "<=", ">", ">=", "==", "!=", "===", "!==", "&&", "||"]
+_CALLS = ["Math.min", "Math.max", "Math.abs", "Math.sqrt", "Math.floor", "Math.ceil", "Math.trunc", "Math.round",
+          "Math.sign", "index", "inverse"]  # fmt: skip
+
+
+def random_expression(rng: np.random.Generator, names: list[str], depth: int) -> str:
+    if depth == 0 or rng.uniform() < 0.25:
+        return str(rng.choice(_OPERANDS + names))
+    pick = rng.uniform()
+    if pick < 0.5:
+        op = rng.choice(_BINARY)
+        return f"({random_expression(rng, names, depth - 1)} {op} {random_expression(rng, names, depth - 1)})"
+    if pick < 0.65:
+        op = rng.choice(["-", "!", "+"])
+        return f"({op}({random_expression(rng, names, depth - 1)}))"
+    if pick < 0.8:
+        parts = [random_expression(rng, names, depth - 1) for _ in range(3)]
+        return f"({parts[0]} ? {parts[1]} : {parts[2]})"
+    call = str(rng.choice([*_CALLS, "colorBlend", "valueMap"]))
+    if call in ("colorBlend", "valueMap"):
+        stops = "[-0.5, 0, 0.25, 1]" if call == "colorBlend" else "[0, 0.5, 2]"
+        return f"{call}({random_expression(rng, names, depth - 1)}, {stops}, [0.1, -3, 0.7, 2])"
+    count = 2 if call in ("index", "Math.min", "Math.max") else 1
+    return f"{call}({', '.join(random_expression(rng, names, depth - 1) for _ in range(count))})"
+
+
+def random_script(seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    names: list[str] = []
+    lines = []
+    for i in range(int(rng.integers(1, 4))):
+        lines.append(f"  let v{i} = {random_expression(rng, names, 3)};")
+        names.append(f"v{i}")
+    if rng.uniform() < 0.5:
+        target = rng.choice(names)
+        lines.append(
+            f"  if ({random_expression(rng, names, 2)}) {{ {target} = {random_expression(rng, names, 2)}; }}"
+            f" else {{ {target} = {random_expression(rng, names, 2)}; }}"
+        )
+    if rng.uniform() < 0.5:
+        lines.append(f"  if ({random_expression(rng, names, 2)}) return [{random_expression(rng, names, 2)}];")
+    lines.append(f"  return [{random_expression(rng, names, 3)}];")
+    return ONE + "function evaluatePixel(s) {\n" + "\n".join(lines) + "\n}"
+
+
+def test_random_scripts_give_the_same_bits_in_numpy_and_v8() -> None:
+    """150 random scripts: wherever the vectoriser accepts one, its output equals V8's exactly.
+
+    Run by hand with more seeds while changing js_vector.py; 3000 seeds were clean at the end of
+    the session that wrote it (it had found -0 from Math.sign/round/min/max and inverse(false)).
+    """
+    samples = edge_samples((24, 20), seed=11)
+    vectorised_count = 0
+    for seed in range(150):
+        source = random_script(seed)
+        vectorised, reference = compile_both(source)
+        expected = reference.evaluate(samples)
+        got = vectorised.evaluate(samples)
+        assert np.array_equal(got, expected, equal_nan=True), f"seed {seed}:\n{source}"
+        vectorised_count += vectorised.plan is not None
+    assert vectorised_count >= 75, vectorised_count  # most of the grammar is vectorisable

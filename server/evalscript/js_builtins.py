@@ -23,7 +23,7 @@ _MATH_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "floor": np.floor,
     "ceil": np.ceil,
     "trunc": np.trunc,
-    "sign": np.sign,
+    "sign": lambda x: np.where(x == 0, x, np.sign(x)),  # Math.sign(-0) is -0
 }
 MATH_CONSTANTS = {"PI": math.pi, "E": math.e}
 
@@ -42,6 +42,8 @@ def _index(args: list[Value]) -> Value:
 
 def _inverse(args: list[Value]) -> Value:
     x = _arg(args, 0)
+    if args[0].kind == "bool":  # x === 0 is never true for a boolean: 1 / false is Infinity
+        return Value("num", np.divide(np.float64(1), x))
     return Value("num", np.where(x == 0, np.float64(JAVA_DOUBLE_MAX_VAL), np.divide(np.float64(1), x)))
 
 
@@ -87,7 +89,8 @@ def _value_interpolate(args: list[Value]) -> Value:
         raise Unsupported("colorBlend intervals that do not increase")
     last = len(intervals) - 1
     table = values[: last + 1].reshape(last + 1, -1)  # one column per colour channel
-    value = np.asarray(value, dtype=np.float64)
+    scalar = np.ndim(value) == 0  # a constant value: computed as one pixel
+    value = np.asarray(value, dtype=np.float64).reshape(-1) if scalar else np.asarray(value, dtype=np.float64)
     # Segment j = how many stops lie below the value: 0 is below the first stop, last + 1 above
     # the last one, and j in 1..last interpolates from stop j-1, as runtime.js's loop finds it.
     # Each segment is slope * (value - origin) + base: slope 0 and base = the end value outside.
@@ -114,17 +117,25 @@ def _value_interpolate(args: list[Value]) -> Value:
             result[on_stop] = np.concatenate([column[:1], column[1:], column[-1:]]).take(segment[on_stop])
         if has_odd:  # below the first stop: the first value; above it or NaN: the last
             result[odd] = np.where(value[odd] <= intervals[0], column[0], column[-1])
-        channels.append(result)
+        channels.append(result[0] if scalar else result)
     if values.ndim == 1:
         return Value("num", channels[0])
     return Value("vec", tuple(Value("num", channel) for channel in channels))
 
 
 def _math_minmax(fn: Callable[[Any, Any], Any], empty: float) -> Callable[[list[Value]], Value]:
+    """Math.min/max: NaN wins, and between zeros -0 is the smaller (numpy's pick is arbitrary)."""
+
     def apply(args: list[Value]) -> Value:
         result: Any = np.float64(empty)
         for i in range(len(args)):
-            result = fn(result, _arg(args, i))
+            value = _arg(args, i)
+            picked = fn(result, value)
+            zeros = (result == 0) & (value == 0)
+            if np.any(zeros):
+                signs = fn(np.copysign(np.float64(1), result), np.copysign(np.float64(1), value))
+                picked = np.where(zeros, np.copysign(np.float64(0), signs), picked)
+            result = picked
         return Value("num", result)
 
     return apply
@@ -138,10 +149,14 @@ def _math_unary(fn: Callable[[Any], Any]) -> Callable[[list[Value]], Value]:
 
 
 def _math_round(args: list[Value]) -> Value:
-    """JavaScript rounds halves up (toward +Infinity); the fraction x - floor(x) is exact."""
+    """JavaScript rounds halves up (toward +Infinity); the fraction x - floor(x) is exact.
+
+    -0.5 <= x < 0 rounds to -0, as in JavaScript (it matters to a later division).
+    """
     x = _arg(args, 0) if args else np.float64("nan")
     down = np.floor(x)
-    return Value("num", np.where(np.subtract(x, down) >= 0.5, down + 1, down))
+    rounded = np.where(np.subtract(x, down) >= 0.5, down + 1, down)
+    return Value("num", np.where((x < 0) & (x >= -0.5), np.float64(-0.0), rounded))
 
 
 BUILTINS: dict[str, Callable[[list[Value]], Value]] = {

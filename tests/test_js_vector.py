@@ -169,6 +169,27 @@ const ocean = ColorRampVisualizer.createOceanColor(0, 1);
     "constant colour map input": THREE
     + "function evaluatePixel(s) { const c = colorBlend(0.3, [0, 1], [[0, 0, 0], [1, 0.5, 0.25]]);"
     " return [c[0] * s.B04, c[1] + s.B03, c[2] + valueMap(2, [1, 3], [5, 6])]; }",
+    "arrow functions and map": THREE
+    + """const gain = (x) => { if (x > 0.3) return 1; return x / 0.3; };
+const offset = function (x, k) { return x + k * 0.01; };
+function evaluatePixel(s) {
+  const scaled = [s.B04, s.B03, s.B02].map((v, i) => offset(v * 2.5, i));
+  return scaled.map((v) => gain(v) * v);
+}""",
+    "loops with counters": THREE
+    + """const WEIGHTS = [0.5, 0.25, 0.125];
+function evaluatePixel(s) {
+  let acc = 0;
+  for (let i = 0; i < 4; i++) {
+    acc += s.B04 * i;
+    if (acc > 1.5) return [acc, i, 0];
+  }
+  let k = 0;
+  while (k < 2) { k++; acc -= 0.1; }
+  for (const w of WEIGHTS) acc = acc * w + s.B03;
+  for (var j = 3; j > 0; j -= 1) { acc = acc / 2 + j; }
+  return [acc, k + j, s.B02];
+}""",
     "auto output": setup(["B02", "B03", "B04", "dataMask"], 4, "AUTO")
     + "function evaluatePixel(s) { return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02, s.dataMask]; }",
 }
@@ -190,8 +211,8 @@ def test_vectorised_script_equals_v8_bit_for_bit(case: str) -> None:
 
 # name -> (script, why it must stay in V8); the output must still equal V8 (it is V8)
 LEFT_TO_V8 = {
-    "loop": (ONE + "function evaluatePixel(s) { let x = 0; for (let i = 0; i < 3; i++) x += s.B04; return [x]; }",
-             "ForStatement"),
+    "per-pixel loop": (ONE + "function evaluatePixel(s) { let x = s.B04; let n = 0;"
+                       " while (x < 1 && n < 50) { x = x * 2 + 0.1; n++; } return [x]; }", "loop condition"),
     "power": (ONE + "function evaluatePixel(s) { return [s.B04 ** 2]; }", "**"),
     "transcendental": (ONE + "function evaluatePixel(s) { return [Math.exp(s.B04)]; }", "Math.exp"),
     "Math.max replaced": ("Math.max = (a, b) => a;\n" + ONE
@@ -334,6 +355,9 @@ def random_expression(rng: np.random.Generator, names: list[str], depth: int) ->
     if pick < 0.8:
         parts = [random_expression(rng, names, depth - 1) for _ in range(3)]
         return f"({parts[0]} ? {parts[1]} : {parts[2]})"
+    if pick > 0.95:  # an arrow function mapped over a two-element array, one element picked
+        items = ", ".join(random_expression(rng, names, depth - 1) for _ in range(2))
+        return f"[{items}].map((x, j) => {random_expression(rng, [*names, 'x', 'j'], depth - 1)})[{rng.integers(0, 2)}]"
     call = str(rng.choice([*_CALLS, "colorBlend", "valueMap"]))
     if call in ("colorBlend", "valueMap"):
         stops = "[-0.5, 0, 0.25, 1]" if call == "colorBlend" else "[0, 0.5, 2]"
@@ -355,6 +379,12 @@ def random_script(seed: int) -> str:
             f"  if ({random_expression(rng, names, 2)}) {{ {target} = {random_expression(rng, names, 2)}; }}"
             f" else {{ {target} = {random_expression(rng, names, 2)}; }}"
         )
+    if rng.uniform() < 0.3:
+        target = rng.choice(names)
+        body = f"{target} = {random_expression(rng, [*names, 'i'], 2)};"
+        if rng.uniform() < 0.5:
+            body += f" if ({random_expression(rng, [*names, 'i'], 2)}) return [{random_expression(rng, names, 1)}];"
+        lines.append(f"  for (let i = 0; i < {rng.integers(0, 4)}; i++) {{ {body} }}")
     if rng.uniform() < 0.5:
         lines.append(f"  if ({random_expression(rng, names, 2)}) return [{random_expression(rng, names, 2)}];")
     lines.append(f"  return [{random_expression(rng, names, 3)}];")

@@ -75,7 +75,7 @@ def truthy(value: Value) -> Any:
         x = value.data
         truth = (x != 0) & (x == x)  # NaN is falsy
         return truth if isinstance(truth, np.ndarray) else bool(truth)
-    if value.kind in ("vec", "obj", "samples", "math", "func", "method", "visual"):
+    if value.kind in ("vec", "obj", "samples", "math", "func", "method", "visual", "closure"):
         return True
     raise Unsupported(f"a {value.kind} used as a condition")
 

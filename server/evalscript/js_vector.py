@@ -10,15 +10,19 @@ undefined), runs in V8 as before, and V8 stays the reference the tests compare a
 
 How: acorn (in a V8 worker, ``js_worker.parse``) gives the ESTree; V8 reports what each global
 the functions use is after the script's top level and ``setup()`` ran (a numeric constant, a
-runtime helper still intact, a top-level function whose text matches the tree); then this module
-walks the tree with numpy values. Branches run on all pixels under a mask (``pc``), returns set a
-per-pixel ``done`` mask, so there is no per-pixel Python. Nothing from the script is ever
-executed as Python: the walker only knows a fixed set of node types and numpy ufuncs, and the
-work is bounded by the tree size (5000 nodes at most, checked by the parser).
+runtime helper or visualizer class still intact, a top-level function whose text matches the
+tree); then this module walks the tree with numpy values. Branches run on all pixels under a
+mask (``pc``), returns set a per-pixel ``done`` mask, so there is no per-pixel Python. Loops are
+unrolled while their condition is the same for every pixel (a counter); arrow functions and
+``map`` are inlined. Nothing from the script is ever executed as Python: the walker only knows a
+fixed set of node types and numpy ufuncs, its steps are counted (``MAX_STEPS``), the script's
+time limit applies, and chunks shrink for long scripts so memory stays bounded.
 
-Deliberately left to V8: loops, ``**``/``Math.pow`` and transcendental functions (``exp``,
-``log``, ``tanh``...: libm and V8 may differ in the last bit), strings, objects other than
-multi-output returns, multi-temporal scripts (ORBIT/TILE) and V1 scripts.
+Deliberately left to V8: loops whose condition depends on the pixel, ``break``/``continue``,
+``**``/``Math.pow`` and transcendental functions (``exp``, ``log``, ``tanh``...: libm and V8 may
+differ in the last bit), strings, array element assignment (arrays are shared references in
+JavaScript), objects other than multi-output returns, multi-temporal scripts (ORBIT/TILE) and V1
+scripts. The differential fuzzer in ``tests/test_js_vector.py`` checks the rest against V8.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ MAX_STEPS = 20000  # nodes visited per evaluation, inlined functions included
 MEMORY_BUDGET = 256 * 1024 * 1024
 MAX_INLINE_DEPTH = 8
 _NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+_FUNCTION_EXPRESSIONS = ("ArrowFunctionExpression", "FunctionExpression")
 _ARITH: dict[str, Callable[[Any, Any], Any]] = {
     "+": np.add,
     "-": np.subtract,
@@ -125,14 +130,25 @@ class Walker:
 
     def call_function(self, name: str, args: list[Value]) -> Value:
         """Inline a top-level function: parameters bound, body walked, returns merged by mask."""
-        node = self.program.functions[name]
+        return self.invoke(self.program.functions[name], None, args, name)
+
+    def invoke(self, node: dict[str, Any], closure: Scope | None, args: list[Value], name: str) -> Value:
+        """Walk a function body (declaration, function expression or arrow) for these arguments."""
         if self.depth >= MAX_INLINE_DEPTH:
             raise Unsupported("functions nested too deep")
-        scope = Scope(None, function=True)
+        if node.get("async") or node.get("generator"):
+            raise Unsupported("an async or generator function")
+        scope = Scope(closure, function=True)
         for i, param in enumerate(node["params"]):
             if param["type"] != "Identifier":
                 raise Unsupported("a parameter pattern")
             scope.names[param["name"]] = args[i] if i < len(args) else Value("undef")
+        if node["body"]["type"] != "BlockStatement":  # an arrow with an expression body
+            self.depth += 1
+            try:
+                return self.expr(node["body"], scope)
+            finally:
+                self.depth -= 1
         for var in _var_names(node["body"]["body"]):  # hoisted: undefined until assigned
             scope.names.setdefault(var, Value("undef"))
         frame = Frame(output=name == "evaluatePixel" and self.depth == 0)
@@ -194,7 +210,59 @@ class Walker:
             return self.block(node["body"], scope, frame)
         if kind == "EmptyStatement":
             return False
+        if kind in ("ForStatement", "WhileStatement"):
+            return self.loop(node, scope, frame)
+        if kind == "ForOfStatement":
+            return self.for_of(node, scope, frame)
         raise Unsupported(f"a {kind}")
+
+    def loop_test(self, node: dict[str, Any] | None, scope: Scope) -> bool:
+        """A loop condition; it must be the same for every pixel (a counter, not a band value)."""
+        if node is None:
+            return True
+        test = truthy(self.expr(node, scope))
+        if isinstance(test, np.ndarray):
+            raise Unsupported("a loop condition that depends on the pixel")
+        return bool(test)
+
+    def loop(self, node: dict[str, Any], scope: Scope, frame: Frame) -> bool:
+        """``for (init; test; update)`` and ``while (test)``, unrolled (``tick`` bounds it).
+
+        Each iteration gets its own copy of the loop's let bindings, as JavaScript specifies
+        (it matters to arrow functions created in the body).
+        """
+        current = Scope(scope)
+        init = node.get("init")
+        if init is not None and init["type"] == "VariableDeclaration":
+            for decl in init["declarations"]:
+                self.declare(init["kind"], decl, current)
+        elif init is not None:
+            self.effect(init, current)
+        while self.loop_test(node["test"], current):
+            if self.branch(node["body"], current, frame):
+                return True  # every pixel returned inside the loop
+            current = Scope(scope, names=dict(current.names), consts=set(current.consts))
+            if node.get("update") is not None:
+                self.effect(node["update"], current)
+        return False
+
+    def for_of(self, node: dict[str, Any], scope: Scope, frame: Frame) -> bool:
+        """``for (const x of array)`` over an array of known length."""
+        left, items = node["left"], self.expr(node["right"], scope)
+        if items.kind != "vec" or node.get("await"):
+            raise Unsupported("for...of over a non-array")
+        if left["type"] != "VariableDeclaration" or len(left["declarations"]) != 1:
+            raise Unsupported("a for...of target")
+        target = left["declarations"][0]["id"]
+        if target["type"] != "Identifier":
+            raise Unsupported("a for...of pattern")
+        for item in items.data:
+            current = Scope(scope)
+            self.tick()
+            self.bind(left["kind"], target["name"], item, current)
+            if self.branch(node["body"], current, frame):
+                return True
+        return False
 
     def branch(self, node: dict[str, Any], scope: Scope, frame: Frame) -> bool:
         """Walk an ``if`` branch under the current ``pc``."""
@@ -367,6 +435,8 @@ class Walker:
             return self.member(node, scope)
         if kind == "CallExpression":
             return self.call(node, scope)
+        if kind in ("ArrowFunctionExpression", "FunctionExpression"):
+            return Value("closure", (node, scope))  # ``this`` and ``arguments`` are not supported
         raise Unsupported(f"a {kind}")
 
     def logical(self, node: dict[str, Any], scope: Scope) -> Value:
@@ -435,7 +505,7 @@ class Walker:
             return Value("func", f"Math.{name}")
         if obj.kind == "vec" and name == "length":
             return Value("num", np.float64(len(obj.data)))
-        if obj.kind == "vec" and name == "includes":
+        if obj.kind == "vec" and name in ("includes", "map"):
             return Value("method", (obj, name))
         if obj.kind == "obj" and name in obj.data:
             return obj.data[name]
@@ -465,27 +535,18 @@ class Walker:
         return Value("vec", tuple(Value("num", picked[:, c]) for c in range(table.shape[1])))
 
     def call(self, node: dict[str, Any], scope: Scope) -> Value:
-        """A call: a top-level function (inlined), a runtime helper, Math, or ``includes``."""
+        """A call: a top-level function (inlined), a function expression, a helper, Math, a method."""
         callee = self.expr(node["callee"], scope)
         args = []
         for arg in node["arguments"]:
             if arg["type"] == "SpreadElement":
                 raise Unsupported("spread arguments")
             args.append(self.expr(arg, scope))
-        if callee.kind == "method" and callee.data[0].kind == "visual":
-            target, method = callee.data
-            return visualizer_call(target.data, method, args)
+        if callee.kind == "closure":
+            function, closure = callee.data
+            return self.invoke(function, closure, args, "a function expression")
         if callee.kind == "method":
-            target, _ = callee.data
-            if "Array.prototype.includes" not in self.program.intact or not args:
-                raise Unsupported("includes()")
-            table = constant_table(target)
-            if table is None or table.ndim != 1 or np.isnan(table).any():
-                raise Unsupported("includes() on a non-constant array")
-            value = as_number(args[0]) if args[0].kind in NUMERIC else None
-            if value is None or args[0].kind == "bool":
-                raise Unsupported("includes() of a non-number")
-            return Value("bool", np.isin(value, table))
+            return self.call_method(callee.data[0], callee.data[1], args)
         if callee.kind != "func":
             raise Unsupported(f"calling a {callee.kind}")
         name = callee.data
@@ -494,6 +555,31 @@ class Walker:
         if name not in self.program.intact or name not in BUILTINS:
             raise Unsupported(f"{name}()")
         return BUILTINS[name](args)
+
+    def call_method(self, target: Value, method: str, args: list[Value]) -> Value:
+        """``visualizer.process(v)``, ``array.map(fn)``, ``array.includes(v)``."""
+        if target.kind == "visual":
+            return visualizer_call(target.data, method, args)
+        if method == "map":
+            if "Array.prototype.map" not in self.program.intact or not args or args[0].kind != "closure":
+                raise Unsupported("map() without a function expression")
+            function, closure = args[0].data
+            return Value(
+                "vec",
+                tuple(
+                    self.invoke(function, closure, [item, Value("num", np.float64(i)), target], "map callback")
+                    for i, item in enumerate(target.data)
+                ),
+            )
+        if "Array.prototype.includes" not in self.program.intact or not args:
+            raise Unsupported("includes()")
+        table = constant_table(target)
+        if table is None or table.ndim != 1 or np.isnan(table).any():
+            raise Unsupported("includes() on a non-constant array")
+        value = as_number(args[0]) if args[0].kind in NUMERIC else None
+        if value is None or args[0].kind == "bool":
+            raise Unsupported("includes() of a non-number")
+        return Value("bool", np.isin(value, table))
 
 
 # ---- building a plan ------------------------------------------------------------------------
@@ -532,17 +618,33 @@ def _var_names(body: list[dict[str, Any]]) -> Iterator[str]:
             yield from _var_names([stmt["consequent"]])
             if stmt["alternate"] is not None:
                 yield from _var_names([stmt["alternate"]])
+        elif kind in ("ForStatement", "WhileStatement", "ForOfStatement"):
+            heads = [stmt.get("init"), stmt.get("left")]
+            yield from _var_names([h for h in heads if h is not None and h.get("type") == "VariableDeclaration"])
+            yield from _var_names([stmt["body"]])
+
+
+def top_level_functions(ast: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, node) of ``function f() {}`` and of ``const f = (x) => ...`` / ``= function () {}``."""
+    for node in ast["body"]:
+        if node.get("type") == "FunctionDeclaration":
+            yield node["id"]["name"], node
+        elif node.get("type") == "VariableDeclaration":
+            for decl in node["declarations"]:
+                init = decl.get("init") or {}
+                if decl["id"]["type"] == "Identifier" and init.get("type") in _FUNCTION_EXPRESSIONS:
+                    yield decl["id"]["name"], init
 
 
 def global_names(ast: dict[str, Any] | None) -> list[str] | None:
     """Names V8 must describe for ``ast`` to be vectorised, or None when it cannot be."""
     if not isinstance(ast, dict) or ast.get("type") != "Program":
         return None
-    functions = [n for n in ast["body"] if n.get("type") == "FunctionDeclaration"]
-    if not any(n["id"]["name"] == "evaluatePixel" for n in functions):
+    functions = list(top_level_functions(ast))
+    if not any(name == "evaluatePixel" for name, _ in functions):
         return None
-    names = sorted({name for fn in functions for name in _identifiers(fn["body"])} | {"evaluatePixel"})
-    names += [fn["id"]["name"] for fn in functions if fn["id"]["name"] not in names]
+    names = sorted({name for _, fn in functions for name in _identifiers(fn["body"])} | {"evaluatePixel"})
+    names += [name for name, _ in functions if name not in names]
     if len(names) > 512 or not all(_NAME.match(n) for n in names):
         return None
     return names
@@ -594,12 +696,10 @@ class VectorPlan:
         Raises ``Unsupported`` with the reason when the script must stay in V8.
         """
         declared: dict[str, dict[str, Any]] = {}
-        for node in ast["body"]:
-            if node.get("type") == "FunctionDeclaration":
-                name = node["id"]["name"]
-                if name in declared or node.get("generator") or node.get("async"):
-                    raise Unsupported(f"function {name}")
-                declared[name] = node
+        for name, node in top_level_functions(ast):
+            if name in declared or node.get("generator") or node.get("async"):
+                raise Unsupported(f"function {name}")
+            declared[name] = node
         intact = frozenset(report.get("__intact", []))
         values, functions = _globals(report, declared, intact)
         if "evaluatePixel" not in functions:

@@ -25,7 +25,8 @@ from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JST
 RUNTIME = (Path(__file__).parent / "js" / "runtime.js").read_text(encoding="utf-8")
 ACORN = Path(__file__).parent / "js" / "vendor" / "acorn.js"
 # The parser context's entry point: the script's ESTree as JSON (node offsets dropped, each
-# top-level function's source text kept, to compare with what V8 holds under that name), or
+# top-level function's source text kept, also for ``const f = (x) => ...``, to compare with
+# what V8 holds under that name), or
 # null when the tree is too large or deep to be worth vectorising.
 _PARSE = """
 function __eotiler_parse(src, maxNodes, maxDepth) {
@@ -42,8 +43,13 @@ function __eotiler_parse(src, maxNodes, maxDepth) {
     }
   })(ast, 0);
   if (tooBig) return "null";
+  const functions = ["ArrowFunctionExpression", "FunctionExpression"];
   for (const node of ast.body) {
     if (node.type === "FunctionDeclaration") node.text = src.slice(node.start, node.end);
+    if (node.type !== "VariableDeclaration") continue;
+    for (const decl of node.declarations) {  // const f = (x) => ... : V8 prints the same text
+      if (decl.init && functions.includes(decl.init.type)) decl.init.text = src.slice(decl.init.start, decl.init.end);
+    }
   }
   return JSON.stringify(ast, (k, v) => (k === "start" || k === "end" || k === "regex" ? undefined : v));
 }

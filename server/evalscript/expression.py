@@ -173,6 +173,7 @@ class ExpressionEvalscript:
         scaled = (stacked - low) / (high - low if high != low else 1.0)
         if self.colormap is None:
             return np.clip(scaled, 0, 1)
-        idx = np.clip(np.rint(np.nan_to_num(scaled[0], nan=0.0) * 255), 0, 255).astype(np.uint8)
+        with np.errstate(over="ignore"):  # +-1.8e308 from nan_to_num(inf): clipped below anyway
+            idx = np.clip(np.rint(np.nan_to_num(scaled[0], nan=0.0) * 255), 0, 255).astype(np.uint8)
         rgba = self.colormap[idx]
         return np.moveaxis(rgba, -1, 0)

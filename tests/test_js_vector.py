@@ -190,6 +190,9 @@ function evaluatePixel(s) {
   for (var j = 3; j > 0; j -= 1) { acc = acc / 2 + j; }
   return [acc, k + j, s.B02];
 }""",
+    "squares": setup(["B02", "B03", "B04", "B08", "dataMask"], 3)
+    + "function evaluatePixel(s) { const d = Math.sqrt(s.B04 ** 2 + Math.pow(s.B03, 2));"
+    " return [d, (s.B02 > 0.1) ** 2 + s.B08 ** 1 + s.B02 ** 0, Math.pow(-s.B08, 2.0)]; }",
     "auto output": setup(["B02", "B03", "B04", "dataMask"], 4, "AUTO")
     + "function evaluatePixel(s) { return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02, s.dataMask]; }",
 }
@@ -213,7 +216,8 @@ def test_vectorised_script_equals_v8_bit_for_bit(case: str) -> None:
 LEFT_TO_V8 = {
     "per-pixel loop": (ONE + "function evaluatePixel(s) { let x = s.B04; let n = 0;"
                        " while (x < 1 && n < 50) { x = x * 2 + 0.1; n++; } return [x]; }", "loop condition"),
-    "power": (ONE + "function evaluatePixel(s) { return [s.B04 ** 2]; }", "**"),
+    "power": (ONE + "function evaluatePixel(s) { return [s.B04 ** 3]; }", "exponent"),
+    "power of the pixel": (ONE + "function evaluatePixel(s) { return [Math.pow(2, s.B04)]; }", "exponent"),
     "transcendental": (ONE + "function evaluatePixel(s) { return [Math.exp(s.B04)]; }", "Math.exp"),
     "Math.max replaced": ("Math.max = (a, b) => a;\n" + ONE
                           + "function evaluatePixel(s) { return [Math.max(s.B04, 1)]; }", "Math.max"),
@@ -350,7 +354,9 @@ def random_expression(rng: np.random.Generator, names: list[str], depth: int) ->
         op = rng.choice(_BINARY)
         return f"({random_expression(rng, names, depth - 1)} {op} {random_expression(rng, names, depth - 1)})"
     if pick < 0.65:
-        op = rng.choice(["-", "!", "+"])
+        op = rng.choice(["-", "!", "+", "**"])
+        if op == "**":
+            return f"(({random_expression(rng, names, depth - 1)}) ** {rng.integers(0, 3)})"
         return f"({op}({random_expression(rng, names, depth - 1)}))"
     if pick < 0.8:
         parts = [random_expression(rng, names, depth - 1) for _ in range(3)]

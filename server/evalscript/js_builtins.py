@@ -159,6 +159,26 @@ def _math_round(args: list[Value]) -> Value:
     return Value("num", np.where((x < 0) & (x >= -0.5), np.float64(-0.0), rounded))
 
 
+def power(base: Value, exponent: Value) -> Value:
+    """``x ** y`` and ``Math.pow(x, y)`` for a constant y of 0, 1 or 2, which V8 computes exactly
+    (1, x and x * x: fdlibm's fast paths). Other exponents go through a pow() whose last bit
+    differs from numpy's, so they stay in V8.
+    """
+    if exponent.kind != "num" or np.ndim(exponent.data) != 0 or float(exponent.data) not in (0.0, 1.0, 2.0):
+        raise Unsupported("** or Math.pow with an exponent other than 0, 1 or 2")
+    x = as_number(base)
+    y = float(exponent.data)
+    if y == 0:
+        return Value("num", np.ones_like(x) if isinstance(x, np.ndarray) else np.float64(1))
+    return Value("num", x * x if y == 2 else x)
+
+
+def _math_pow(args: list[Value]) -> Value:
+    if len(args) < 2:
+        raise Unsupported("Math.pow with one argument")
+    return power(args[0], args[1])
+
+
 BUILTINS: dict[str, Callable[[list[Value]], Value]] = {
     "index": _index,
     "inverse": _inverse,
@@ -168,6 +188,7 @@ BUILTINS: dict[str, Callable[[list[Value]], Value]] = {
     "Math.min": _math_minmax(np.minimum, math.inf),
     "Math.max": _math_minmax(np.maximum, -math.inf),
     "Math.round": _math_round,
+    "Math.pow": _math_pow,
     **{f"Math.{name}": _math_unary(fn) for name, fn in _MATH_UNARY.items()},
 }
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from server.evalscript.contract import OutputSpec
-from server.evalscript.js_builtins import BUILTINS, MATH_CONSTANTS, visualizer, visualizer_call
+from server.evalscript.js_builtins import BUILTINS, MATH_CONSTANTS, power, visualizer, visualizer_call
 from server.evalscript.js_values import (
     NUMERIC,
     Fallback,
@@ -460,6 +460,10 @@ class Walker:
         """Arithmetic and comparisons (numbers only; booleans convert, strings do not exist here)."""
         if op in ("+", "-", "*", "/", "%"):
             return self.arith(op, left, right)
+        if op == "**":
+            if left.kind not in NUMERIC or right.kind not in NUMERIC:
+                raise Unsupported("** on a non-number")
+            return power(left, right)
         if op in ("<", "<=", ">", ">=", "==", "!="):
             a, b = as_number(left), as_number(right)
             fn = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}.get(op)

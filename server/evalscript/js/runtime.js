@@ -251,7 +251,7 @@ const __eotiler_builtins = Object.freeze({
   index: index, inverse: inverse, valueMap: valueMap, valueInterpolate: valueInterpolate, colorBlend: colorBlend,
   "Math.min": Math.min, "Math.max": Math.max, "Math.abs": Math.abs, "Math.sqrt": Math.sqrt,
   "Math.floor": Math.floor, "Math.ceil": Math.ceil, "Math.trunc": Math.trunc, "Math.round": Math.round,
-  "Math.sign": Math.sign, "Array.prototype.includes": Array.prototype.includes,
+  "Math.sign": Math.sign, "Math.pow": Math.pow, "Array.prototype.includes": Array.prototype.includes,
   "Array.prototype.map": Array.prototype.map,
 });
 const __eotiler_MAX_CONSTANT = 65536;

@@ -3,6 +3,7 @@ axis order, compositing, GetFeatureInfo values and one test per exception code."
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 
@@ -202,6 +203,41 @@ def test_get_feature_info_reports_values_and_scene(client):
     v111 = {**params, "VERSION": "1.1.1", "SRS": "EPSG:4326", "X": "150", "Y": "100"}
     del v111["I"], v111["J"], v111["CRS"]
     assert client.get("/ogc/wms", params=v111).json()["features"][0]["properties"]["bands"]["B8A"] == b8a
+
+
+def test_get_feature_info_reports_what_the_request_evalscript_computes(client):
+    """A client showing a map made with EVALSCRIPT gets that script's value at the clicked pixel."""
+    w, s, e, n = T29UNU_LONLAT
+    params = {
+        "SERVICE": "WMS",
+        "REQUEST": "GetFeatureInfo",
+        "VERSION": "1.3.0",
+        "CRS": "CRS:84",
+        "BBOX": f"{w},{s},{e},{n}",
+        "WIDTH": "300",
+        "HEIGHT": "200",
+        "LAYERS": "RAW_NDMI",
+        "QUERY_LAYERS": "RAW_NDMI",
+        "STYLES": "",
+        "FORMAT": "image/png",
+        "I": "150",
+        "J": "100",
+        "INFO_FORMAT": "application/json",
+    }
+    script = (
+        "//VERSION=3\nfunction setup() { return {input: ['B8A', 'B11', 'dataMask'],"
+        " output: {bands: 2, sampleType: 'FLOAT32'}}; }\n"
+        "function evaluatePixel(s) { return [s.B11 * 3 - s.B8A, s.dataMask]; }"
+    )
+    encoded = base64.b64encode(script.encode()).decode()
+    props = client.get("/ogc/wms", params={**params, "EVALSCRIPT": encoded}).json()["features"][0]["properties"]
+    b8a, b11 = props["bands"]["B8A"], props["bands"]["B11"]
+    assert len(props["value"]) == 2 and props["value"][1] == 1.0
+    assert props["value"][0] == pytest.approx(b11 * 3 - b8a, abs=1e-6)
+    default = client.get("/ogc/wms", params=params).json()["features"][0]["properties"]
+    assert default["value"][0] == pytest.approx((b8a - b11) / (b8a + b11), abs=1e-6)  # the layer's own script
+    refused = client.get("/ogc/wms", params={**params, "EVALSCRIPT": "%%%"})
+    assert refused.status_code == 400 and b"EVALSCRIPT" in refused.content
 
 
 def test_get_legend_graphic(client):

@@ -3,6 +3,7 @@ the time dimension, the 512 px set and OWS exception codes."""
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 
@@ -135,6 +136,22 @@ def test_feature_info(client):
     b8a, b11 = props["bands"]["B8A"], props["bands"]["B11"]
     assert props["value"][0] == pytest.approx((b8a - b11) / (b8a + b11), abs=1e-6)
     assert props["scene"]["id"].startswith("S2A_MSIL2A_20221005")
+    expression = base64.b64encode(b"B11 - B8A").decode()  # an expression EVALSCRIPT, as GetTile takes
+    scripted = client.get(
+        "/ogc/wmts",
+        params={
+            **GOOD,
+            **AT_TILE,
+            "REQUEST": "GetFeatureInfo",
+            "LAYER": "RAW_NDMI",
+            "FORMAT": "image/tiff",
+            "I": "128",
+            "J": "128",
+            "INFO_FORMAT": "application/json",
+            "EVALSCRIPT": expression,
+        },
+    ).json()["features"][0]["properties"]
+    assert scripted["value"][0] == pytest.approx(b11 - b8a, abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -275,7 +275,8 @@ def get_feature_info(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...])
         pipeline.registry.get(name, parameter="QUERY_LAYERS")
     info_format = parse_info_format(kvp)
     col, row = _pixel(kvp, req.version, req)
-    return feature_info(pipeline, query, pixel_cell(req.grid, col, row), req.time, req.maxcc, req.priority, info_format)
+    cell = pixel_cell(req.grid, col, row)
+    return feature_info(pipeline, query, cell, req.time, req.maxcc, req.priority, info_format, req.evalscript)
 
 
 def parse_info_format(kvp: KVP, default: str = "text/plain") -> str:
@@ -302,30 +303,37 @@ def feature_info(
     maxcc: float | None,
     priority: Priority | None,
     info_format: str,
+    evalscript: str | None = None,
 ) -> Response:
-    """Query ``layers`` at ``cell`` and format the answer (shared by WMS and WMTS)."""
-    features = [_query_layer(pipeline, name, cell, time, maxcc, priority) for name in layers]
+    """Query ``layers`` at ``cell`` and format the answer (shared by WMS and WMTS).
+
+    ``evalscript`` is the request's base64 EVALSCRIPT: the value reported is what that script
+    computes, as in the map the client shows, not the layer's own script.
+    """
+    features = []
+    for name in layers:
+        script = pipeline.registry.get(name).request_script(evalscript)
+        req = RenderRequest(name, cell, ImageFormat.GTIFF, time, maxcc, priority, script=script)
+        features.append(_query_layer(pipeline, req))
     return _format_info(features, info_format, cell)
 
 
-def _query_layer(
-    pipeline: Pipeline, name: str, cell: Grid, time: TimeRange | None, maxcc: float | None, priority: Priority | None
-) -> dict[str, object]:
-    rendered = pipeline.render_data(RenderRequest(name, cell, ImageFormat.GTIFF, time, maxcc, priority))
-    layer = pipeline.registry.get(name)
+def _query_layer(pipeline: Pipeline, req: RenderRequest) -> dict[str, object]:
+    rendered = pipeline.render_data(req)
+    script = pipeline.script(req)
     index = int(rendered.mosaic.scene_index[0, 0])
     has_data = index >= 0
-    output = layer.evalscript.output
+    output = script.output
     values = rendered.values[:, 0, 0]
     if output.sample_type is not SampleType.FLOAT32:
         values = rendered.data.data[:, 0, 0]
     scene = rendered.mosaic.scenes[index] if has_data else None
     return {
-        "layer": name,
+        "layer": req.layer,
         "has_data": has_data,
         "value": [None if not has_data else float(v) for v in values],
         "bands": {b: (float(a[0, 0]) if has_data else None) for b, a in rendered.mosaic.bands.items()},
-        "units": layer.evalscript.inputs.units,
+        "units": script.inputs.units,
         "scene": None
         if scene is None
         else {

@@ -261,4 +261,5 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
         parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
         parse_priority(kvp.get("PRIORITY"), "PRIORITY"),
         parse_info_format(kvp, "application/json"),
+        kvp.get("EVALSCRIPT"),
     )

@@ -165,24 +165,27 @@ def test_opaque_map_uses_bgcolor(client):
     assert np.abs(pixels[5, 5, :3] - [0x33, 0x66, 0x99]).max() <= 3  # west of the scene: no data
 
 
+FEATURE_INFO = {  # GetFeatureInfo at the middle pixel of a 300 x 200 map of the whole T29UNU scene
+    "SERVICE": "WMS",
+    "REQUEST": "GetFeatureInfo",
+    "VERSION": "1.3.0",
+    "CRS": "CRS:84",
+    "BBOX": ",".join(str(v) for v in T29UNU_LONLAT),
+    "WIDTH": "300",
+    "HEIGHT": "200",
+    "LAYERS": "RAW_NDMI",
+    "QUERY_LAYERS": "RAW_NDMI",
+    "STYLES": "",
+    "FORMAT": "image/png",
+    "I": "150",
+    "J": "100",
+    "INFO_FORMAT": "application/json",
+}
+
+
 def test_get_feature_info_reports_values_and_scene(client):
     w, s, e, n = T29UNU_LONLAT
-    params = {
-        "SERVICE": "WMS",
-        "REQUEST": "GetFeatureInfo",
-        "VERSION": "1.3.0",
-        "CRS": "CRS:84",
-        "BBOX": f"{w},{s},{e},{n}",
-        "WIDTH": "300",
-        "HEIGHT": "200",
-        "LAYERS": "RAW_NDMI",
-        "QUERY_LAYERS": "RAW_NDMI",
-        "STYLES": "",
-        "FORMAT": "image/png",
-        "I": "150",
-        "J": "100",
-        "INFO_FORMAT": "application/json",
-    }
+    params = dict(FEATURE_INFO)
     body = client.get("/ogc/wms", params=params).json()
     props = body["features"][0]["properties"]
     assert props["scene"]["id"].startswith("S2A_MSIL2A_20221005") and props["scene"]["datetime"].startswith("2022")
@@ -207,23 +210,7 @@ def test_get_feature_info_reports_values_and_scene(client):
 
 def test_get_feature_info_reports_what_the_request_evalscript_computes(client):
     """A client showing a map made with EVALSCRIPT gets that script's value at the clicked pixel."""
-    w, s, e, n = T29UNU_LONLAT
-    params = {
-        "SERVICE": "WMS",
-        "REQUEST": "GetFeatureInfo",
-        "VERSION": "1.3.0",
-        "CRS": "CRS:84",
-        "BBOX": f"{w},{s},{e},{n}",
-        "WIDTH": "300",
-        "HEIGHT": "200",
-        "LAYERS": "RAW_NDMI",
-        "QUERY_LAYERS": "RAW_NDMI",
-        "STYLES": "",
-        "FORMAT": "image/png",
-        "I": "150",
-        "J": "100",
-        "INFO_FORMAT": "application/json",
-    }
+    params = dict(FEATURE_INFO)
     script = (
         "//VERSION=3\nfunction setup() { return {input: ['B8A', 'B11', 'dataMask'],"
         " output: {bands: 2, sampleType: 'FLOAT32'}}; }\n"

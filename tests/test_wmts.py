@@ -118,39 +118,31 @@ def test_gdal_wmts_driver(live_url):
     assert data[3].mean() > 200 and data[:3].std() > 5
 
 
+def feature_info(client, **extra: str) -> dict:
+    """GetFeatureInfo (JSON) at the middle of the test tile of RAW_NDMI: the one feature's properties."""
+    params = {
+        **GOOD,
+        **AT_TILE,
+        "REQUEST": "GetFeatureInfo",
+        "LAYER": "RAW_NDMI",
+        "FORMAT": "image/tiff",
+        "I": "128",
+        "J": "128",
+        "INFO_FORMAT": "application/json",
+        **extra,
+    }
+    response = client.get("/ogc/wmts", params=params)
+    assert response.status_code == 200, response.text[:300]
+    return response.json()["features"][0]["properties"]
+
+
 def test_feature_info(client):
-    response = client.get(
-        "/ogc/wmts",
-        params={
-            **GOOD,
-            **AT_TILE,
-            "REQUEST": "GetFeatureInfo",
-            "LAYER": "RAW_NDMI",
-            "FORMAT": "image/tiff",
-            "I": "128",
-            "J": "128",
-            "INFO_FORMAT": "application/json",
-        },
-    )
-    props = response.json()["features"][0]["properties"]
+    props = feature_info(client)
     b8a, b11 = props["bands"]["B8A"], props["bands"]["B11"]
     assert props["value"][0] == pytest.approx((b8a - b11) / (b8a + b11), abs=1e-6)
     assert props["scene"]["id"].startswith("S2A_MSIL2A_20221005")
     expression = base64.b64encode(b"B11 - B8A").decode()  # an expression EVALSCRIPT, as GetTile takes
-    scripted = client.get(
-        "/ogc/wmts",
-        params={
-            **GOOD,
-            **AT_TILE,
-            "REQUEST": "GetFeatureInfo",
-            "LAYER": "RAW_NDMI",
-            "FORMAT": "image/tiff",
-            "I": "128",
-            "J": "128",
-            "INFO_FORMAT": "application/json",
-            "EVALSCRIPT": expression,
-        },
-    ).json()["features"][0]["properties"]
+    scripted = feature_info(client, EVALSCRIPT=expression)
     assert scripted["value"][0] == pytest.approx(b11 - b8a, abs=1e-6)
 
 

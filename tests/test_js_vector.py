@@ -136,6 +136,10 @@ function evaluatePixel(s) { const c = rgb(s); return [...c]; }""",
         "output: {bands: 2, sampleType: 'FLOAT32'}", "output: [{id: 'default', bands: 2}, {id: 'ndvi', bands: 1}]"
     )
     + "function evaluatePixel(s) { return {ndvi: [index(s.B08, s.B04)], default: [s.B04, s.dataMask]}; }",
+    "multi-output with fall-through": setup(["B04", "B08", "dataMask"], 2).replace(
+        "output: {bands: 2, sampleType: 'FLOAT32'}", "output: [{id: 'default', bands: 2}, {id: 'x', bands: 1}]"
+    )
+    + "function evaluatePixel(s) { if (s.B04 > 0.3) return {x: [1], default: [s.B04, s.B08 + 1]}; }",
     "number return and fall-through": ONE
     + "function evaluatePixel(s) { if (s.B04 > 0.4) return s.B04 * 2; if (s.B04 > 0.1) return true; }",
     "bare return gives zeros": ONE + "function evaluatePixel(s) { if (s.B02 > 0.3) return; return [s.B02]; }",
@@ -259,6 +263,7 @@ def test_a_tile_whose_data_leaves_the_vectorised_path_runs_in_v8() -> None:
     source = ONE + "const P = [0.25, 0.5, 0.75];\nfunction evaluatePixel(s) { return [P[s.B04 * 4]]; }"
     vectorised, reference = compile_both(source)
     assert vectorised.runtime == "numpy"
+    assert vectorised.plan is not None and vectorised.plan.chunk == CHUNK_PIXELS  # the probe's index 4 is ignored
     inside = Samples({name: np.full((8, 8), 0.5) for name in BANDS})
     inside.B04[:4] = 0.25
     assert np.array_equal(vectorised.evaluate(inside), reference.evaluate(inside))

@@ -33,7 +33,9 @@ class Value:
     ``kind``: ``num`` (float64 array or scalar), ``bool`` (bool array or scalar), ``vec`` (a JS
     array: tuple of Values), ``obj`` (a multi-output object: dict of Values), ``samples``,
     ``math``, ``func`` (name of a runtime helper, Math function or top-level function),
-    ``method`` (``(vec, "includes")``), ``undef``, ``tdz`` (a let/const not declared yet).
+    ``closure`` (a function expression and the scope it closes over), ``visual`` (a visualizer's
+    settings), ``method`` (``(target, name)``: ``includes``/``map`` of an array, ``process`` of a
+    visualizer), ``undef``, ``tdz`` (a let/const not declared yet).
     ``undef`` on num/bool/vec values marks pixels where a ``let x;`` was never assigned.
     """
 

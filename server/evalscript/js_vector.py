@@ -119,9 +119,10 @@ class Program:
 class Walker:
     """Evaluates ``evaluatePixel`` over one chunk of pixels."""
 
-    def __init__(self, program: Program, samples: dict[str, np.ndarray]) -> None:
+    def __init__(self, program: Program, samples: dict[str, np.ndarray], probing: bool = False) -> None:
         self.program = program
         self.samples = samples
+        self.probing = probing  # the build's walk over made-up values: never hand a tile to V8
         self.steps = 0
         self.depth = 0
         self.pc: Any = True  # the pixels the code being walked runs for
@@ -362,7 +363,7 @@ class Walker:
         if value.kind in ("undef", "tdz"):
             raise Unsupported(f"{name} read while undefined")
         if value.undef is not None:
-            if np.any(value.undef & self.pc):
+            if np.any(value.undef & self.pc) and not self.probing:
                 raise Fallback(f"{name} is undefined on some pixels")
             # defined wherever this code runs; other pixels are never observed from here (every
             # assignment and return merges under pc)
@@ -531,7 +532,7 @@ class Walker:
             raise Unsupported("indexing a non-constant array per pixel")
         position = key.data
         valid = (position == np.floor(position)) & (position >= 0) & (position < table.shape[0])
-        if not np.all(valid | ~np.asarray(self.pc)):
+        if not np.all(valid | ~np.asarray(self.pc)) and not self.probing:
             raise Fallback("an array index out of range")  # V8 throws or yields undefined there
         picked = np.take(table, np.where(valid, position, 0).astype(np.intp), axis=0)
         if table.ndim == 1:
@@ -712,11 +713,11 @@ class VectorPlan:
         if not params or params[0]["type"] != "Identifier":
             raise Unsupported("evaluatePixel takes no samples parameter")
         plan = cls(Program(functions, values, intact, bands, output))
+        # Every branch is walked whatever the values, so one walk finds any construct this module
+        # refuses, and counts the steps each chunk will take.
         probe = {name: np.array([0.0, 1.0, 2.0, 3.0, 0.25, 0.5, 6.0]) for name in bands}
         try:
-            steps = plan.evaluate_chunk(probe, np.empty((output.bands, 7)))
-        except Fallback:
-            steps = MAX_STEPS  # data-dependent: fine, those tiles go to V8; assume the longest walk
+            steps = plan.evaluate_chunk(probe, np.empty((output.bands, 7)), probing=True)
         except RecursionError:
             raise Unsupported("nesting too deep") from None
         plan.chunk = max(256, min(CHUNK_PIXELS, MEMORY_BUDGET // (8 * max(steps, 1))))
@@ -739,15 +740,19 @@ class VectorPlan:
             if time.monotonic() - started > time_limit:
                 raise TimeLimit("evalscript exceeded its time limit")
 
-    def evaluate_chunk(self, samples: dict[str, np.ndarray], out: np.ndarray) -> int:
+    def evaluate_chunk(self, samples: dict[str, np.ndarray], out: np.ndarray, probing: bool = False) -> int:
         """Walk ``evaluatePixel`` once over one chunk of pixels; returns the nodes visited."""
-        walker = Walker(self.program, samples)
+        walker = Walker(self.program, samples, probing)
         with np.errstate(all="ignore"):
             result = walker.call_function("evaluatePixel", [Value("samples")])
             if result.kind == "obj":  # a multi-output return: OGC services use "default"
                 if self.program.output.id not in result.data:
                     raise Unsupported("no default output returned")
-                result = result.data[self.program.output.id]
+                picked = result.data[self.program.output.id]
+                undef = result.undef if picked.undef is None or result.undef is None else result.undef | picked.undef
+                result = Value(picked.kind, picked.data, picked.undef if undef is None else undef)
+            if probing:  # made-up values may leave pixels undefined that real ones would not
+                result = Value(result.kind, result.data)
             self.store(result, out)
         return walker.steps
 

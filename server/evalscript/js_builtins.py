@@ -3,7 +3,8 @@
 Each one repeats the operations of its JavaScript version in ``js/runtime.js`` (or V8's, for
 Math) in the same order, so the results are the same doubles: ``index`` is (x - y) / (x + y) with 0
 for a zero sum, ``colorBlend`` interpolates ``((b - a) / run) * dx + a``. Math functions whose
-libm and V8 results may differ in the last bit (exp, log, pow, tanh...) are deliberately absent.
+V8 (fdlibm) and numpy results differ in the last bit (exp, log, tanh, pow with other exponents
+than 0, 1 and 2...: measured on 200,000 values each) are deliberately absent.
 """
 
 from __future__ import annotations

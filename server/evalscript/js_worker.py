@@ -24,10 +24,10 @@ from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JST
 
 RUNTIME = (Path(__file__).parent / "js" / "runtime.js").read_text(encoding="utf-8")
 ACORN = Path(__file__).parent / "js" / "vendor" / "acorn.js"
-# The parser context's entry point: the script's ESTree as JSON (node offsets dropped, each
-# top-level function's source text kept, also for ``const f = (x) => ...``, to compare with
-# what V8 holds under that name), or
-# null when the tree is too large or deep to be worth vectorising.
+# The parser context's entry point: the script's ESTree as JSON, or null when the tree is too
+# large or deep to be worth vectorising. Node offsets are dropped; the source text of each
+# top-level function (also ``const f = (x) => ...``) is kept, to compare with what V8 holds
+# under that name.
 _PARSE = """
 function __eotiler_parse(src, maxNodes, maxDepth) {
   const ast = acorn.parse(src, { ecmaVersion: "latest", sourceType: "script" });

@@ -313,7 +313,7 @@ function __eotiler_constant(v, depth, count, maxDepth = 2) {
 // What each global name is now (after the script's top level and setup() ran).
 function __eotiler_globals(namesJson) {
   const report = { __intact: [] };
-  for (const key of Object.keys(__eotiler_builtins)) {
+  for (const key of __eotiler_keys(__eotiler_builtins)) {
     const dot = key.lastIndexOf(".");
     let current;
     try {
@@ -336,11 +336,11 @@ function __eotiler_globals(namesJson) {
     else if (typeof v === "function") {
       report[name] = v === __eotiler_builtins[name] ? { kind: "builtin" } : { kind: "function", text: __eotiler_toString.call(v) };
     } else if (v === undefined) report[name] = { kind: "undefined" };
-    else if (v !== null && typeof v === "object" && __eotiler_visualizer(v) !== undefined) {
-      report[name] = __eotiler_visualizer(v);
-    } else {
-      const value = __eotiler_constant(v, 0, { n: 0 });
-      report[name] = value === undefined ? { kind: "other" } : { kind: "constant", value: value };
+    else {
+      const visualizer = v !== null && typeof v === "object" ? __eotiler_visualizer(v) : undefined;
+      const value = visualizer === undefined ? __eotiler_constant(v, 0, { n: 0 }) : undefined;
+      if (visualizer !== undefined) report[name] = visualizer;
+      else report[name] = value === undefined ? { kind: "other" } : { kind: "constant", value: value };
     }
   }
   return __eotiler_json.stringify(report);

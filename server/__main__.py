@@ -65,7 +65,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     registry = _registry(Path(args.config))
     table = Table(title=f"Layers in {args.config}")
-    for column in ("id", "title", "collection", "script", "output", "scenes", "dates"):
+    for column in ("id", "title", "collection", "script", "runs in", "output", "scenes", "dates"):
         table.add_column(column)
     for layer in registry.layers.values():
         out = layer.evalscript.output
@@ -76,6 +76,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
             layer.config.title,
             layer.collection_id,
             layer.evalscript.name,
+            layer.evalscript.runtime,
             f"{out.bands} x {out.sample_type.value}",
             str(len(layer.catalogue.scenes)) if layer.catalogue.enumerable else "STAC API",
             span,

@@ -103,6 +103,7 @@ class Evalscript(Protocol):
     output: OutputSpec
     digest: str
     mosaicking: str  # SIMPLE (one flattened sample per pixel), ORBIT or TILE (arrays over scenes)
+    runtime: str  # what evaluates it: numexpr, python (numpy), numpy (vectorised JavaScript) or "v8: why"
 
     def evaluate(self, samples: Samples) -> np.ndarray:
         """Return the output bands as a float array of shape (bands, height, width)."""

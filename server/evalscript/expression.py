@@ -111,6 +111,7 @@ class ExpressionEvalscript:
     """
 
     mosaicking = "SIMPLE"
+    runtime = "numexpr"  # what evaluates it (``eotiler layers``)
 
     def __init__(
         self,

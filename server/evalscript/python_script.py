@@ -64,6 +64,7 @@ class PythonEvalscript:
     """An evalscript loaded from a ``.py`` file."""
 
     mosaicking = "SIMPLE"  # numpy scripts see one flattened sample per pixel
+    runtime = "python (numpy)"  # what evaluates it (``eotiler layers``)
 
     def __init__(self, path: Path) -> None:
         source = path.read_bytes()

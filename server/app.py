@@ -25,6 +25,7 @@ from server.catalog.layers import LayerRegistry
 from server.config import load_config
 from server.evalscript import js_pool, js_script
 from server.evalscript.js_pool import JsLimits
+from server.malloc_arenas import limit_arenas
 from server.ogc import routes as ogc_routes
 from server.ogc.exceptions import ows_exception_xml
 from server.pipeline import Pipeline
@@ -34,6 +35,7 @@ from server.settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
+    limit_arenas(settings.malloc_arenas)  # before any thread pool: see server/malloc_arenas.py
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per STAC API call is noise
     install_access_log()

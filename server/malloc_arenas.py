@@ -4,8 +4,9 @@ Why: glibc gives threads up to 8 x cores arenas of their own, and memory freed i
 mostly stays with the process. Render threads allocate and free arrays of a few MB all the
 time, so a worker's RSS kept growing to ~1.2 GB in the load soak. With two arenas the two
 workers held 1.11 GB together at the end of the same soak instead of 1.69 GB, at the same
-throughput and with lower p95/p99 (``benchmarks/reports/soak.json``, ``soak-glibc-arenas.json``). ``mallopt(M_ARENA_MAX)`` applies to arenas created after the
-call, so it runs at start-up, before the thread pools exist. A ``MALLOC_ARENA_MAX`` in the
+throughput and with lower p95/p99 (``benchmarks/reports/soak.json``,
+``soak-glibc-arenas.json``). ``mallopt(M_ARENA_MAX)`` applies to arenas created after the call,
+so it runs at start-up, before the thread pools exist. A ``MALLOC_ARENA_MAX`` in the
 environment (which glibc read at process start) is left to win.
 """
 

@@ -197,6 +197,22 @@ function evaluatePixel(s) {
     "squares": setup(["B02", "B03", "B04", "B08", "dataMask"], 3)
     + "function evaluatePixel(s) { const d = Math.sqrt(s.B04 ** 2 + Math.pow(s.B03, 2));"
     " return [d, (s.B02 > 0.1) ** 2 + s.B08 ** 1 + s.B02 ** 0, Math.pow(-s.B08, 2.0)]; }",
+    "switch with fall-through and default in the middle": THREE
+    + """function evaluatePixel(s) {
+  let w = 0;
+  switch (s.SCL) {
+    case 4: w = 1;
+    case 5: w += 0.5; break;
+    default: w = -1;
+    case 6: w = w * 2 + 3; break;
+    case 8:
+    case 9: return [1, 1, 1];
+    case 10: { const k = 7; w = k; }
+  }
+  switch (s.B04 > 0.3) { case true: w += 10; break; case 1: w = 99; }
+  return [w, s.B04, s.dataMask];
+}""",
+    "concat": THREE + "function evaluatePixel(s) { return [s.B04].concat([s.B03 * 2], s.B02 > 0.1); }",
     "auto output": setup(["B02", "B03", "B04", "dataMask"], 4, "AUTO")
     + "function evaluatePixel(s) { return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02, s.dataMask]; }",
 }
@@ -235,6 +251,9 @@ LEFT_TO_V8 = {
                            + "function evaluatePixel(s) { return [viz.process(s.B04)]; }", "viz"),
     "gamma": ("const viz = new HighlightCompressVisualizer(0, 0.4, 1, 0, 2.2);\n" + ONE
               + "function evaluatePixel(s) { return [viz.process(s.B04)]; }", "gamma"),
+    "conditional break": (ONE + "function evaluatePixel(s) { let w = 0;"
+                          " switch (s.B04 > 0.2) { case true: if (s.B03 > 0.1) break; w = 1; } return [w]; }",
+                          "BreakStatement"),
     "temporal dead zone": (ONE + "const x = 1;\n"
                            "function evaluatePixel(s) { const y = x; { const z = q; let q = 2; } return [y]; }", "q"),
 }  # fmt: skip

@@ -54,6 +54,13 @@ def both(a: Any, b: Any) -> Any:
     return bool(a) and bool(b)
 
 
+def either(a: Any, b: Any) -> Any:
+    """Mask union; stays a Python bool while both sides are scalars."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.logical_or(a, b)
+    return bool(a) or bool(b)
+
+
 def negate(a: Any) -> Any:
     """Mask complement; stays a Python bool for a scalar."""
     return np.logical_not(a) if isinstance(a, np.ndarray) else not bool(a)

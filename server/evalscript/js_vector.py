@@ -47,6 +47,7 @@ from server.evalscript.js_values import (
     both,
     constant,
     constant_table,
+    either,
     negate,
     select,
     stored,
@@ -171,11 +172,7 @@ class Walker:
     def block(self, body: list[dict[str, Any]], scope: Scope, frame: Frame, fresh: bool = True) -> bool:
         """Walk statements; True when every pixel of ``pc`` has returned by the end."""
         inner = Scope(scope) if fresh else scope
-        for stmt in body:  # let/const are in their temporal dead zone until declared
-            if stmt["type"] == "VariableDeclaration" and stmt["kind"] != "var":
-                for decl in stmt["declarations"]:
-                    if decl["id"]["type"] == "Identifier":
-                        inner.names[decl["id"]["name"]] = Value("tdz")
+        _bind_tdz(body, inner)
         for stmt in body:
             if self.statement(stmt, inner, frame):
                 return True
@@ -215,7 +212,54 @@ class Walker:
             return self.loop(node, scope, frame)
         if kind == "ForOfStatement":
             return self.for_of(node, scope, frame)
+        if kind == "SwitchStatement":
+            self.switch(node, scope, frame)
+            return False
         raise Unsupported(f"a {kind}")
+
+    def switch(self, node: dict[str, Any], scope: Scope, frame: Frame) -> None:
+        """``switch``, by masks: where each pixel enters, and which pixels are still running.
+
+        A pixel enters at its first ``case`` that is ``===`` the discriminant (else at
+        ``default``) and falls through until a ``break``. The break must end its case: one inside
+        an ``if`` would need a mask of its own, and such scripts stay in V8.
+        """
+        clauses = node["cases"]
+        entries = self.switch_entries(self.expr(node["discriminant"], scope), clauses, scope)
+        inner = Scope(scope)  # one scope for the whole switch body
+        _bind_tdz([stmt for clause in clauses for stmt in clause["consequent"]], inner)
+        running: Any = False
+        saved = self.pc
+        try:
+            for clause, entry in zip(clauses, entries, strict=True):
+                running = either(running, entry)
+                body = clause["consequent"]
+                ends_with_break = bool(body) and body[-1]["type"] == "BreakStatement" and body[-1]["label"] is None
+                if ends_with_break:
+                    body = body[:-1]
+                self.pc = both(saved, running)
+                if self.pc is not False:
+                    for stmt in body:
+                        if self.statement(stmt, inner, frame):
+                            ends_with_break = True  # every running pixel returned
+                            break
+                if ends_with_break:
+                    running = False
+        finally:
+            self.pc = saved
+
+    def switch_entries(self, discriminant: Value, clauses: list[dict[str, Any]], scope: Scope) -> list[Any]:
+        """Per clause, the pixels that enter there: the first ``===`` case, else ``default``."""
+        matched_any: Any = False
+        entries: list[Any] = []
+        for clause in clauses:  # case tests are evaluated in order, as JavaScript does
+            if clause["test"] is None:
+                entries.append(None)
+                continue
+            hit = truthy(self.binary("===", discriminant, self.expr(clause["test"], scope)))
+            entries.append(both(hit, negate(matched_any)))
+            matched_any = either(matched_any, hit)
+        return [negate(matched_any) if entry is None else entry for entry in entries]
 
     def loop_test(self, node: dict[str, Any] | None, scope: Scope) -> bool:
         """A loop condition; it must be the same for every pixel (a counter, not a band value)."""
@@ -281,7 +325,7 @@ class Walker:
             value = stored(value)
         mask = both(self.pc, negate(frame.done))
         frame.result = value if frame.result is None else select(mask, value, frame.result)
-        frame.done = np.logical_or(frame.done, mask) if isinstance(mask, np.ndarray) else (frame.done or mask)
+        frame.done = either(frame.done, mask)
 
     def declare(self, kind: str, decl: dict[str, Any], scope: Scope) -> None:
         """``let``/``const``/``var`` with an identifier or an array pattern."""
@@ -510,7 +554,7 @@ class Walker:
             return Value("func", f"Math.{name}")
         if obj.kind == "vec" and name == "length":
             return Value("num", np.float64(len(obj.data)))
-        if obj.kind == "vec" and name in ("includes", "map"):
+        if obj.kind == "vec" and name in ("includes", "map", "concat"):
             return Value("method", (obj, name))
         if obj.kind == "obj" and name in obj.data:
             return obj.data[name]
@@ -562,9 +606,21 @@ class Walker:
         return BUILTINS[name](args)
 
     def call_method(self, target: Value, method: str, args: list[Value]) -> Value:
-        """``visualizer.process(v)``, ``array.map(fn)``, ``array.includes(v)``."""
+        """``visualizer.process(v)``, ``array.map(fn)``, ``array.concat(...)``, ``array.includes(v)``."""
         if target.kind == "visual":
             return visualizer_call(target.data, method, args)
+        if method == "concat":  # arrays are spread, other values appended
+            if "Array.prototype.concat" not in self.program.intact:
+                raise Unsupported("concat()")
+            items = list(target.data)
+            for arg in args:
+                if arg.kind == "vec":
+                    items.extend(arg.data)
+                elif arg.kind in NUMERIC:
+                    items.append(arg)
+                else:
+                    raise Unsupported(f"concat() of a {arg.kind}")
+            return Value("vec", tuple(items))
         if method == "map":
             if "Array.prototype.map" not in self.program.intact or not args or args[0].kind != "closure":
                 raise Unsupported("map() without a function expression")
@@ -609,6 +665,15 @@ def _identifiers(node: Any) -> Iterator[str]:
         yield from _identifiers(child)
 
 
+def _bind_tdz(statements: list[dict[str, Any]], scope: Scope) -> None:
+    """let/const declared in ``statements`` are in their temporal dead zone until declared."""
+    for stmt in statements:
+        if stmt["type"] == "VariableDeclaration" and stmt["kind"] != "var":
+            for decl in stmt["declarations"]:
+                if decl["id"]["type"] == "Identifier":
+                    scope.names[decl["id"]["name"]] = Value("tdz")
+
+
 def _var_names(body: list[dict[str, Any]]) -> Iterator[str]:
     """``var`` names declared anywhere in a function body (they are function-scoped)."""
     for stmt in body:
@@ -623,6 +688,8 @@ def _var_names(body: list[dict[str, Any]]) -> Iterator[str]:
             yield from _var_names([stmt["consequent"]])
             if stmt["alternate"] is not None:
                 yield from _var_names([stmt["alternate"]])
+        elif kind == "SwitchStatement":
+            yield from _var_names([inner for clause in stmt["cases"] for inner in clause["consequent"]])
         elif kind in ("ForStatement", "WhileStatement", "ForOfStatement"):
             heads = [stmt.get("init"), stmt.get("left")]
             yield from _var_names([h for h in heads if h is not None and h.get("type") == "VariableDeclaration"])

@@ -252,7 +252,7 @@ const __eotiler_builtins = Object.freeze({
   "Math.min": Math.min, "Math.max": Math.max, "Math.abs": Math.abs, "Math.sqrt": Math.sqrt,
   "Math.floor": Math.floor, "Math.ceil": Math.ceil, "Math.trunc": Math.trunc, "Math.round": Math.round,
   "Math.sign": Math.sign, "Math.pow": Math.pow, "Array.prototype.includes": Array.prototype.includes,
-  "Array.prototype.map": Array.prototype.map,
+  "Array.prototype.map": Array.prototype.map, "Array.prototype.concat": Array.prototype.concat,
 });
 const __eotiler_MAX_CONSTANT = 65536;
 // Visualizer classes whose process() the vectoriser reimplements: prototypes and methods as the
@@ -297,7 +297,7 @@ function __eotiler_constant(v, depth, count, maxDepth = 2) {
     return __eotiler_isFinite(v) ? v : "" + v;
   }
   if (depth < maxDepth && __eotiler_isArray(v) && __eotiler_protoOf(v) === Array.prototype &&
-      !__eotiler_hasOwn.call(v, "includes") && !__eotiler_hasOwn.call(v, "map") &&
+      !__eotiler_hasOwn.call(v, "includes") && !__eotiler_hasOwn.call(v, "map") && !__eotiler_hasOwn.call(v, "concat") &&
       __eotiler_keys(v).length === v.length) {
     const out = [];
     for (let i = 0; i < v.length; i++) {

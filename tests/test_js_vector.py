@@ -21,7 +21,7 @@ from server.evalscript.js_pool import JsLimits
 from server.evalscript.js_script import JavaScriptEvalscript, set_vectorize
 from server.evalscript.js_vector import CHUNK_PIXELS, MEMORY_BUDGET
 
-BANDS = ("B02", "B03", "B04", "B08", "SCL", "dataMask")
+BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11", "SCL", "dataMask")
 SPECIAL = [0.0, -0.0, 0.5, -0.5, 2.5, -2.5, 0.49999999999999994, 1.0, -1.0, 0.2, 0.4, 0.6, -0.8, 0.8, 1e308,
            -1e308, 5e-324, np.inf, -np.inf, np.nan, 3.0, 11.0, 12.0, 7.5, 0.1, 0.3]  # fmt: skip
 
@@ -437,3 +437,81 @@ def test_random_scripts_give_the_same_bits_in_numpy_and_v8() -> None:
         assert np.array_equal(got, expected, equal_nan=True), f"seed {seed}:\n{source}"
         vectorised_count += vectorised.plan is not None
     assert vectorised_count >= 75, vectorised_count  # most of the grammar is vectorisable
+
+
+# Scripts written the way EO Browser's layers and the custom-scripts collection write them.
+TYPICAL = {
+    "EO Browser NDVI (ramp + concat)": """//VERSION=3
+function setup() { return { input: ["B04", "B08", "dataMask"], output: { bands: 4 } }; }
+const ramp = [[-0.5, 0x0c0c0c], [-0.2, 0xbfbfbf], [0, 0xeaeaea], [0.1, 0xccc682], [0.2, 0x91bf51],
+  [0.4, 0x4f892d], [0.6, 0x0f540a], [1, 0x004400]];
+const visualizer = new ColorRampVisualizer(ramp);
+function evaluatePixel(samples) {
+  let ndvi = index(samples.B08, samples.B04);
+  let imgVals = visualizer.process(ndvi);
+  return imgVals.concat(samples.dataMask);
+}""",
+    "EO Browser moisture index (multi-output)": """//VERSION=3
+const moistureRamps = [[-0.8, 0x800000], [-0.24, 0xff0000], [-0.032, 0xffff00], [0.032, 0x00ffff],
+  [0.24, 0x0000ff], [0.8, 0x000080]];
+const viz = new ColorRampVisualizer(moistureRamps);
+function setup() {
+  return { input: ["B8A", "B11", "dataMask"], output: [{ id: "default", bands: 4 },
+    { id: "index", bands: 1, sampleType: "FLOAT32" }, { id: "dataMask", bands: 1 }] };
+}
+function evaluatePixel(samples) {
+  let val = index(samples.B8A, samples.B11);
+  const indexVal = samples.dataMask === 1 ? val : NaN;
+  return { default: [...viz.process(val), samples.dataMask], index: [indexVal], dataMask: [samples.dataMask] };
+}""",
+    "EO Browser true colour (highlight compress)": """//VERSION=3
+let minVal = 0.0;
+let maxVal = 0.4;
+let viz = new HighlightCompressVisualizer(minVal, maxVal);
+function setup() { return { input: ["B04", "B03", "B02", "dataMask"], output: { bands: 4 } }; }
+function evaluatePixel(samples) {
+  let val = [samples.B04, samples.B03, samples.B02, samples.dataMask];
+  return viz.processList(val);
+}""",
+    "scene classification (switch)": """//VERSION=3
+function setup() { return { input: ["SCL", "dataMask"], output: { bands: 4 } }; }
+function evaluatePixel(samples) {
+  switch (samples.SCL) {
+    case 1: return [1, 0, 0.016, samples.dataMask];
+    case 4: return [0, 0.6, 0, samples.dataMask];
+    case 6: return [0, 0, 1, samples.dataMask];
+    case 8:
+    case 9: return [0.9, 0.9, 0.9, samples.dataMask];
+    default: return [0.5, 0.5, 0.5, samples.dataMask];
+  }
+}""",
+    "water threshold (var)": """//VERSION=3
+function setup() { return { input: ["B03", "B08", "dataMask"], output: { bands: 4 } }; }
+function evaluatePixel(samples) {
+  var val = (samples.B03 - samples.B08) / (samples.B03 + samples.B08);
+  if (val > 0.3) { return [0, 0, 1, samples.dataMask]; }
+  return [val * 3, val * 3, val * 3, samples.dataMask];
+}""",
+    "tone curve (helper functions)": """//VERSION=3
+function setup() { return { input: ["B04", "B03", "B02", "dataMask"], output: { bands: 4 } }; }
+const maxR = 3.0, midR = 0.13;
+function clip(v, lo, hi) { return v < lo ? lo : v > hi ? hi : v; }
+function adj(a, tx, ty, maxC) {
+  var ar = clip(a / maxC, 0, 1);
+  return ar * (ar * (tx / maxC + ty - 1) - ty) / (ar * (2 * tx / maxC - 1) - tx / maxC);
+}
+function evaluatePixel(s) {
+  return [adj(s.B04, midR, 1, maxR), adj(s.B03, midR, 1, maxR), adj(s.B02, midR, 1, maxR), s.dataMask];
+}""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(TYPICAL))
+def test_typical_scripts_are_vectorised_and_equal_v8(case: str) -> None:
+    vectorised, reference = compile_both(TYPICAL[case])
+    assert vectorised.runtime == "numpy", vectorised.runtime
+    samples = edge_samples(seed=21)
+    got, expected = vectorised.evaluate(samples), reference.evaluate(samples)
+    assert vectorised.plan is not None
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.unique(expected).size > 2

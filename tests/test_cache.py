@@ -28,6 +28,7 @@ from server.app import create_app
 from server.cache.tile_cache import CachedImage, TileCache
 from server.settings import Settings
 from tests.conftest import free_port, write_test_config
+from tests.test_request_evalscript import wmts_tile
 
 TILE = "/layers/TRUE_COLOR/tiles/WebMercatorQuad/10/486/333.png"  # over T29UNU, 2022-10-05
 
@@ -160,17 +161,7 @@ def test_every_protocol_uses_the_cache(tmp_path):
         "HEIGHT": "150",
         "FORMAT": "image/png",
     }
-    wmts = {
-        "SERVICE": "WMTS",
-        "REQUEST": "GetTile",
-        "LAYER": "NDVI_FLOAT",
-        "STYLE": "default",
-        "TILEMATRIXSET": "WebMercatorQuad",
-        "TILEMATRIX": "10",
-        "TILEROW": "333",
-        "TILECOL": "486",
-        "FORMAT": "image/tiff",
-    }
+    wmts = wmts_tile("NDVI_FLOAT")
     wcs = [
         ("SERVICE", "WCS"),
         ("VERSION", "2.0.1"),

@@ -28,7 +28,7 @@ from server.evalscript.js_script import JavaScriptEvalscript, set_vectorize
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
 from tests.test_pixels import T29UNU, T29UPU, WEB_MERCATOR, band_file, native_grid
-from tests.test_request_evalscript import b64, tif
+from tests.test_request_evalscript import b64, tif, wmts_tile
 
 TWINS = {
     "TRUE_COLOR": "true_color",
@@ -149,18 +149,7 @@ def test_wms_wmts_and_wcs_accept_js_evalscripts(client: httpx.Client) -> None:
     plain = tif(client.get("/ogc/wms", params={**common, "LAYERS": "RAW_B04"}))
     assert (~np.isnan(plain)).mean() > 0.3
     np.testing.assert_allclose(doubled, plain * 2, rtol=1e-6, equal_nan=True)
-    wmts = {
-        "SERVICE": "WMTS",
-        "VERSION": "1.0.0",
-        "REQUEST": "GetTile",
-        "LAYER": "RAW_B04",
-        "STYLE": "default",
-        "TILEMATRIXSET": "WebMercatorQuad",
-        "TILEMATRIX": "10",
-        "TILEROW": "333",
-        "TILECOL": "486",
-        "FORMAT": "image/tiff",
-    }
+    wmts = wmts_tile("RAW_B04")
     np.testing.assert_allclose(
         tif(client.get("/ogc/wmts", params={**wmts, "EVALSCRIPT": script})),
         tif(client.get("/ogc/wmts", params=wmts)) * 2,

@@ -22,6 +22,23 @@ def b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
+def wmts_tile(layer: str, **extra: str) -> dict[str, str]:
+    """KVP of a WMTS GetTile of tile 10/486/333 (over T29UNU) as GeoTIFF; ``extra`` adds or replaces."""
+    return {
+        "SERVICE": "WMTS",
+        "REQUEST": "GetTile",
+        "VERSION": "1.0.0",
+        "LAYER": layer,
+        "STYLE": "default",
+        "TILEMATRIXSET": "WebMercatorQuad",
+        "TILEMATRIX": "10",
+        "TILEROW": "333",
+        "TILECOL": "486",
+        "FORMAT": "image/tiff",
+        **extra,
+    }
+
+
 def tif(response) -> np.ndarray:
     assert response.status_code == 200, response.text[:300]
     with rasterio.open(io.BytesIO(response.content)) as src:
@@ -68,19 +85,7 @@ def test_json_evalscript_with_colormap_matches_configured_layer(client):
 
 
 def test_wmts_gettile_takes_evalscript(client):
-    params = {
-        "SERVICE": "WMTS",
-        "REQUEST": "GetTile",
-        "VERSION": "1.0.0",
-        "LAYER": "TRUE_COLOR",
-        "STYLE": "default",
-        "TILEMATRIXSET": "WebMercatorQuad",
-        "TILEMATRIX": "10",
-        "TILEROW": "333",
-        "TILECOL": "486",
-        "FORMAT": "image/tiff",
-        "EVALSCRIPT": b64("B04"),
-    }
+    params = wmts_tile("TRUE_COLOR", EVALSCRIPT=b64("B04"))
     got = tif(client.get("/ogc/wmts", params=params))
     assert np.allclose(got, tif(client.get(TILE.format(layer="RAW_B04", ext="tif"))), equal_nan=True)
 

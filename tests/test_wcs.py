@@ -135,13 +135,21 @@ def test_outputcrs_and_subsettingcrs(client):
         assert_matches(src.read(1), expected_b04(src))
 
 
-def test_scalefactor_halves_the_native_size(client):
+def test_scalefactor_multiplies_the_native_size(client):
+    """The scaling extension's factor multiplies the grid (as MapServer reads it): 0.5 halves, 2 doubles."""
     subset = ["Long(-8.9,-8.8)", "Lat(53.05,53.1)"]
     native = coverage(client, COVERAGEID="RAW_B04", SUBSET=subset)
-    half = coverage(client, COVERAGEID="RAW_B04", SUBSET=subset, SCALEFACTOR="2")
-    with geotiff(native) as a, geotiff(half) as b:
+    half = coverage(client, COVERAGEID="RAW_B04", SUBSET=subset, SCALEFACTOR="0.5")
+    double = coverage(client, COVERAGEID="RAW_B04", SUBSET=subset, SCALEAXES="Long(2),Lat(2)")
+    with geotiff(native) as a, geotiff(half) as b, geotiff(double) as c:
         assert a.width == round(0.1 / NATIVE_DEG) and a.height == round(0.05 / NATIVE_DEG)
         assert (b.width, b.height) == (round(a.width / 2), round(a.height / 2))
+        assert (c.width, c.height) == (a.width * 2, a.height * 2)
+        assert np.allclose(tuple(b.bounds), tuple(a.bounds)) and np.allclose(tuple(c.bounds), tuple(a.bounds))
+    # 1000 times the native resolution is far beyond the size limit
+    refused = coverage(client, COVERAGEID="RAW_B04", SUBSET=subset, SCALEFACTOR="1000")
+    assert refused.status_code == 400 and ows_code(refused) == "InvalidParameterValue"
+    assert etree.fromstring(refused.content)[0].get("locator") == "SCALEFACTOR"
 
 
 def test_range_subset_and_visual_coverage_have_no_alpha(client):
@@ -237,6 +245,8 @@ BAD_201 = [
     ({"FORMAT": "image/png"}, "InvalidParameterValue"),
     ({"SCALESIZE": "x(9000),y(10)"}, "InvalidParameterValue"),
     ({"SCALEFACTOR": "-2"}, "InvalidParameterValue"),
+    ({"SCALEFACTOR": "1000"}, "InvalidParameterValue"),  # 1111 x 556 native pixels, x 1000: too large
+    ({"SCALEAXES": "Long(1e308)"}, "InvalidParameterValue"),
     ({"SUBSET": ["Long(-9,9)", "Lat(40,60)"]}, "InvalidParameterValue"),  # beyond the size limit at 10 m
     ({"OUTPUTCRS": "http://www.opengis.net/def/crs/EPSG/0/2154"}, "OutputCrs-NotSupported"),
     ({"SUBSETTINGCRS": "EPSG:2154"}, "SubsettingCrs-NotSupported"),

@@ -153,12 +153,22 @@ def parse_interpolation(value: str | None, parameter: str = "INTERPOLATION") -> 
     return INTERPOLATIONS[key]
 
 
-def _check_size(width: int, height: int, pipeline: Pipeline, hint: str) -> None:
+def _check_size(width: int, height: int, pipeline: Pipeline, hint: str, parameter: str = "SIZE") -> None:
+    """Beyond ``max_image_size`` per side is an InvalidParameterValue (400) naming what asked for it.
+
+    WCS 2.0 and its scaling extension define no code for a server's size limit; OWS Common's
+    InvalidParameterValue is what the WMS WIDTH/HEIGHT limit answers too.
+    """
     limit = pipeline.settings.max_image_size
     if not (1 <= width <= limit and 1 <= height <= limit):
         raise InvalidParameter(
-            f"the coverage would be {width}x{height} pixels; at most {limit} per side: {hint}", parameter="SIZE"
+            f"the coverage would be {width}x{height} pixels; at most {limit} per side: {hint}", parameter=parameter
         )
+
+
+def _pixels(count: float) -> int:
+    """A computed pixel count as an int: at least 1, and capped so that a huge factor stays a number."""
+    return max(1, round(min(count, 2.0**31)))
 
 
 def _native_size(bbox: tuple[float, float, float, float], crs: CRS, domain: Domain, layer: Layer) -> tuple[int, int]:
@@ -219,9 +229,9 @@ def parse_get_coverage_100(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
     elif kvp.get("RESX") or kvp.get("RESY"):
         resx = _positive(kvp.require("RESX"), "RESX")
         resy = _positive(kvp.require("RESY"), "RESY")
-        width = max(1, round((bbox[2] - bbox[0]) / resx))
-        height = max(1, round((bbox[3] - bbox[1]) / resy))
-        _check_size(width, height, pipeline, "raise RESX/RESY")
+        width = _pixels((bbox[2] - bbox[0]) / resx)
+        height = _pixels((bbox[3] - bbox[1]) / resy)
+        _check_size(width, height, pipeline, "raise RESX/RESY", "RESX")
     else:
         raise MissingParameter("give WIDTH and HEIGHT, or RESX and RESY", parameter="WIDTH")
     return RenderRequest(
@@ -358,12 +368,14 @@ def _scaled_size(kvp: KVP, native: tuple[int, int], pipeline: Pipeline) -> tuple
         width = parse_int(sizes.get("x", str(width)).strip(), "SCALESIZE", 1, limit)
         height = parse_int(sizes.get("y", str(height)).strip(), "SCALESIZE", 1, limit)
     elif kvp.get("SCALEFACTOR"):
+        # The scaling extension multiplies the grid (MapServer does the same): 2 doubles each
+        # side, 0.5 halves it.
         factor = _positive(str(kvp.get("SCALEFACTOR")), "SCALEFACTOR")
-        width, height = max(1, round(width / factor)), max(1, round(height / factor))
+        width, height = _pixels(width * factor), _pixels(height * factor)
     elif kvp.get("SCALEAXES"):
         factors = _axis_values(str(kvp.get("SCALEAXES")), "SCALEAXES")
-        width = max(1, round(width / _positive(factors.get("x", "1"), "SCALEAXES")))
-        height = max(1, round(height / _positive(factors.get("y", "1"), "SCALEAXES")))
+        width = _pixels(width * _positive(factors.get("x", "1"), "SCALEAXES"))
+        height = _pixels(height * _positive(factors.get("y", "1"), "SCALEAXES"))
     elif kvp.get("SCALEEXTENT"):
         extents = _axis_values(str(kvp.get("SCALEEXTENT")), "SCALEEXTENT")
         for kind, text in extents.items():
@@ -373,7 +385,8 @@ def _scaled_size(kvp: KVP, native: tuple[int, int], pipeline: Pipeline) -> tuple
                 width = size + 1
             else:
                 height = size + 1
-    _check_size(width, height, pipeline, "use SCALESIZE or SCALEFACTOR, or a smaller SUBSET")
+    hint = "use SCALESIZE or a SCALEFACTOR below 1, or a smaller SUBSET"
+    _check_size(width, height, pipeline, hint, given[0] if given else "SUBSET")
     return width, height
 
 

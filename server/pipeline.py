@@ -33,7 +33,7 @@ from server.settings import Settings
 from server.sources.dataset_pool import DatasetPool
 from server.sources.overview_cache import OverviewCache
 from server.sources.paths import HrefRefused
-from server.sources.scene_reader import read_scene
+from server.sources.scene_reader import MissingBands, read_scene
 from server.upstream_breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,25 @@ def _upstream_fault(exc: Exception) -> bool:
     return "404" not in str(exc) and "No such file" not in str(exc)
 
 
+def _settle(
+    breaker: CircuitBreaker | None, scenes: int, lacking: int, unreadable: int, upstream: int, timeouts: int
+) -> None:
+    """After a mosaic: tell the store's breaker how it did, and fail when no scene could be read.
+
+    Scenes ``lacking`` a band were never asked of the store, so they tell the breaker nothing;
+    nor do they make a request fail (the image is incomplete, the store is fine).
+    """
+    if breaker is not None and scenes:
+        if upstream == scenes:
+            breaker.failure()
+        elif unreadable < scenes - lacking:
+            breaker.success()
+    if unreadable and unreadable == scenes:
+        if timeouts:
+            raise UpstreamTimeout("the data source did not answer in time")
+        raise UpstreamUnavailable("no scene could be read from the data source")
+
+
 def scene_info(scene: Scene) -> SceneInfo:
     """What a multi-temporal script sees of a scene: date, cloud cover and product path."""
     href = next(iter(scene.assets.values()), "")
@@ -67,7 +86,8 @@ class Mosaic:
     filled: np.ndarray  # bool (h, w): some scene had data here
     scene_index: np.ndarray  # int16 (h, w): index into ``scenes`` of the pixel's scene, -1 none
     scenes: list[Scene]
-    failed: list[str] = field(default_factory=list)  # scenes that could not be read
+    # scenes that could not be read, and ``<scene>:<band>`` for a band no file of the scene holds
+    failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # scenes not read: the time budget was spent
 
     def add(self, valid: np.ndarray, bands: dict[str, np.ndarray], scene: Scene) -> bool:
@@ -193,7 +213,8 @@ class Pipeline:
         A scene that cannot be read is skipped and named in ``failed``; once the request's time
         budget is spent the remaining scenes are named in ``skipped`` (the first scene is always
         read). Only when every scene failed is the request an error: 504 when a read timed out,
-        502 otherwise.
+        502 otherwise. A scene with no file for a band the script needs is skipped too and named
+        in ``failed`` as ``<scene>:<band>``: the product lacks the data, the store is not at fault.
         """
         shape = (grid.height, grid.width)
         names = script.inputs.data_bands
@@ -209,6 +230,7 @@ class Pipeline:
             breaker.check()  # a resting upstream: refuse at once
         timeouts = 0
         upstream_failures = 0
+        unreadable = lacking = 0  # scenes whose read failed; scenes with no file for a band
         units = {name: script.inputs.unit(name) for name in names}
         for number, scene in enumerate(scenes):
             if number and time.monotonic() > deadline:
@@ -228,9 +250,15 @@ class Pipeline:
                     overviews=self.overviews,
                     pool=self.datasets,
                 )
+            except MissingBands as exc:
+                log.warning("scene %s has no file for band(s) %s at any resolution", scene.id, ", ".join(exc.bands))
+                mosaic.failed += [f"{scene.id}:{band}" for band in exc.bands]
+                lacking += 1
+                continue
             except (RasterioError, OSError, EotilerError) as exc:  # the data source failed
                 log.warning("reading scene %s failed: %s", scene.id, _public(exc))
                 mosaic.failed.append(scene.id)
+                unreadable += 1
                 timeouts += isinstance(exc, UpstreamTimeout) or "timed out" in str(exc)  # curl error 28
                 upstream_failures += _upstream_fault(exc)
                 with self._failures_lock:  # += is a read and a write: threads could lose counts
@@ -239,18 +267,11 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - a bug: keep the traceback, but one scene must not sink the mosaic
                 log.exception("reading scene %s failed unexpectedly", scene.id)
                 mosaic.failed.append(scene.id)
+                unreadable += 1
                 continue
             if data is not None and mosaic.add(data.valid, data.bands, scene):
                 break
-        if breaker is not None and scenes:
-            if upstream_failures == len(scenes):
-                breaker.failure()
-            elif len(mosaic.failed) < len(scenes):
-                breaker.success()
-        if mosaic.failed and len(mosaic.failed) == len(scenes):
-            if timeouts:
-                raise UpstreamTimeout("the data source did not answer in time")
-            raise UpstreamUnavailable("no scene could be read from the data source")
+        _settle(breaker, len(scenes), lacking, unreadable, upstream_failures, timeouts)
         return mosaic
 
     def samples_over_time(

@@ -161,7 +161,7 @@ def test_every_protocol_uses_the_cache(tmp_path):
         "HEIGHT": "150",
         "FORMAT": "image/png",
     }
-    wmts = wmts_tile("NDVI_FLOAT")
+    wmts = wmts_tile("RAW_NDMI")  # B8A and B11: files the T29UNU product has (it has no B08)
     wcs = [
         ("SERVICE", "WCS"),
         ("VERSION", "2.0.1"),

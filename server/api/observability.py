@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -65,6 +65,15 @@ def endpoint_of(path: str) -> str:
         if path.startswith(prefix) and contains in path:
             return label
     return "other"
+
+
+def missing_bands(failed_scenes: str) -> list[str]:
+    """Bands named in an ``X-Eotiler-Failed-Scenes`` value (``<scene>:<band>`` entries).
+
+    Why from the header: the worker that answered counts at once, so ``/metrics`` summed over
+    workers is exact without waiting for a sampling refresh.
+    """
+    return [entry.rpartition(":")[2] for entry in failed_scenes.split(",") if ":" in entry]
 
 
 REFRESH_SECONDS = 5.0  # how stale the sampled gauges and GDAL's S3 counters may get
@@ -116,6 +125,12 @@ class Metrics:
         self.read_failures = Counter(
             "eotiler_scene_read_failures",
             "Scene reads that failed (upstream errors, timeouts, missing files)",
+            registry=self.registry,
+        )
+        self.missing_bands = Counter(
+            "eotiler_missing_bands",
+            "Scenes left out of an image because none of their files holds a band the script reads, by band",
+            ["band"],
             registry=self.registry,
         )
         self.rendering = Gauge(
@@ -184,7 +199,7 @@ class ObservabilityMiddleware:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
-        seen: dict[str, object] = {"status": 500, "bytes": 0, "cache": None, "incomplete": False}
+        seen: dict[str, object] = {"status": 500, "bytes": 0, "cache": None, "incomplete": False, "missing": []}
 
         async def send_observed(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -195,6 +210,8 @@ class ObservabilityMiddleware:
                         seen["cache"] = value.decode("latin-1")
                     elif key in (b"x-eotiler-failed-scenes", b"x-eotiler-skipped-scenes"):
                         seen["incomplete"] = True
+                        if key == b"x-eotiler-failed-scenes":  # ``<scene>:<band>``: a band no file holds
+                            seen["missing"] = missing_bands(value.decode("latin-1"))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
@@ -216,6 +233,8 @@ class ObservabilityMiddleware:
             self.metrics.tile_cache.labels(str(seen["cache"])).inc()
         if seen["incomplete"]:
             self.metrics.incomplete.inc()
+        for band in cast(list[str], seen["missing"]):
+            self.metrics.missing_bands.labels(band).inc()
         if self.log_requests:
             query = scope.get("query_string", b"").decode("latin-1")
             access_log.info(

@@ -24,6 +24,7 @@ from rio_tiler.io import Reader
 from server.config.models import BandConfig, CollectionConfig
 from server.errors import EvalscriptError
 from server.models import Grid, Scene
+from server.sources.angles import ANGLE_BANDS, read_angles, scene_angles
 from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
 from server.sources.gdal_env import GdalEnvironment
@@ -43,6 +44,19 @@ class BandSource:
     band: str
     asset_key: str
     resolution: float
+
+
+class MissingBands(Exception):
+    """A scene has no file for these bands at any resolution, so its pixels cannot be computed.
+
+    Why an exception and not ``None``: ``None`` means "nothing on this grid", which is normal;
+    a missing band is a defect of the product (or of the configuration) that the pipeline
+    reports to the client, logs and counts.
+    """
+
+    def __init__(self, scene_id: str, bands: list[str]) -> None:
+        super().__init__(f"scene {scene_id} has no file for band(s) {', '.join(bands)}")
+        self.bands = bands
 
 
 @dataclass(slots=True)
@@ -76,7 +90,14 @@ def dn_offset(band: BandConfig, scene: Scene) -> float:
 
 
 def choose_source(name: str, band: BandConfig, scene: Scene, ground_res: float) -> BandSource | None:
-    """Pick the coarsest available resolution <= ``ground_res``, else the finest available."""
+    """The file that serves ``name`` at ``ground_res`` metres per pixel, ``None`` if the scene has none.
+
+    Among the band's files present in the scene: the coarsest one at or finer than the request
+    (no visible loss, least decoding), else the finest one, which is then the nearest. A band is
+    thus read from another resolution whenever its usual one is absent (a 10 m request over a
+    product that only has 60 m files reads them, resampled), as Sentinel Hub serves every band at
+    any resolution.
+    """
     available = [(res, band.asset.format(res=int(res) if float(res).is_integer() else res)) for res in band.resolutions]
     available = [(res, key) for res, key in available if key in scene.assets]
     if not available:
@@ -231,18 +252,28 @@ def read_scene(
     """Read ``band_names`` of ``scene`` on ``grid``.
 
     Bands are read in parallel on ``executor`` (JPEG2000 decoding releases the GIL). Zoomed-out
-    JPEG2000 reads go through ``overviews`` when given. Returns ``None`` when the scene lacks one
-    of the bands or does not touch the grid.
+    JPEG2000 reads go through ``overviews`` when given. Returns ``None`` when the scene does not
+    touch the grid; raises ``MissingBands`` (before reading anything) when no file of the scene
+    holds some of the bands.
     """
     ground_res = grid.ground_resolution()
     plan: list[tuple[str, BandConfig, BandSource]] = []
-    for name in band_names:
+    missing: list[str] = []
+    names = list(band_names)
+    for name in names:
+        if name in ANGLE_BANDS:
+            continue  # not a raster: interpolated from the granule metadata below
         band = collection.bands[name]
         source = choose_source(name, band, scene, ground_res)
         if source is None:
-            log.info("scene %s has no asset for band %s", scene.id, name)
-            return None
-        plan.append((name, band, source))
+            missing.append(name)
+        else:
+            plan.append((name, band, source))
+    angle_names = [name for name in names if name in ANGLE_BANDS]
+    angles = scene_angles(scene, collection, angle_names, gdal) if angle_names else None
+    missing += [name for name in angle_names if angles is None or name not in angles.grids]
+    if missing:
+        raise MissingBands(scene.id, missing)
 
     gcps = collection.geolocation == "gcps"
     identity = gdal.identity if gdal is not None else ""
@@ -280,4 +311,8 @@ def read_scene(
         assert raw is not None  # narrowed above
         valid &= ~np.ma.getmaskarray(raw)
         bands[name] = to_units(raw, band, scene, units if isinstance(units, str) else units[name])
+    if angles is not None:
+        angle_bands, angle_valid = read_angles(angle_names, angles, grid)
+        bands.update(angle_bands)
+        valid &= angle_valid  # nothing where the granule's angle grid does not reach
     return SceneData(scene, bands, valid, [source for _, _, source in plan])

@@ -43,6 +43,11 @@ def looks_like_javascript(text: str) -> bool:
     return bool(_VERSION3.search(text) or re.search(r"\bfunction\b|\breturn\b|=>|\bvar\b|\blet\b|\bconst\b", text))
 
 
+def iso_utc(when: datetime) -> str:
+    """A date as Sentinel Hub gives scripts scene dates: ``YYYY-MM-DDTHH:MM:SSZ`` in UTC."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True, slots=True)
 class SceneInfo:
     """What ``scenes.tiles[i]`` tells a multi-temporal script about one catalogue scene."""
@@ -54,7 +59,7 @@ class SceneInfo:
     def as_js(self, number: int) -> dict[str, Any]:
         """The JSON the runtime turns into a ``scenes.tiles`` entry."""
         return {
-            "date": self.date.isoformat(),
+            "date": iso_utc(self.date),
             "cloudCoverage": self.cloud_coverage,
             "dataPath": self.data_path,
             "shId": number,
@@ -76,7 +81,7 @@ def scenes_meta(scenes: list[SceneInfo], mosaicking: str) -> dict[str, Any]:
         days = []
         for group in orbits(scenes):
             day = datetime.combine(scenes[group[0]].date.astimezone(UTC).date(), datetime.min.time(), UTC)
-            days.append({"dateFrom": day.isoformat(), "dateTo": (day + timedelta(days=1)).isoformat(), "tiles": group})
+            days.append({"dateFrom": iso_utc(day), "dateTo": iso_utc(day + timedelta(days=1)), "tiles": group})
         meta["orbits"] = days
     return meta
 
@@ -131,6 +136,23 @@ def _parse_output(value: object) -> tuple[OutputSpec, tuple[str, ...]]:
     return OutputSpec(chosen["bands"], sample_type), tuple(ids)
 
 
+def script_version(source: str, outline: dict[str, Any] | None) -> int:
+    """3 for a script defining ``evaluatePixel``, 1 for the simple form Sentinel Hub also runs.
+
+    The simple form is a body evaluated per pixel with the bands as variables, ending in a
+    top-level ``return``: V1 scripts, and scripts with a ``//VERSION=3`` header but no
+    ``setup()``. A top-level ``return`` is a syntax error in any script that defines
+    ``evaluatePixel``, so it decides; without one, the header or the name ``evaluatePixel``
+    makes a V3 script. ``outline`` is None for text acorn cannot parse: then the name alone
+    decides, and compiling the script in V8 reports the error.
+    """
+    if outline is None:
+        return 3 if re.search(r"\bevaluatePixel\b", source) else 1
+    if outline["topLevelReturn"]:
+        return 1
+    return 3 if _VERSION3.search(source) or "evaluatePixel" in outline["names"] else 1
+
+
 class JavaScriptEvalscript:
     """A Sentinel Hub evalscript run in V8 worker processes."""
 
@@ -139,20 +161,18 @@ class JavaScriptEvalscript:
         self.name = name
         self.parameter = parameter  # the request parameter the script came in, named in errors
         self.digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-        self.version = 3 if _VERSION3.search(source) or re.search(r"\bfunction\s+evaluatePixel\b", source) else 1
-        v1_bands = None
+        self._v1_bands: list[str] | None = None
+        outline = self._job("outline", {})
+        self.version = script_version(source, outline)
         if self.version == 1:
-            v1_bands = [b for b in sorted(band_names) if re.search(rf"\b{re.escape(b)}\b", source)]
-            if re.search(r"\bdataMask\b", source):
-                v1_bands.append("dataMask")
-            if not v1_bands:
-                raise EvalscriptError(f"{name}: the V1 script reads no band of this collection")
-        self._v1_bands = v1_bands
+            read = set() if outline is None else set(outline["names"])
+            self._v1_bands = [b for b in sorted(set(band_names) - {"dataMask"}) if b in read]
+            self._v1_bands += ["dataMask"] if "dataMask" in read else []
         self.plan: VectorPlan | None = None
         # how evaluatePixel runs, and why not with numpy (js_vector.py)
-        self.runtime = "v8: a V1 script" if self.version == 1 else "v8: vectorising is switched off"
+        self.runtime = "v8: vectorising is switched off"
         ast = None
-        if self.version == 3 and _VECTORIZE["enabled"]:
+        if _VECTORIZE["enabled"]:
             ast = self._job("parse", {})
             if ast is None:
                 self.runtime = "v8: too large or too deeply nested to vectorise (or not valid JavaScript)"
@@ -160,12 +180,14 @@ class JavaScriptEvalscript:
         info = self._job("setup", {} if names is None else {"globals": names})
         if not info.get("hasEvaluatePixel"):
             raise EvalscriptError(f"{name}: the script defines no evaluatePixel()")
+        if self._v1_bands == []:  # checked after setup, which reports a syntax error with its line
+            raise EvalscriptError(f"{name}: the V1 script reads no band of this collection")
         self.has_preprocess = bool(info.get("hasPreProcessScenes"))
         setup = info.get("setup") if self.version == 3 else {}
         if self.version == 3 and not isinstance(setup, dict):
             raise EvalscriptError(f"{name}: setup() must return an object with 'input' and 'output'")
         assert isinstance(setup, dict)
-        self.inputs = _parse_inputs(setup.get("input"), v1_bands)
+        self.inputs = _parse_inputs(setup.get("input"), self._v1_bands)
         if self.version == 1:
             bands = self._job("probe", {"names": list(self.inputs.bands)})
             if not isinstance(bands, int) or not 1 <= bands <= 64:

@@ -54,6 +54,41 @@ function __eotiler_parse(src, maxNodes, maxDepth) {
   return JSON.stringify(ast, (k, v) => (k === "start" || k === "end" || k === "regex" ? undefined : v));
 }
 """
+# The outline context's entry point: whether the script returns at its top level (the simple
+# V1 form, also sent with a VERSION=3 header) and every identifier its code names, which is
+# what a V1 script's bands are read from: comments, strings, template text, regular expressions
+# and property names (``a.B08``, ``{B08: 1}``) name no band. null when acorn cannot parse it.
+_OUTLINE = """
+function __eotiler_outline(src) {
+  let ast;
+  try {
+    ast = acorn.parse(src, { ecmaVersion: "latest", sourceType: "script", allowReturnOutsideFunction: true });
+  } catch (e) {
+    return "null";
+  }
+  const functions = ["FunctionDeclaration", "FunctionExpression", "ArrowFunctionExpression"];
+  const keyed = ["Property", "PropertyDefinition", "MethodDefinition"];
+  const names = new Set();
+  let topLevelReturn = false;
+  const stack = [[ast, false]];
+  while (stack.length > 0) {
+    const [node, inFunction] = stack.pop();
+    if (node.type === "Identifier") names.add(node.name);
+    if (node.type === "ReturnStatement" && !inFunction) topLevelReturn = true;
+    const inner = inFunction || functions.includes(node.type);
+    for (const key in node) {
+      if (key === "property" && node.type === "MemberExpression" && !node.computed) continue;
+      if (key === "key" && keyed.includes(node.type) && !node.computed) continue;
+      if (key === "label") continue;
+      const v = node[key];
+      for (const item of Array.isArray(v) ? v : [v]) {
+        if (item && typeof item.type === "string") stack.push([item, inner]);
+      }
+    }
+  }
+  return JSON.stringify({ topLevelReturn: topLevelReturn, names: [...names].sort() });
+}
+"""
 PARSE_MAX_NODES = 5000
 PARSE_MAX_DEPTH = 200  # a + b + c... nests one level per term
 SCRIPT_URL = "evalscript.js"
@@ -143,13 +178,26 @@ class Worker:
         self.parser: MiniRacer | None = None
 
     def parse(self, meta: dict[str, Any]) -> Any:
-        """The script's ESTree (acorn, in a context of its own that never runs the script)."""
+        """The script's ESTree (acorn, in a context of its own that never runs the script).
+
+        A V1 script is parsed as V8 runs it: wrapped into ``evaluatePixel`` (``wrap_v1``).
+        """
+        source = meta["source"]
+        if meta.get("v1_bands") is not None:
+            source = wrap_v1(source, meta["v1_bands"])
+        return self.acorn(f"__eotiler_parse({json.dumps(source)}, {PARSE_MAX_NODES}, {PARSE_MAX_DEPTH})", meta)
+
+    def outline(self, meta: dict[str, Any]) -> Any:
+        """``{topLevelReturn, names}`` of the script as written (``_OUTLINE``), or None."""
+        return self.acorn(f"__eotiler_outline({json.dumps(meta['source'])})", meta)
+
+    def acorn(self, call: str, meta: dict[str, Any]) -> Any:
+        """Run ``call`` in the parser context; None when it fails or outruns its limits."""
         if self.parser is None:
             self.parser = MiniRacer()
             self.parser.set_hard_memory_limit(meta["heap_bytes"])
             self.parser.eval(_HARDEN)
-            self.parser.eval(ACORN.read_text(encoding="utf-8") + _PARSE)
-        call = f"__eotiler_parse({json.dumps(meta['source'])}, {PARSE_MAX_NODES}, {PARSE_MAX_DEPTH})"
+            self.parser.eval(ACORN.read_text(encoding="utf-8") + _PARSE + _OUTLINE)
         try:
             return json.loads(self.parser.eval(call, timeout_sec=meta["timeout"]))
         except (JSEvalException, JSTimeoutException, JSOOMException, RecursionError):
@@ -204,6 +252,8 @@ class Worker:
                         answer["globals"] = json.loads(racer.eval(call, timeout_sec=meta["timeout"]))
                 elif kind == "parse":
                     answer = self.parse(meta)
+                elif kind == "outline":
+                    answer = self.outline(meta)
                 elif kind == "probe":
                     call = f"__eotiler_probe({json.dumps(json.dumps(meta['names']))})"
                     answer = self.context(meta).racer.eval(call, timeout_sec=meta["timeout"])

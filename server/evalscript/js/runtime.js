@@ -429,17 +429,26 @@ function __eotiler_loop(names, scenes, temporal) {
   return __loop;
 }
 
+// The scenes argument as Sentinel Hub documents it: scenes.tiles[i] {date, cloudCoverage, dataPath,
+// shId} for TILE, scenes.orbits[i] {dateFrom, dateTo, tiles} for ORBIT (one entry per UTC day), every
+// date an ISO string "YYYY-MM-DDTHH:MM:SSZ" (scripts call .split("T") on them). The object is also
+// an array in the deprecated first V3 form that published scripts still read: scenes[i].date, a
+// Date (the acquisition time; an orbit's first tile), with the tile's other fields for TILE.
 function __eotiler_scenes(meta) {
   const tiles = meta.scenes.map((s) => ({
-    date: new Date(s.date), cloudCoverage: s.cloudCoverage, dataPath: s.dataPath, shId: s.shId,
+    date: s.date, cloudCoverage: s.cloudCoverage, dataPath: s.dataPath, shId: s.shId,
   }));
-  if (meta.mosaicking === "TILE") return { tiles: tiles };
-  // ORBIT: one entry per acquisition day, its tiles listed inside.
-  return {
-    orbits: meta.orbits.map((o) => ({
-      dateFrom: new Date(o.dateFrom), dateTo: new Date(o.dateTo), tiles: o.tiles.map((t) => tiles[t]),
-    })),
-  };
+  if (meta.mosaicking === "TILE") {
+    const scenes = tiles.map((t) => ({
+      date: new Date(t.date), cloudCoverage: t.cloudCoverage, dataPath: t.dataPath, shId: t.shId,
+    }));
+    scenes.tiles = tiles;
+    return scenes;
+  }
+  const orbits = meta.orbits.map((o) => ({ dateFrom: o.dateFrom, dateTo: o.dateTo, tiles: o.tiles.map((t) => tiles[t]) }));
+  const scenes = orbits.map((o) => ({ date: new Date(o.tiles.length > 0 ? o.tiles[0].date : o.dateFrom) }));
+  scenes.orbits = orbits;
+  return scenes;
 }
 
 function __eotiler_evaluate(metaJson) {
@@ -456,9 +465,12 @@ function __eotiler_evaluate(metaJson) {
 
 // preProcessScenes sees the catalogue's scenes before anything is read; the indices of the
 // scenes it keeps go back to Python (each entry carries its position as __index).
+// collections = {scenes: {orbits | tiles}, from, to}: entries as in evaluatePixel (ISO strings),
+// from/to as Dates (the request's time range).
 function __eotiler_preprocess(metaJson) {
   const meta = JSON.parse(metaJson);
-  const scenes = __eotiler_scenes(meta);
+  const all = __eotiler_scenes(meta);
+  const scenes = meta.mosaicking === "TILE" ? { tiles: all.tiles } : { orbits: all.orbits };
   const list = meta.mosaicking === "TILE" ? scenes.tiles : scenes.orbits;
   list.forEach((entry, i) => { entry.__index = i; });
   const collections = { scenes: scenes, from: new Date(meta.from), to: new Date(meta.to) };

@@ -5,19 +5,28 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench bench-quick soak qgis-check install clean
+.PHONY: serve test lint bench bench-quick soak qgis-check install install-serve constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+# Serving needs only the package; the test tools (Playwright, moto, dask, MapProxy...) come with `make test`.
+# Every install is pinned by constraints.txt, so a fresh machine gets the versions the tests passed with.
+$(VENV)/.installed-serve: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@ $(VENV)/.installed-serve
 
-serve: install
+install-serve: $(VENV)/.installed-serve
+
+install: $(VENV)/.installed-test
+
+# HOST and PORT: `make serve PORT=9000` or `HOST=0.0.0.0 make serve`.
+serve: install-serve
 	$(BIN)/eotiler serve --host $(HOST) --port $(PORT)
 
 test: install
@@ -42,6 +51,11 @@ soak: install
 # By hand: needs Debian's qgis and python3-qgis (apt-get install qgis python3-qgis).
 qgis-check: install
 	/usr/bin/python3 tests/clients/qgis_check.py --eotiler $(BIN)/eotiler
+
+# Pin what the working venv holds (after a deliberate upgrade there, and a passing `make test`).
+constraints: install
+	{ grep '^#' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

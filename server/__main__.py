@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from server.errors import ConfigError, EotilerError
@@ -182,16 +183,35 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
-    parser = argparse.ArgumentParser(prog="eotiler", description="OGC tile and map server for Copernicus data")
-    sub = parser.add_subparsers(dest="command", required=True)
-    default = os.environ.get("EOTILER_CONFIG") or str(default_config_path())
-    serve = sub.add_parser("serve", help="serve the configured layers over HTTP")
-    serve.add_argument("--config", default=default, help="configuration file (default: the bundled sample)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+def _package_version() -> str:
+    try:
+        return version("eotiler")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _env(name: str, fallback: str) -> str:
+    """An option's default from ``EOTILER_<NAME>``, so a container or unit file sets it without arguments.
+
+    argparse converts a string default with the option's ``type``: a bad value is a usage error naming
+    the option. The fallbacks equal ``server.settings.Settings``' defaults (tests/test_cli.py checks).
+    """
+    return os.environ.get(f"EOTILER_{name}") or fallback
+
+
+def _add_serve(sub: argparse._SubParsersAction, config_default: str) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve the configured layers over HTTP",
+        description="Serve the configured layers over HTTP (XYZ tiles, WMS, WMTS, WCS, viewer at /).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--config", default=config_default, help="configuration file; env EOTILER_CONFIG")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on; env EOTILER_HOST")
+    serve.add_argument("--port", type=int, default=_env("PORT", "8000"), help="port to listen on; env EOTILER_PORT")
+    serve.add_argument(
+        "--workers", type=int, default=_env("WORKERS", "1"), help="server processes; env EOTILER_WORKERS"
+    )
     serve.add_argument(
         "--reuse-port",
         action="store_true",
@@ -199,9 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         "(best with EOTILER_REDIS_URL: each worker's memory cache then sees only its share)",
     )
     serve.add_argument(
-        "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get after SIGTERM"
+        "--graceful-timeout",
+        type=float,
+        default=_env("GRACEFUL_TIMEOUT", "30"),
+        help="seconds in-flight requests get after SIGTERM before the process exits; env EOTILER_GRACEFUL_TIMEOUT",
     )
     serve.set_defaults(func=cmd_serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="eotiler", description="OGC tile and map server for Copernicus data")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    default = os.environ.get("EOTILER_CONFIG") or str(default_config_path())
+    _add_serve(sub, default)
     layers = sub.add_parser("layers", help="list the configured layers")
     layers.add_argument("--config", default=default)
     layers.set_defaults(func=cmd_layers)
@@ -225,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("action", choices=["stats", "clear"])
     cache.add_argument("--layer", default=None, help="clear only this layer's images")
     cache.set_defaults(func=cmd_cache)
+    if not argv:  # nothing asked: the full help, with argparse's exit status for a usage error
+        parser.print_help()
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

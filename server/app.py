@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     os.environ.setdefault("GDAL_CACHEMAX", str(settings.gdal_cache_mb))
     # GDAL reads this once, the first time it is asked: set it before any remote read.
     os.environ.setdefault("CPL_VSIL_NETWORK_STATS_ENABLED", "YES")
-    js_pool.configure(settings.js_workers, JsLimits(settings.js_timeout, settings.js_heap_mb * 1024 * 1024))
+    js_limits = JsLimits(settings.js_timeout, settings.js_heap_mb * 1024**2, settings.js_buffer_mb * 1024**2)
+    js_pool.configure(settings.js_workers, js_limits, str(settings.js_shm_dir) if settings.js_shm_dir else None)
     js_script.set_vectorize(settings.js_vectorize)
     registry = LayerRegistry(load_config(settings.config), settings)
     pipeline = Pipeline(registry, settings)

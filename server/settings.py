@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     js_workers: int = Field(default=2, ge=1, le=32, description="V8 worker processes for JavaScript evalscripts")
     js_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds a JavaScript evalscript may run per image")
     js_heap_mb: int = Field(default=256, ge=16, le=4096, description="V8 heap limit per JavaScript evalscript")
+    js_buffer_mb: int = Field(
+        default=8, ge=1, le=1024, description="shared memory per V8 worker (MB); larger images run in strips"
+    )
+    js_shm_dir: Path | None = Field(
+        default=None, description="directory of the V8 workers' shared buffers (a tmpfs; default /dev/shm)"
+    )
     js_vectorize: bool = Field(
         default=True, description="run JavaScript evalscripts numpy reproduces exactly with numpy, not V8"
     )

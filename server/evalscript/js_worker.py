@@ -222,7 +222,13 @@ class Worker:
         return created
 
     def shared(self, meta: dict[str, Any]) -> memoryview:
-        """The parent's buffer for band values; a job names a new file when the buffer grew."""
+        """The parent's buffer for band values; a job names a new file when the buffer grew.
+
+        A job whose values came inline (no room for a shared file) gets a private buffer
+        holding them, with room for the results that go back in the answer.
+        """
+        if "inline" in meta:
+            return memoryview(bytearray(meta["inline"]) + bytearray(meta["out_length"] * 8))
         path = meta.get("shm_path")
         if path is not None:  # the old mapping is unmapped once no view of it is left
             with open(path, "r+b") as handle:  # noqa: PTH123
@@ -270,7 +276,7 @@ class Worker:
                     call = f"__eotiler_evaluate({json.dumps(json.dumps(meta['eval_meta']))})"
                     ctx.racer.eval(call, timeout_sec=meta["timeout"])
                     shared[start : start + len(outputs)] = outputs
-                    answer = None
+                    answer = bytes(shared[start:]) if "inline" in meta else None
             except (JSEvalException, JSTimeoutException, JSOOMException) as exc:
                 failure = describe(exc)
                 if failure.kind in ("timeout", "memory"):

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -18,16 +18,22 @@ from tests.conftest import free_port
 
 @contextlib.contextmanager
 def eotiler_process(
-    config: Path, *args: str, env: dict[str, str] | None = None, output: IO[str] | int = subprocess.DEVNULL
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    output: IO[str] | int = subprocess.DEVNULL,
+    launcher: Sequence[str] = (),
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """``python -m server serve --config CONFIG --port <free> ARGS``; yields (base URL, process).
 
-    ``env`` replaces the environment (pass ``{**os.environ, ...}`` to extend it). The process is
-    terminated on exit unless the test already stopped it.
+    ``env`` replaces the environment (pass ``{**os.environ, ...}`` to extend it). ``launcher``
+    goes before the command (e.g. ``unshare`` for a mount namespace of its own); it must end by
+    exec'ing the command, so the process is the server. The process is terminated on exit
+    unless the test already stopped it.
     """
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port), *args],
+        [*launcher, sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port), *args],
         env=env if env is not None else dict(os.environ),
         stdout=output,
         stderr=subprocess.STDOUT,

@@ -440,3 +440,94 @@ def test_generated_ogc_bad_input(bad_client: TestClient, endpoint: str, params, 
     codes = {e.get("code") or e.get("exceptionCode") for e in root.iter() if e.get("code") or e.get("exceptionCode")}
     assert code in codes, (codes, response.text[:300])
     assert b"Traceback" not in response.content
+
+
+# ---- protocol rules: versions, mandatory parameters, SERVICE per endpoint, size limits ----------
+# Each case pins the HTTP status, the OGC code and the locator (the parameter the report names).
+# VERSION is negotiated in GetCapabilities only; other operations must name a version the server
+# implements (WMS 1.1.1/1.3.0, WMTS 1.0.0), else InvalidParameterValue/VERSION (OWS Common).
+
+GFI_130 = {**WMS_BASE, "REQUEST": "GetFeatureInfo", "I": "10", "J": "10", "INFO_FORMAT": "application/json"}
+GFI_111 = {**WMS111_BASE, "REQUEST": "GetFeatureInfo", "X": "10", "Y": "10", "INFO_FORMAT": "text/plain"}
+WMTS_GFI = {**WMTS_BASE, "REQUEST": "GetFeatureInfo", "I": "10", "J": "10", "INFOFORMAT": "application/json"}
+WCS_AREA = [*WCS_BASE.items(), ("SUBSET", "Long(-8.9,-8.8)"), ("SUBSET", "Lat(53.05,53.1)")]
+WMTS_GFI_WMS_SPELLING = {**{k: v for k, v in WMTS_GFI.items() if k != "INFOFORMAT"}, "INFO_FORMAT": "text/plain"}
+WMTS_CAPS = {"SERVICE": "WMTS", "REQUEST": "GetCapabilities"}
+PROTOCOL_CASES = [  # (endpoint, parameters, status, code, locator)
+    ("/ogc/wms", {**WMS_BASE, "VERSION": "9.9"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc/wms", {**WMS_BASE, "VERSION": "1.2.0"}, 400, "InvalidParameterValue", None),  # reported as 1.1.1
+    ("/ogc/wms", {**WMS_BASE, "VERSION": "2.0.0"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc/wms", {**WMS111_BASE, "VERSION": "1.1"}, 400, "InvalidParameterValue", None),
+    ("/ogc", {**WMS_BASE, "VERSION": "9.9"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc/wms", {**GFI_130, "QUERY_LAYERS": "TRUE_COLOR", "VERSION": "9.9"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc/wms", GFI_130, 400, "MissingParameterValue", "QUERY_LAYERS"),
+    ("/ogc/wms", {**GFI_130, "QUERY_LAYERS": ""}, 400, "MissingParameterValue", "QUERY_LAYERS"),
+    ("/ogc/wms", {**GFI_130, "QUERY_LAYERS": ","}, 400, "InvalidParameterValue", "QUERY_LAYERS"),
+    ("/ogc/wms", GFI_111, 400, "MissingParameterValue", None),  # the 1.1.1 DTD has no locator
+    ("/ogc/wmts", {**WMTS_BASE, "VERSION": "9.9"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc/wmts", {**WMTS_BASE, "VERSION": "1.0"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc", {**WMTS_BASE, "VERSION": "9.9"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc/wmts", {**WMTS_GFI, "VERSION": "9.9"}, 400, "InvalidParameterValue", "VERSION"),
+    ("/ogc/wmts", {**WMTS_GFI, "INFOFORMAT": "image/bogus"}, 400, "InvalidParameterValue", "INFOFORMAT"),
+    ("/ogc/wmts", {**WMTS_GFI, "INFOFORMAT": "text/xml"}, 400, "InvalidParameterValue", "INFOFORMAT"),
+    (
+        "/ogc/wmts",
+        {**WMTS_CAPS, "ACCEPTVERSIONS": "2.0.0,9.9"},
+        400,
+        "VersionNegotiationFailed",
+        "ACCEPTVERSIONS",
+    ),
+    # SERVICE names another service than the endpoint's: refused, never answered as this one
+    ("/ogc/wms", {**WMS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "SERVICE"),
+    ("/ogc/wms", {**WMS_BASE, "SERVICE": "WMTS"}, 400, "InvalidParameterValue", "SERVICE"),
+    ("/ogc/wms", {**WMS111_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", None),
+    ("/ogc/wmts", {**WMTS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "SERVICE"),
+    ("/ogc/wmts", {**WMTS_BASE, "SERVICE": "WMS"}, 400, "InvalidParameterValue", "SERVICE"),
+    ("/ogc/wcs", {**WCS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "SERVICE"),
+    ("/ogc", {**WMS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "SERVICE"),
+    ("/ogc", {"SERVICE": "WFS", "REQUEST": "GetFeature", "TYPENAMES": "x"}, 400, "InvalidParameterValue", "SERVICE"),
+    # sizes beyond the server's limit (WCS has no code of its own for it: InvalidParameterValue)
+    ("/ogc/wcs", [*WCS_AREA, ("SCALEFACTOR", "1000")], 400, "InvalidParameterValue", "SCALEFACTOR"),
+    ("/ogc/wcs", [*WCS_AREA, ("SCALEFACTOR", "1e308")], 400, "InvalidParameterValue", "SCALEFACTOR"),
+    ("/ogc/wcs", [*WCS_AREA, ("SCALEAXES", "Lat(1e308)")], 400, "InvalidParameterValue", "SCALEAXES"),
+    (
+        "/ogc/wcs",
+        {**{k: v for k, v in WCS10_BASE.items() if k not in ("WIDTH", "HEIGHT")}, "RESX": "1e-320", "RESY": "1e-320"},
+        400,
+        "InvalidParameterValue",
+        "RESX",
+    ),
+]
+# What real clients send that must keep working: VERSION omitted on GetMap, Leaflet's lowercase
+# 1.1.1, an SLD-style GetLegendGraphic VERSION, WMTS GetFeatureInfo with the WMS INFO_FORMAT spelling,
+# GetCapabilities of any version (negotiated), a lowercase SERVICE.
+PROTOCOL_ACCEPTED = [  # (endpoint, parameters, content type)
+    ("/ogc/wms", {k: v for k, v in WMS_BASE.items() if k != "VERSION"}, "image/png"),
+    ("/ogc/wms", {k.lower(): v for k, v in WMS111_BASE.items()}, "image/png"),
+    ("/ogc/wms", {**WMS_BASE, "SERVICE": "wms"}, "image/png"),
+    ("/ogc/wms", {**GFI_130, "QUERY_LAYERS": "TRUE_COLOR"}, "application/json"),
+    ("/ogc/wms", {**LEGEND_BASE, "VERSION": "1.0.0"}, "image/png"),
+    ("/ogc/wms", {"SERVICE": "WMS", "REQUEST": "GetCapabilities", "VERSION": "9.9"}, "text/xml"),
+    ("/ogc/wms", {"SERVICE": "WMS", "REQUEST": "GetCapabilities", "VERSION": "1.2.0"}, "application/vnd.ogc.wms_xml"),
+    ("/ogc/wmts", {k: v for k, v in WMTS_BASE.items() if k != "VERSION"}, "image/png"),
+    ("/ogc/wmts", WMTS_GFI_WMS_SPELLING, "text/plain"),
+    ("/ogc/wmts", {**WMTS_CAPS, "ACCEPTVERSIONS": "2.0.0,1.0.0"}, "application/xml"),
+    ("/ogc/wcs", [*WCS_AREA, ("SCALEFACTOR", "0.5")], "image/tiff"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "params", "status", "code", "locator"), PROTOCOL_CASES)
+def test_protocol_bad_input(bad_client: TestClient, endpoint: str, params, status: int, code: str, locator):
+    response = bad_client.get(endpoint, params=params)
+    assert response.status_code == status, response.text[:300]
+    assert "xml" in response.headers["content-type"], response.headers["content-type"]
+    item = etree.fromstring(response.content)[0]  # the one ServiceException / ows:Exception
+    assert (item.get("code") or item.get("exceptionCode")) == code, response.text[:300]
+    assert item.get("locator") == locator, response.text[:300]
+
+
+@pytest.mark.parametrize(("endpoint", "params", "media_type"), PROTOCOL_ACCEPTED)
+def test_protocol_what_clients_send_is_served(bad_client: TestClient, endpoint: str, params, media_type: str):
+    response = bad_client.get(endpoint, params=params)
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["content-type"].split(";")[0] == media_type

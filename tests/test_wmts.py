@@ -128,7 +128,7 @@ def feature_info(client, **extra: str) -> dict:
         "FORMAT": "image/tiff",
         "I": "128",
         "J": "128",
-        "INFO_FORMAT": "application/json",
+        "INFOFORMAT": "application/json",
         **extra,
     }
     response = client.get("/ogc/wmts", params=params)
@@ -159,6 +159,8 @@ def test_feature_info(client):
         ({"TIME": "soon"}, 400, "InvalidParameterValue"),
         ({"TILEMATRIX": ""}, 400, "MissingParameterValue"),
         ({"REQUEST": "GetSomething"}, 400, "OperationNotSupported"),
+        ({"VERSION": "2.0.0"}, 400, "InvalidParameterValue"),
+        ({"SERVICE": "WMS"}, 400, "InvalidParameterValue"),
     ],
 )
 def test_ows_exceptions(client, change, status, code):

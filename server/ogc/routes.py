@@ -60,8 +60,21 @@ def _wms_error(error: EotilerError, kvp: KVP | None, version: str) -> Response:
     return wms_exception_xml(error, version)
 
 
+def _check_service(kvp: KVP, endpoint: str) -> None:
+    """A SERVICE other than the endpoint's own is refused, never served as this service.
+
+    InvalidParameterValue with locator SERVICE, as OWS Common defines it for a parameter value
+    the server does not offer (OperationNotSupported names an operation, REQUEST).
+    """
+    asked = (kvp.get("SERVICE") or "").strip()
+    if asked and asked.upper() != endpoint:
+        message = f"SERVICE '{asked[:20]}' is not offered here: this endpoint is {endpoint}"
+        raise InvalidParameter(message, parameter="SERVICE")
+
+
 def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
     """Dispatch a WMS request by REQUEST."""
+    _check_service(kvp, "WMS")
     version = wms.parse_version(kvp)
     operation = (kvp.get("REQUEST") or "").strip().lower()
     if operation in ("getcapabilities", "capabilities"):
@@ -83,8 +96,10 @@ def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
 
 def handle_wmts(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
     """Dispatch a WMTS KVP request by REQUEST."""
+    _check_service(kvp, "WMTS")
     operation = (kvp.get("REQUEST") or "").strip().lower()
     if operation == "getcapabilities":
+        wmts.check_accept_versions(kvp)
         url = str(request.url_for("wmts_endpoint"))
         body = wmts.build_capabilities(pipeline.registry, url, str(request.url_for("wms_endpoint")))
         return Response(body, media_type="application/xml")
@@ -113,6 +128,7 @@ def wcs_version(kvp: KVP) -> str:
 
 def handle_wcs(kvp: KVP, request: Request, pipeline: Pipeline, version: str) -> Response:
     """Dispatch a WCS request by REQUEST."""
+    _check_service(kvp, "WCS")
     operation = (kvp.get("REQUEST") or "").strip().lower()
     url = _service_url(request)
     registry = pipeline.registry

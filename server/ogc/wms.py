@@ -72,10 +72,43 @@ class WmsMapRequest:
         return RenderRequest(name, self.grid, fmt or self.format, self.time, self.maxcc, self.priority, script=script)
 
 
+def _version_key(text: str) -> tuple[int, ...] | None:
+    """``1.3`` -> (1, 3, 0); ``None`` for anything that is not a dotted number."""
+    parts = text.split(".")
+    if not all(p.isascii() and p.isdigit() and len(p) < 4 for p in parts):
+        return None
+    return tuple(([int(p) for p in parts] + [0, 0])[:3])
+
+
 def parse_version(kvp: KVP) -> str:
-    """VERSION (or WMTVER); 1.3.0 when absent, the nearest supported one otherwise."""
-    version = (kvp.get("VERSION") or kvp.get("WMTVER") or "1.3.0").strip()
-    return "1.1.1" if version.startswith("1.1") or version.startswith("1.0") else "1.3.0"
+    """VERSION (or WMTVER) negotiated as WMS 1.3.0 section 6.2.4 has it: 1.3.0 when absent.
+
+    The highest supported version not above the one asked for, or the lowest when every
+    supported one is above it (``1.0.0`` and ``1.2.0`` get 1.1.1, ``9.9`` gets 1.3.0). Used for
+    GetCapabilities and for the dialect of exception reports; the other operations also pass
+    ``require_version``.
+    """
+    text = (kvp.get("VERSION") or kvp.get("WMTVER") or "1.3.0").strip()
+    asked = _version_key(text)
+    if asked is None:
+        return "1.3.0"
+    return "1.3.0" if asked >= (1, 3, 0) else "1.1.1"
+
+
+def require_version(kvp: KVP) -> str:
+    """The version of a GetMap or GetFeatureInfo: VERSION must name one this server implements.
+
+    Negotiation is for GetCapabilities only; a map request in another version would be read with
+    the wrong rules (axis order, SRS vs CRS, X/Y vs I/J). An absent VERSION means 1.3.0, as some
+    clients omit it on GetMap.
+    """
+    text = (kvp.get("VERSION") or "").strip()
+    if text and text not in VERSIONS:
+        raise InvalidParameter(
+            f"VERSION '{text[:20]}' is not supported: this server implements WMS {' and '.join(VERSIONS)}",
+            parameter="VERSION",
+        )
+    return parse_version(kvp)
 
 
 def parse_exceptions(kvp: KVP) -> str:
@@ -133,7 +166,7 @@ def _check_styles(kvp: KVP, layers: tuple[str, ...]) -> None:
 
 def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]) -> WmsMapRequest:
     """Parse GetMap parameters; every problem raises an error that names the parameter."""
-    version = parse_version(kvp)
+    version = require_version(kvp)
     names = tuple(n.strip() for n in kvp.require("LAYERS").split(",") if n.strip())
     if not names:
         raise InvalidParameter("LAYERS is empty", parameter="LAYERS")
@@ -265,7 +298,10 @@ def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:
 def get_feature_info(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]) -> Response:
     """Evalscript output and raw band values at one pixel, with the scene that supplied it."""
     req = parse_map_request(kvp, pipeline, allowed_crs)
-    query = tuple(n.strip() for n in (kvp.get("QUERY_LAYERS") or ",".join(req.layers)).split(",") if n.strip())
+    # Mandatory in both versions: which of the map's layers to query is the client's choice.
+    query = tuple(n.strip() for n in kvp.require("QUERY_LAYERS").split(",") if n.strip())
+    if not query:
+        raise InvalidParameter("QUERY_LAYERS names no layer", parameter="QUERY_LAYERS")
     outside = [name for name in query if name not in req.layers]
     if outside:
         raise LayerNotDefined(
@@ -279,11 +315,11 @@ def get_feature_info(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...])
     return feature_info(pipeline, query, cell, req.time, req.maxcc, req.priority, info_format, req.evalscript)
 
 
-def parse_info_format(kvp: KVP, default: str = "text/plain") -> str:
-    """INFO_FORMAT, one of ``INFO_FORMATS``."""
-    info_format = (kvp.get("INFO_FORMAT") or default).split(";")[0].strip().lower()
+def parse_info_format(kvp: KVP, default: str = "text/plain", parameter: str = "INFO_FORMAT") -> str:
+    """INFO_FORMAT (WMS; ``INFOFORMAT`` in WMTS), one of ``INFO_FORMATS``."""
+    info_format = (kvp.get(parameter) or default).split(";")[0].strip().lower()
     if info_format not in INFO_FORMATS:
-        raise InvalidFormat(f"INFO_FORMAT must be one of {', '.join(INFO_FORMATS)}", parameter="INFO_FORMAT")
+        raise InvalidFormat(f"{parameter} must be one of {', '.join(INFO_FORMATS)}", parameter=parameter)
     return info_format
 
 

@@ -28,6 +28,7 @@ WMTS_NS = "http://www.opengis.net/wmts/1.0"
 OWS_NS = "http://www.opengis.net/ows/1.1"
 XLINK_NS = "http://www.w3.org/1999/xlink"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+VERSION = "1.0.0"
 TILE_MATRIX_SETS = ("WebMercatorQuad", "WebMercatorQuad512", "WorldCRS84Quad")
 WELL_KNOWN = {
     "WebMercatorQuad": "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible",
@@ -173,6 +174,26 @@ def build_capabilities(registry: LayerRegistry, url: str, legend_base: str) -> b
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
+def check_version(kvp: KVP) -> None:
+    """GetTile and GetFeatureInfo: a VERSION other than 1.0.0 is refused (absent is taken as 1.0.0).
+
+    OWS Common negotiates versions in GetCapabilities only; any other request names the version
+    it is written in, and this server implements one.
+    """
+    text = (kvp.get("VERSION") or "").strip()
+    if text and text != VERSION:
+        raise InvalidParameter(f"VERSION '{text[:20]}' is not supported: use {VERSION}", parameter="VERSION")
+
+
+def check_accept_versions(kvp: KVP) -> None:
+    """GetCapabilities: ACCEPTVERSIONS without 1.0.0 fails negotiation (OWS Common 1.1, 7.3.2)."""
+    text = kvp.get("ACCEPTVERSIONS")
+    if text and text.strip() and VERSION not in (v.strip() for v in text.split(",")):
+        error = InvalidParameter(f"ACCEPTVERSIONS does not include {VERSION}", parameter="ACCEPTVERSIONS")
+        error.ogc_code = "VersionNegotiationFailed"
+        raise error
+
+
 def _index(value: str, name: str) -> int:
     return parse_int(value.strip(), name, -(10**9), 10**9)
 
@@ -220,6 +241,7 @@ def get_tile(
 
 def get_tile_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
     """GetTile with KVP encoding."""
+    check_version(kvp)
     return get_tile(
         pipeline,
         kvp.require("LAYER"),
@@ -238,6 +260,7 @@ def get_tile_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
 
 def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
     """GetFeatureInfo: the values at pixel I/J of a tile."""
+    check_version(kvp)
     layer = pipeline.registry.get(kvp.require("LAYER"), parameter="LAYER")
     tms_id = kvp.require("TILEMATRIXSET")
     if tms_id not in TILE_MATRIX_SETS:
@@ -251,6 +274,8 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
         parameter="TILECOL/TILEROW",
     )
     i, j = _index(kvp.require("I"), "I"), _index(kvp.require("J"), "J")
+    # WMTS names it INFOFORMAT; the WMS spelling INFO_FORMAT is read when INFOFORMAT is absent.
+    info_parameter = "INFOFORMAT" if "INFOFORMAT" in kvp else "INFO_FORMAT"
     if not (0 <= i < grid.width and 0 <= j < grid.height):
         raise InvalidPoint("I/J is outside the tile", parameter="I")
     return feature_info(
@@ -260,6 +285,6 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
         _time(kvp.get("TIME")),
         parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
         parse_priority(kvp.get("PRIORITY"), "PRIORITY"),
-        parse_info_format(kvp, "application/json"),
+        parse_info_format(kvp, "application/json", info_parameter),
         kvp.get("EVALSCRIPT"),
     )

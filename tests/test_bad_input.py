@@ -113,7 +113,7 @@ BAD_SCRIPTS = {  # base64 value -> what the message names
     b64('{"expression": "B04", "colormap": "no-such-map", "rescale": [0, 1]}'): "EVALSCRIPT",
     b64(JS_SETUP + "function evaluatePixel(s) { return [s.B04; }"): "SyntaxError",
     b64(JS_SETUP + "function evaluatePixel(s) { return [1, 2]; }"): "returned 2 values",
-    b64(JS_SETUP + "// " + "x" * 33_000 + "\nfunction evaluatePixel(s) { return [1]; }"): "larger than",
+    b64(JS_SETUP + "// " + "x" * 33_000 + "\nfunction evaluatePixel(s) { return [1]; }"): "longer than 32768 bytes",
 }
 REST_TILE = f"{T}/11/974/666.png"
 GENERATED_REST = [

@@ -25,8 +25,23 @@ from server.evalscript.contract import Evalscript
 from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.js_script import JavaScriptEvalscript, looks_like_javascript
 
-MAX_SCRIPT_BYTES = 32 * 1024  # decoded; Sentinel Hub's custom scripts are rarely above 10 KB
-MAX_ENCODED_LENGTH = 4 * MAX_SCRIPT_BYTES // 3 + 4
+# The one EVALSCRIPT size limit of every endpoint (XYZ, WMS, WMTS, WCS), in decoded UTF-8 bytes;
+# Sentinel Hub's custom scripts are rarely above 10 KB.
+MAX_SCRIPT_BYTES = 32 * 1024
+# The base64 length of MAX_SCRIPT_BYTES bytes: any valid base64 text longer than this decodes to
+# more than MAX_SCRIPT_BYTES, so the cheap length check gives the same answer as decoding.
+MAX_ENCODED_LENGTH = 4 * math.ceil(MAX_SCRIPT_BYTES / 3)
+
+
+def too_long(parameter: str) -> InvalidParameter:
+    """The refusal of a script above the limit, naming the limit (one message for every endpoint)."""
+    return InvalidParameter(f"{parameter} is longer than {MAX_SCRIPT_BYTES} bytes (decoded)", parameter=parameter)
+
+
+def check_encoded_length(encoded: str, parameter: str = "EVALSCRIPT") -> None:
+    """Refuse base64 text that cannot decode to at most ``MAX_SCRIPT_BYTES`` (before any decoding)."""
+    if len(encoded.strip()) > MAX_ENCODED_LENGTH:
+        raise too_long(parameter)
 
 
 def decode_evalscript(encoded: str, parameter: str = "EVALSCRIPT") -> str:
@@ -34,8 +49,7 @@ def decode_evalscript(encoded: str, parameter: str = "EVALSCRIPT") -> str:
     text = encoded.strip()
     if not text:
         raise InvalidParameter(f"{parameter} is empty", parameter=parameter)
-    if len(text) > MAX_ENCODED_LENGTH:
-        raise InvalidParameter(f"{parameter} is longer than {MAX_ENCODED_LENGTH} characters", parameter=parameter)
+    check_encoded_length(text, parameter)
     text = text.replace("-", "+").replace("_", "/").replace(" ", "+")
     text += "=" * (-len(text) % 4)
     try:
@@ -45,7 +59,7 @@ def decode_evalscript(encoded: str, parameter: str = "EVALSCRIPT") -> str:
     if "\x00" in decoded:
         raise InvalidParameter(f"{parameter} contains NUL bytes", parameter=parameter)
     if len(decoded.encode("utf-8")) > MAX_SCRIPT_BYTES:
-        raise InvalidParameter(f"{parameter} is larger than {MAX_SCRIPT_BYTES} bytes", parameter=parameter)
+        raise too_long(parameter)
     return decoded
 
 

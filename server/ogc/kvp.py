@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from server.errors import InvalidParameter, MissingParameter
+from server.evalscript.request_script import check_encoded_length
 
-MAX_VALUE_LENGTH = 8192
+MAX_VALUE_LENGTH = 8192  # every value but EVALSCRIPT, whose bound is the script size limit
 # Parameters that may legitimately repeat (WCS 2.0 gives one SUBSET per axis).
 REPEATABLE = frozenset({"SUBSET"})
 
@@ -25,7 +26,9 @@ class KVP:
         self._repeated: dict[str, list[str]] = {}
         for key, value in items:
             name = key.upper()
-            if "\x00" in value or len(value) > MAX_VALUE_LENGTH:
+            if name == "EVALSCRIPT":
+                check_encoded_length(value, name)
+            elif "\x00" in value or len(value) > MAX_VALUE_LENGTH:
                 raise InvalidParameter(f"{name} is not a valid value", parameter=name)
             if name in REPEATABLE:
                 self._repeated.setdefault(name, []).append(value)

@@ -80,3 +80,26 @@ def test_api_docs_load_without_cdn(browser, live_url: str):
     assert "eotiler" in page.inner_text(".swagger-ui .info .title")
     assert page.locator(".opblock").count() >= 5
     assert errors == [] and [u for u in external if not u.startswith("data:")] == []
+
+
+def test_viewer_shows_a_stac_api_layer(browser, s3_client, stac):
+    """A layer searched through a STAC API lists no scenes ("scenes": null) and no dates: the
+    viewer still draws it, hides the scene list and takes a typed date instead."""
+    url = str(s3_client.base_url).rstrip("/")
+    details = s3_client.get("/layers/TRUE_COLOR").json()
+    assert details["scenes"] is None and details["times"] == []  # what the page has to cope with
+    searches = len(stac.searches)
+    page, errors, tiles = open_viewer(browser, f"{url}/?layer=TRUE_COLOR#map=11/53.12/-8.75")  # over T29UNU
+    assert tiles and all(status == 200 for status, _ in tiles), tiles
+    assert drawn_tiles(page) >= 1
+    assert len(stac.searches) > searches, "the tiles were found through the STAC API"
+    assert page.is_hidden("#scene-label") and page.is_hidden("#time") and page.is_visible("#day")
+    # a typed date reaches the tile URLs, and that day's scene is drawn
+    page.fill("#day", "2022-10-05")
+    page.wait_for_function(
+        "document.querySelectorAll('img.leaflet-tile-loaded[src*=\"time=2022-10-05\"]').length >= 4 && "
+        "document.querySelectorAll('img.leaflet-tile:not(.leaflet-tile-loaded)').length === 0",
+        timeout=60000,
+    )
+    assert drawn_tiles(page) >= 1
+    assert errors == []

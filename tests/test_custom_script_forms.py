@@ -282,3 +282,28 @@ def test_a_v1_syntax_error_is_reported_as_one(vectorise_off: None) -> None:
     """acorn cannot outline it, so no band is known: V8 still reports the syntax error."""
     with pytest.raises(EvalscriptError, match="SyntaxError"):
         JavaScriptEvalscript("var a = B04;\nreturn [a;\n", "broken", S2_BANDS)
+
+
+HELPERS_V1 = """//VERSION=3
+// Contrast-stretched natural colour, helpers declared below the return as some published scripts do.
+return [stretch(B04, MIN, MAX), stretch(B03, MIN, MAX), stretch(B02, MIN, MAX)];
+
+function stretch(value, low, high) {
+  var x = (value - low) / (high - low);
+  return clamp(x);
+}
+function clamp(x) { return x < 0 ? 0 : x > 1 ? 1 : x; }
+"""
+
+
+def test_simple_form_with_helper_functions_runs_in_numpy_with_v8s_bits(pipeline: Pipeline) -> None:
+    b02, b03, b04 = reflectance("B02"), reflectance("B03"), reflectance("B04")
+    low, high = float(np.quantile(b02, 0.05)), float(np.quantile(b04, 0.95))
+    source = HELPERS_V1.replace("MIN", repr(low)).replace("MAX", repr(high))
+    assert_runtimes_agree(source, {"B02": b02, "B03": b03, "B04": b04})
+    script = pipeline.registry.get("RAW_B04").request_script(b64(source))
+    assert isinstance(script, JavaScriptEvalscript) and script.runtime == "numpy"
+    got = render(pipeline, script, window_grid(), DAY)
+    expected = auto_uint8(np.stack([np.clip((b - low) / (high - low), 0, 1) for b in (b04, b03, b02)]))
+    assert np.array_equal(got.data, expected)
+    assert (expected == 0).any() and (expected == 255).any()  # both clamps are exercised

@@ -18,11 +18,15 @@ unrolled while their condition is the same for every pixel (a counter); arrow fu
 fixed set of node types and numpy ufuncs, its steps are counted (``MAX_STEPS``), the script's
 time limit applies, and chunks shrink for long scripts so memory stays bounded.
 
+A V1 script (bands as variables, a top-level ``return``) is walked as V8 runs it: its body inside
+the ``evaluatePixel`` wrapper of ``js_worker.wrap_v1``, its helper functions declared in that body.
+
 Deliberately left to V8: loops whose condition depends on the pixel, ``break``/``continue``,
 ``**``/``Math.pow`` and transcendental functions (``exp``, ``log``, ``tanh``...: libm and V8 may
 differ in the last bit), strings, array element assignment (arrays are shared references in
-JavaScript), objects other than multi-output returns, multi-temporal scripts (ORBIT/TILE) and V1
-scripts. The differential fuzzer in ``tests/test_js_vector.py`` checks the rest against V8.
+JavaScript), objects other than multi-output returns and multi-temporal scripts (ORBIT/TILE: the
+``scenes`` argument never reaches this module). The differential fuzzer in
+``tests/test_js_vector.py`` checks the rest against V8.
 """
 
 from __future__ import annotations
@@ -153,6 +157,9 @@ class Walker:
                 self.depth -= 1
         for var in _var_names(node["body"]["body"]):  # hoisted: undefined until assigned
             scope.names.setdefault(var, Value("undef"))
+        for stmt in node["body"]["body"]:  # hoisted with their body: callable from the first line
+            if stmt["type"] == "FunctionDeclaration":
+                scope.names[stmt["id"]["name"]] = Value("closure", (stmt, scope))
         frame = Frame(output=name == "evaluatePixel" and self.depth == 0)
         self.depth += 1
         saved = self.pc
@@ -206,7 +213,7 @@ class Walker:
             return exits and exits_else
         if kind == "BlockStatement":
             return self.block(node["body"], scope, frame)
-        if kind == "EmptyStatement":
+        if kind == "EmptyStatement" or (kind == "FunctionDeclaration" and self.hoisted(node, scope)):
             return False
         if kind in ("ForStatement", "WhileStatement"):
             return self.loop(node, scope, frame)
@@ -216,6 +223,13 @@ class Walker:
             self.switch(node, scope, frame)
             return False
         raise Unsupported(f"a {kind}")
+
+    def hoisted(self, node: dict[str, Any], scope: Scope) -> bool:
+        """A function declaration is bound when its function is entered (``invoke``): True."""
+        bound = scope.names.get(node["id"]["name"]) if scope.function else None
+        if bound is None or bound.kind != "closure" or bound.data[0] is not node:
+            raise Unsupported("a function declared in a block, or replaced before its declaration")
+        return True
 
     def switch(self, node: dict[str, Any], scope: Scope, frame: Frame) -> None:
         """``switch``, by masks: where each pixel enters, and which pixels are still running.

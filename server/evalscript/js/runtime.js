@@ -1,6 +1,7 @@
 // eotiler's Sentinel Hub evalscript runtime: the globals an evalscript expects, plus the driver
-// that runs evaluatePixel over a whole tile inside V8. Semantics and the doc examples each
-// helper reproduces: ../shared/notes/evalscript-v3-semantics.md and tests/test_js_helpers.py.
+// that runs evaluatePixel over a whole tile inside V8. Semantics: Sentinel Hub's "Evalscript V3"
+// and "Utility Functions" documentation; the doc examples each helper reproduces are in
+// tests/test_js_helpers.py.
 // Loaded once per V8 context, before the user's script; nothing here can reach files or network.
 
 const JAVA_DOUBLE_MAX_VAL = 1.7976931348623157e308;

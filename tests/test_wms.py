@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+from pathlib import Path
 
 import mapproxy
 import morecantile
 import numpy as np
 import pytest
 import rasterio
+import yaml
 from lxml import etree
 from owslib.wms import WebMapService
 from PIL import Image
@@ -49,12 +52,51 @@ def test_capabilities_1_3_0_validate_against_schema(client):
     assert "TRUE_COLOR" in names and "NDVI" in names
     ndvi = doc.xpath("//w:Layer[w:Name='NDVI']", namespaces=ns)[0]
     bbox4326 = ndvi.xpath("w:BoundingBox[@CRS='EPSG:4326']", namespaces=ns)[0]
-    assert float(bbox4326.get("minx")) > 30  # 1.3.0 EPSG:4326 is lat/lon: minx is the south latitude
+    south = float(ndvi.findtext("w:EX_GeographicBoundingBox/w:southBoundLatitude", namespaces=ns))
+    west = float(ndvi.findtext("w:EX_GeographicBoundingBox/w:westBoundLongitude", namespaces=ns))
+    # 1.3.0 EPSG:4326 is lat/lon: minx is the south latitude, miny the west longitude
+    assert float(bbox4326.get("minx")) == pytest.approx(south, abs=1e-5) and south > 0 > west
+    assert float(bbox4326.get("miny")) == pytest.approx(west, abs=1e-5)
     dimension = ndvi.xpath("w:Dimension[@name='time']", namespaces=ns)[0]
     assert "2022-10-05" in dimension.text and dimension.get("default") == "2022-10-05"
     assert ndvi.xpath("w:Style/w:LegendURL/w:OnlineResource", namespaces=ns)
     crs = doc.xpath("//w:Capability/w:Layer/w:CRS/text()", namespaces=ns)
     assert {"EPSG:3857", "EPSG:4326", "CRS:84", "EPSG:3035", "EPSG:32629", "EPSG:32760"} <= set(crs)
+
+
+def native_crs_of_items(test_config) -> dict[str, set[str]]:
+    """Layer id -> the ``proj:code`` of every item in its collection's catalogue folder, read here."""
+    config = yaml.safe_load(test_config.read_text())
+    found = {}
+    for layer_id, layer in config["layers"].items():
+        folder = Path(config["collections"][layer["collection"]]["catalogue"]["path"])
+        items = [json.loads(path.read_text()) for path in folder.glob("*.json")]
+        found[layer_id] = {i["properties"]["proj:code"] for i in items if "proj:code" in i.get("properties", {})}
+    return found
+
+
+@pytest.mark.parametrize("version", ["1.3.0", "1.1.1"])
+def test_capabilities_bounding_boxes_only_in_common_and_native_crs(client, test_config, version):
+    """A layer's BoundingBoxes: CRS:84, EPSG:4326, EPSG:3857 and its scenes' own CRSs, not all 124."""
+    response = client.get("/ogc/wms", params={"SERVICE": "WMS", "REQUEST": "GetCapabilities", "VERSION": version})
+    doc = etree.fromstring(response.content)
+    ns = {"w": "http://www.opengis.net/wms"} if version == "1.3.0" else {}
+    prefix, attribute = ("w:", "CRS") if version == "1.3.0" else ("", "SRS")
+    advertised = doc.xpath(f"//{prefix}Capability/{prefix}Layer/{prefix}{attribute}/text()", namespaces=ns)
+    assert len(advertised) >= 124  # every CRS is still offered, once, on the root layer
+    native = native_crs_of_items(test_config)
+    assert native["TRUE_COLOR"] >= {"EPSG:32629", "EPSG:32633", "EPSG:32635"} and native["S1_VV"] == set()
+    layers = doc.xpath(f"//{prefix}Layer/{prefix}Layer", namespaces=ns)
+    assert {layer.findtext(f"{prefix}Name", namespaces=ns) for layer in layers} == set(native)
+    for layer in layers:
+        name = layer.findtext(f"{prefix}Name", namespaces=ns)
+        boxes = [box.get(attribute) for box in layer.findall(f"{prefix}BoundingBox", namespaces=ns)]
+        assert len(boxes) == len(set(boxes)) and set(boxes) == {"CRS:84", "EPSG:4326", "EPSG:3857"} | native[name]
+        utm = layer.xpath(f"{prefix}BoundingBox[@{attribute}='EPSG:32629']", namespaces=ns)
+        if utm:  # a real UTM box: metres, not degrees
+            assert float(utm[0].get("maxx")) - float(utm[0].get("minx")) > 10_000
+    # 313 KB for 18 layers when every layer had a box in every CRS; about 2 KB a layer without
+    assert len(response.content) < 3_000 * len(layers), len(response.content)
 
 
 def test_capabilities_1_1_1_validate_against_dtd(client):

@@ -15,6 +15,7 @@ script (``js_vector.py``) its output against V8's, bit for bit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -307,3 +308,11 @@ def test_simple_form_with_helper_functions_runs_in_numpy_with_v8s_bits(pipeline:
     expected = auto_uint8(np.stack([np.clip((b - low) / (high - low), 0, 1) for b in (b04, b03, b02)]))
     assert np.array_equal(got.data, expected)
     assert (expected == 0).any() and (expected == 255).any()  # both clamps are exercised
+
+
+def test_errors_in_simple_form_scripts_name_the_line_as_written(vectorise_off: None) -> None:
+    for header in ("", "//VERSION=3\n"):
+        source = header + "var a = B04;\nreturn [undefinedHelper(a)];\n"
+        line = 3 if header else 2
+        with pytest.raises(EvalscriptError, match=re.escape(f"undefinedHelper is not defined (line {line})")):
+            JavaScriptEvalscript(source, "wrong-line", S2_BANDS)

@@ -132,11 +132,11 @@ def describe(exc: Exception) -> ScriptFailure:
 def wrap_v1(source: str, band_names: list[str]) -> str:
     """A V1 script (bands as globals, top-level ``return``) as a V3 ``evaluatePixel``.
 
-    The body stays on its own lines, so error line numbers still point into the user's text.
+    The body starts on the wrapper's first line, so error line numbers point into the user's text.
     """
     unpack = " ".join(f"var {name} = samples.{name};" for name in band_names)
     return (
-        f"function __v1(samples) {{ {unpack}\n{source}\n}}\nfunction evaluatePixel(samples) {{ return __v1(samples); }}"
+        f"function __v1(samples) {{ {unpack} {source}\n}}\nfunction evaluatePixel(samples) {{ return __v1(samples); }}"
     )
 
 

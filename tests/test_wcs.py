@@ -9,11 +9,14 @@ documents are checked by parsing them with lxml, OWSLib and GDAL rather than by 
 from __future__ import annotations
 
 import io
+import json
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import yaml
 from lxml import etree
 from owslib.wcs import WebCoverageService
 from rasterio.crs import CRS
@@ -296,7 +299,7 @@ def test_exception_codes_100(client, change, code):
     assert doc[0].get("code") == code
 
 
-def test_describe_coverage_201_declares_float_range_and_time(client):
+def test_describe_coverage_201_declares_float_range_and_time(client, test_config):
     response = client.get(
         "/ogc", params={"SERVICE": "WCS", "VERSION": "2.0.1", "REQUEST": "DescribeCoverage", "COVERAGEID": "NDVI_FLOAT"}
     )
@@ -309,7 +312,13 @@ def test_describe_coverage_201_declares_float_range_and_time(client):
     envelope = doc.find(f".//{{{GML32}}}Envelope")
     assert envelope.get("axisLabels") == "Lat Long"
     lat, lon = map(float, envelope.find(f"{{{GML32}}}lowerCorner").text.split())
-    assert 39 < lat < 40 and -10 < lon < -8  # latitude first in EPSG:4326
+    config = yaml.safe_load(test_config.read_text())
+    folder = Path(config["collections"][config["layers"]["NDVI_FLOAT"]["collection"]]["catalogue"]["path"])
+    items = [json.loads(path.read_text()) for path in folder.glob("*.json")]
+    boxes = [item["bbox"] for item in items if item.get("type") == "Feature"]
+    # latitude first in EPSG:4326: the items' southern and western edges (to a native pixel)
+    assert lat == pytest.approx(min(b[1] for b in boxes), abs=2 * NATIVE_DEG) and lat > 0
+    assert lon == pytest.approx(min(b[0] for b in boxes), abs=2 * NATIVE_DEG) and lon < 0
 
 
 def test_capabilities_operations_point_at_the_wcs_endpoint(client):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import ROOT
 
@@ -49,3 +53,37 @@ def test_wheel_install_finds_bundled_files(tmp_path: Path):
         timeout=120,
     )
     assert check.returncode == 0 and "OK (18 layers" in check.stdout, check.stderr
+
+
+def pins() -> dict[str, str]:
+    """constraints.txt as {canonical name: version}."""
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pairs = [line.split("==") for line in lines if line.strip() and not line.startswith("#")]
+    assert all(len(pair) == 2 for pair in pairs), "constraints.txt holds only name==version lines"
+    return {canonicalize_name(name): version.strip() for name, version in pairs}
+
+
+def test_constraints_pin_every_dependency_at_the_tested_version():
+    """`make serve`, `make test` and the Dockerfile install with -c constraints.txt: a dependency missing
+    there (one added to pyproject.toml without `make constraints`) would float to whatever is newest."""
+    pinned = pins()
+    assert "eotiler" not in pinned  # the project itself is never pinned
+    seen: set[str] = set()
+    todo = [(Requirement(r), "eotiler") for r in metadata.requires("eotiler") or []]
+    extras = {"test", "dask"}
+    while todo:
+        requirement, parent = todo.pop()
+        if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in extras | {""}):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement} (needed by {parent}) is not in constraints.txt: run make constraints"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), f"{parent} needs {requirement}"
+        assert metadata.version(requirement.name) == pinned[name], f"the tests run {name} {metadata.version(name)}"
+        if name not in seen:
+            seen.add(name)
+            extras_here = set(requirement.extras)
+            for sub in metadata.requires(requirement.name) or []:
+                sub_req = Requirement(sub)
+                if sub_req.marker is None or any(sub_req.marker.evaluate({"extra": e}) for e in extras_here | {""}):
+                    todo.append((sub_req, name))
+    assert {"numpy", "rasterio", "mini-racer", "pytest", "moto", "distributed"} <= seen

@@ -12,7 +12,10 @@ Control endpoints (S3 bucket names cannot contain ``_``, so they never collide):
 returns the request log as JSON, ``POST /_log/reset`` empties it, ``POST /_fault?mode=M`` makes
 every later S3 request fail (``500``, ``503``, ``hang``: no answer for 60 s, ``truncate``: half
 the promised body, then the connection closes, ``drop``: the connection closes without any
-answer, ``flaky``: every third request dropped) until ``POST /_fault?mode=none``.
+answer, ``flaky``: every third request dropped) until ``POST /_fault?mode=none``; ``429xN``
+answers the next N requests ``429 SlowDown`` with ``Retry-After: 1``, as CDSE does beyond its quota.
+Each log entry's ``active`` is how many requests were being answered when it arrived (itself
+included), so a test can see the peak concurrency a client put on the store.
 
 ``S3Server`` starts the process from a test and reads the log.
 """
@@ -48,6 +51,7 @@ class _Counting:
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.fault = "none"
+        self.active = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -57,18 +61,27 @@ class _Counting:
             return [b""]
         if path.startswith("/_log"):
             return self._control(environ, start_response)
-        if self.delay:
-            time.sleep(self.delay)
-        entry = {
-            "method": environ["REQUEST_METHOD"],
-            "path": path,
-            "query": environ.get("QUERY_STRING", ""),
-            "range": environ.get("HTTP_RANGE"),
-            "status": 0,
-            "bytes": 0,
-        }
         with self.lock:
+            self.active += 1
+            entry = {
+                "method": environ["REQUEST_METHOD"],
+                "path": path,
+                "query": environ.get("QUERY_STRING", ""),
+                "range": environ.get("HTTP_RANGE"),
+                "status": 0,
+                "bytes": 0,
+                "active": self.active,
+            }
             self.log.append(entry)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            return list(self._answer(environ, start_response, entry))
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def _answer(self, environ: dict[str, Any], start_response: Any, entry: dict[str, Any]) -> Iterable[bytes]:
         match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         if self.require_key is not None and (match is None or match.group(1) != self.require_key):
             entry["status"] = 403
@@ -82,6 +95,15 @@ class _Counting:
             entry["bytes"] = len(body)
             return [body]
 
+        if self.fault.startswith("429x"):
+            with self.lock:
+                left = int(self.fault[4:])
+                self.fault = f"429x{left - 1}" if left > 1 else "none"
+            entry["status"] = 429
+            body = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code></Error>'
+            headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body))), ("Retry-After", "1")]
+            start_response("429 Too Many Requests", headers)
+            return [body]
         if self.fault in ("500", "503"):
             entry["status"] = int(self.fault)
             body = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code></Error>'

@@ -1,0 +1,212 @@
+"""Tile-part index of a JPEG2000 file, handed to OpenJPEG as a synthesized TLM marker.
+
+Why: the Sentinel-2 JPEG2000 files ESA ships carry no TLM (tile-part length) marker, so OpenJPEG
+finds tile-part ``k`` by reading the SOT header of every tile-part before it, one HTTP range
+request per hop (tens of requests for one tile of a 10980 px band). Walking that chain once gives
+the offset and length of every tile-part; a TLM marker built from it and inserted after the main
+header lets OpenJPEG (2.5.3 and later) jump straight to the tile-parts a window needs. The rest
+of the file is untouched, so pixels are bit-identical.
+
+The result is a *virtual object*: ``prefix`` (the original boxes and main header, the ``jp2c``
+box length grown by the marker's size, then the TLM marker) followed by the original bytes from
+the first tile-part on. ``TilePartIndex.pieces`` maps a byte range of the virtual object onto the
+prefix and the original object. An index is a few KB and is keyed on the object's ETag.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+SOT = 0xFF90
+EOC = 0xFFD9
+TLM = 0xFF55
+SOC = 0xFF4F
+_NO_INDEX_MARKERS = {TLM, 0xFF57, 0xFF60}  # TLM already there; PLM/PPM: packed headers, left alone
+_MAGIC = b"EOJ2IDX1"
+_READ_AHEAD = 16 * 1024  # small tile-parts (60 m bands) share one range request
+_MAX_TILE_PARTS = 65535 * 255  # beyond any real file: a corrupt chain is refused, not walked forever
+
+
+class NotIndexable(ValueError):
+    """The object is not a JPEG2000 file this index can help (already has TLM, or malformed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TilePartIndex:
+    """A JPEG2000 object seen with a synthesized TLM marker."""
+
+    etag: str
+    size: int  # bytes of the original object
+    body_offset: int  # where the first tile-part starts in the original object
+    prefix: bytes  # original bytes before ``body_offset``, with the box length grown, then TLM
+
+    @property
+    def virtual_size(self) -> int:
+        """Bytes of the object as served with the marker."""
+        return len(self.prefix) + self.size - self.body_offset
+
+    def pieces(self, start: int, end: int) -> Iterator[tuple[bool, int, int]]:
+        """``(from_prefix, first, last)`` pieces covering virtual bytes ``start..end`` (inclusive).
+
+        ``first``/``last`` index the prefix when ``from_prefix``, else the original object.
+        """
+        end = min(end, self.virtual_size - 1)
+        if start <= end and start < len(self.prefix):
+            yield True, start, min(end, len(self.prefix) - 1)
+        shift = self.body_offset - len(self.prefix)
+        first = max(start, len(self.prefix))
+        if first <= end:
+            yield False, first + shift, end + shift
+
+    def tile_parts(self) -> list[tuple[int, int]]:
+        """``(offset, length)`` of every tile-part in the original object, read back from the TLM marker."""
+        parts: list[tuple[int, int]] = []
+        offset, at = self.body_offset, self.body_offset
+        while at + 6 <= len(self.prefix):
+            marker, length, _, stlm = struct.unpack_from(">HHBB", self.prefix, at)
+            if marker != TLM:
+                break
+            entry = ">HI" if stlm >> 4 & 3 == 2 else ">BI"
+            for position in range(at + 6, at + 2 + length, struct.calcsize(entry)):
+                _, size = struct.unpack_from(entry, self.prefix, position)
+                parts.append((offset, size))
+                offset += size
+            at += 2 + length
+        return parts
+
+    def to_bytes(self) -> bytes:
+        """A compact serialisation for the disk and Redis stores."""
+        etag = self.etag.encode()
+        return _MAGIC + struct.pack(">QQH", self.size, self.body_offset, len(etag)) + etag + self.prefix
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TilePartIndex:
+        """The inverse of ``to_bytes``; ``ValueError`` for anything else."""
+        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 18:
+            raise ValueError("not a tile-part index")
+        size, body_offset, etag_len = struct.unpack_from(">QQH", data, len(_MAGIC))
+        start = len(_MAGIC) + 18
+        return cls(data[start : start + etag_len].decode(), size, body_offset, data[start + etag_len :])
+
+
+class _Reader:
+    """Range reads with a read-ahead window, so hops that land in bytes already fetched are free."""
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int) -> None:
+        self._read = read
+        self._size = size
+        self._start = 0
+        self._data = b""
+        self.requests = 0
+
+    def get(self, offset: int, length: int) -> bytes:
+        if offset < 0 or offset + length > self._size:
+            raise NotIndexable("a marker points outside the file")
+        if not (self._start <= offset and offset + length <= self._start + len(self._data)):
+            want = min(max(length, _READ_AHEAD), self._size - offset)
+            self._data = self._read(offset, want)
+            self._start = offset
+            self.requests += 1
+            if len(self._data) < length:
+                raise NotIndexable("short read")
+        return self._data[offset - self._start : offset - self._start + length]
+
+
+def _codestream(reader: _Reader, size: int) -> tuple[int, int, int]:
+    """``(box_offset, codestream_start, codestream_end)`` of the ``jp2c`` box (-1: a bare codestream)."""
+    if reader.get(0, 2) == b"\xff\x4f":
+        return -1, 0, size
+    offset = 0
+    while offset + 8 <= size:
+        length, kind = struct.unpack(">I4s", reader.get(offset, 8))
+        header = 8
+        if length == 1:
+            (length,) = struct.unpack(">Q", reader.get(offset + 8, 8))
+            header = 16
+        elif length == 0:
+            length = size - offset
+        if length < header:
+            raise NotIndexable("malformed box")
+        if kind == b"jp2c":
+            return offset, offset + header, offset + length
+        offset += length
+    raise NotIndexable("no codestream box")
+
+
+def _main_header_end(reader: _Reader, start: int) -> int:
+    """Offset of the first SOT marker; refuses files that already carry TLM, PLM or PPM."""
+    if struct.unpack(">H", reader.get(start, 2))[0] != SOC:
+        raise NotIndexable("codestream does not start with SOC")
+    offset = start + 2
+    while True:
+        marker, length = struct.unpack(">HH", reader.get(offset, 4))
+        if marker == SOT:
+            return offset
+        if marker in _NO_INDEX_MARKERS:
+            raise NotIndexable(f"main header already has marker {marker:04X}")
+        if marker >> 8 != 0xFF or length < 2:
+            raise NotIndexable("malformed main header")
+        offset += 2 + length
+
+
+def _tile_parts(reader: _Reader, first: int, end: int) -> list[tuple[int, int]]:
+    """``(tile index, length)`` of every tile-part in codestream order, by walking the SOT chain."""
+    parts: list[tuple[int, int]] = []
+    offset = first
+    last = end - 2  # the EOC marker
+    while offset < last:
+        marker, lsot, isot, psot = struct.unpack(">HHHI", reader.get(offset, 10))
+        if marker == EOC:
+            break
+        if marker != SOT or lsot != 10:
+            raise NotIndexable("broken tile-part chain")
+        if psot == 0:  # the last tile-part runs to the end of the codestream
+            psot = last - offset
+        if psot < 14 or len(parts) >= _MAX_TILE_PARTS:
+            raise NotIndexable("broken tile-part chain")
+        parts.append((isot, psot))
+        offset += psot
+    if not parts:
+        raise NotIndexable("no tile-parts")
+    return parts
+
+
+def tlm_segments(parts: list[tuple[int, int]]) -> bytes:
+    """TLM marker segments (ISO 15444-1 A.7.1) listing ``parts`` in order: 32-bit lengths."""
+    wide = max(tile for tile, _ in parts) > 255
+    entry = ">HI" if wide else ">BI"
+    per_entry = struct.calcsize(entry)
+    per_segment = (65535 - 4) // per_entry
+    chunks = [parts[i : i + per_segment] for i in range(0, len(parts), per_segment)]
+    if len(chunks) > 256:
+        raise NotIndexable("too many tile-parts for TLM")
+    stlm = (2 if wide else 1) << 4 | 1 << 6  # ST: Ttlm size; SP=1: 32-bit Ptlm
+    out = bytearray()
+    for number, chunk in enumerate(chunks):
+        out += struct.pack(">HHBB", TLM, 4 + per_entry * len(chunk), number, stlm)
+        for tile, length in chunk:
+            out += struct.pack(entry, tile, length)
+    return bytes(out)
+
+
+def build_index(read: Callable[[int, int], bytes], size: int, etag: str) -> tuple[TilePartIndex, int]:
+    """Walk the object once and build its index; returns it with the number of range reads made.
+
+    ``read(offset, length)`` fetches bytes of the original object. Raises ``NotIndexable`` when
+    the object already has TLM (OpenJPEG uses it as it is) or is not a JPEG2000 file.
+    """
+    reader = _Reader(read, size)
+    box_offset, start, end = _codestream(reader, size)
+    first = _main_header_end(reader, start)
+    marker = tlm_segments(_tile_parts(reader, first, end))
+    head = bytearray(reader.get(0, first))
+    if box_offset >= 0:
+        length = struct.unpack_from(">I", head, box_offset)[0]
+        if length == 1:
+            (wide,) = struct.unpack_from(">Q", head, box_offset + 8)
+            struct.pack_into(">Q", head, box_offset + 8, wide + len(marker))
+        elif length != 0:  # 0: the box runs to the end of the file, whatever its size
+            struct.pack_into(">I", head, box_offset, length + len(marker))
+    return TilePartIndex(etag, size, first, bytes(head) + marker), reader.requests

@@ -1,0 +1,189 @@
+"""Keeps the server inside an object store's per-credential quota.
+
+CDSE's ``eodata`` allows each credential 4 concurrent connections and 2,000 requests per minute,
+and answers 429 beyond. Every S3 request of the server goes through one ``Governor`` (in the S3
+gateway, ``s3_gateway.py``), which waits instead of failing: for a connection slot, for room in
+the sliding one-minute window, and for the pause a 429/503 ``Retry-After`` asked for. With Redis
+configured the same three limits are shared by every gateway (every machine, every replica) that
+uses the credential: leases and request times live in sorted sets, updated atomically by a Lua
+script, and a lease expires on its own if its holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120  # a connection lease outlives any request; a crashed holder frees it then
+POLL_SECONDS = 0.02  # how often a waiter asks Redis again while every slot is taken
+
+# KEYS: leases, request times, pause; ARGV: lease id, lease seconds, connections, per minute.
+# Returns 0 when the caller may go, else how many milliseconds to wait before asking again.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+local pause = tonumber(redis.call('GET', KEYS[3]) or '0')
+if pause > now then return pause - now end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 20 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + 60000 - now)
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]) * 1000, ARGV[1])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], 61000)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 1000)
+return 0
+"""
+# KEYS: pause; ARGV: milliseconds. The pause only ever grows.
+_PAUSE = """
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+if until_ms > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(ARGV[1]) + 1000)
+end
+return 0
+"""
+
+
+class QuotaWaitTimeout(TimeoutError):
+    """The quota did not admit the request before its deadline."""
+
+
+@dataclass(slots=True)
+class GovernorStats:
+    """What ``/metrics`` shows of the governor (cumulative, this process)."""
+
+    requests: int = 0
+    throttled: int = 0  # 429 and 503 answers received
+    queue_wait_seconds: float = 0.0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    waits: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Governor:
+    """Connection slots, a sliding-window request budget and a shared pause, per credential."""
+
+    def __init__(self, connections: int, per_minute: int, identity: str, redis_url: str | None = None) -> None:
+        self.connections = connections
+        self.per_minute = per_minute
+        self.stats = GovernorStats()
+        self._slots = asyncio.Semaphore(connections)
+        self._recent: collections.deque[float] = collections.deque()
+        self._pause_until = 0.0
+        self._redis_url = redis_url
+        self._redis: object | None = None
+        self._redis_broken_until = 0.0
+        prefix = f"eotiler:s3quota:{identity}"
+        self._keys = (f"{prefix}:leases", f"{prefix}:requests", f"{prefix}:pause")
+
+    def _client(self) -> object | None:
+        if self._redis_url is None or time.monotonic() < self._redis_broken_until:
+            return None
+        if self._redis is None:
+            import redis.asyncio as aioredis  # only gateways with Redis configured need it
+
+            self._redis = aioredis.Redis.from_url(self._redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return self._redis
+
+    def _redis_failed(self, exc: Exception) -> None:
+        """Fall back to this process's limits for a while; the local bounds still hold."""
+        log.warning("S3 quota store unreachable, using local limits for 10 s: %s", type(exc).__name__)
+        self._redis_broken_until = time.monotonic() + 10.0
+
+    async def _local_rate(self, deadline: float) -> None:
+        """Room in this process's one-minute window (and past any pause)."""
+        while True:
+            now = time.monotonic()
+            while self._recent and now - self._recent[0] >= 60.0:
+                self._recent.popleft()
+            wait = self._pause_until - now
+            if wait <= 0 and len(self._recent) >= self.per_minute:
+                wait = self._recent[0] + 60.0 - now
+            if wait <= 0:
+                self._recent.append(now)
+                return
+            if now + wait > deadline:
+                raise QuotaWaitTimeout("the S3 request quota did not free up in time")
+            self.stats.waits["rate"] += 1
+            await asyncio.sleep(wait)
+
+    async def _shared(self, lease: str, deadline: float) -> bool:
+        """A lease from Redis when configured; False when Redis is not used for this request."""
+        client = self._client()
+        if client is None:
+            return False
+        while True:
+            try:
+                wait_ms = int(
+                    await client.eval(_ACQUIRE, 3, *self._keys, lease, LEASE_SECONDS, self.connections, self.per_minute)
+                )  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - any Redis failure: local limits only
+                self._redis_failed(exc)
+                return False
+            if wait_ms == 0:
+                return True
+            if time.monotonic() + wait_ms / 1000 > deadline:
+                raise QuotaWaitTimeout("the shared S3 quota did not free up in time")
+            self.stats.waits["shared"] += 1
+            await asyncio.sleep(max(wait_ms / 1000, POLL_SECONDS))
+
+    async def _release_shared(self, lease: str) -> None:
+        client = self._client()
+        if client is None:
+            return
+        try:
+            await client.zrem(self._keys[0], lease)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+            self._redis_failed(exc)
+
+    @asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[None]:
+        """Hold one connection slot and one request of the budget until the block ends.
+
+        Raises ``QuotaWaitTimeout`` when the deadline (``time.monotonic()``) passes first.
+        """
+        start = time.monotonic()
+        try:
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - start))
+        except TimeoutError:
+            raise QuotaWaitTimeout("no S3 connection slot freed up in time") from None
+        lease = uuid.uuid4().hex
+        shared = False
+        try:
+            await self._local_rate(deadline)
+            shared = await self._shared(lease, deadline)
+            self.stats.queue_wait_seconds += time.monotonic() - start
+            self.stats.requests += 1
+            self.stats.in_flight += 1
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+            try:
+                yield
+            finally:
+                self.stats.in_flight -= 1
+        finally:
+            if shared:
+                await self._release_shared(lease)
+            self._slots.release()
+
+    async def pause(self, seconds: float) -> None:
+        """Hold every request of this credential back for ``seconds`` (a 429/503 asked for it)."""
+        self.stats.throttled += 1
+        self._pause_until = max(self._pause_until, time.monotonic() + seconds)
+        client = self._client()
+        if client is not None:
+            try:
+                await client.eval(_PAUSE, 1, self._keys[2], int(seconds * 1000))  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - the local pause still holds
+                self._redis_failed(exc)

@@ -1,0 +1,284 @@
+"""The S3 gateway against a real S3 server on loopback, counting requests at the server.
+
+The JPEG2000 files are the untouched ESA originals of the real T29UNU product (no TLM marker,
+one tile-part per tile), read through GDAL ``/vsis3/`` exactly as the server reads eodata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+from pydantic import SecretStr
+from rasterio.windows import Window
+
+from server.sources.gdal_env import GdalEnvironment, S3Settings
+from server.sources.gdal_native import forget_remote_file
+from server.sources.jp2_index import build_index
+from server.sources.s3_gateway import GatewayOptions, S3Gateway
+from server.sources.s3_signing import sign_headers
+from tests.support.s3_server import S3Server
+from tests.test_cache import RedisServer, redis_server  # noqa: F401 - the fixture
+
+ORIGINALS = Path(__file__).resolve().parents[2] / "shared/data/sources/s2_l2a_T29UNU_20221005_N0400/original_jp2"
+B04 = "T29UNU_20221005T115411_B04_60m.jp2"
+B8A = "T29UNU_20221005T115411_B8A_60m.jp2"
+KEY = f"originals/{B04}"
+READ_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_INGESTED_BYTES_AT_OPEN": 65536,
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".jp2",
+}
+
+pytestmark = pytest.mark.skipif(not ORIGINALS.is_dir(), reason="needs the shared real ESA JPEG2000 files")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    root = tmp_path_factory.mktemp("originals")
+    (root / "originals").mkdir()
+    for name in (B04, B8A):
+        shutil.copy(ORIGINALS / name, root / "originals" / name)
+    server = S3Server(root, delay_ms=30)  # the round trip to CDSE from outside its cloud
+    yield server
+    server.stop()
+
+
+def upstream(store: S3Server) -> S3Settings:
+    return S3Settings(
+        endpoint=store.endpoint,
+        https=False,
+        region="us-east-1",
+        access_key_id=SecretStr("test-key"),
+        secret_access_key=SecretStr("test-secret"),
+    )
+
+
+@pytest.fixture
+def gateway(store: S3Server, tmp_path: Path) -> Iterator[S3Gateway]:
+    gw = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), index_dir=tmp_path / "index"))
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def read_window(endpoint: str, key: str, window: Window, signed: S3Settings | None = None) -> np.ndarray:
+    """A cold GDAL read of ``window`` (GDAL's cache of the file dropped first)."""
+    path = f"/vsis3/eodata/{key}"
+    s3 = signed or S3Settings(endpoint=endpoint, https=False, region="us-east-1", no_sign_request=True)
+    with GdalEnvironment(READ_OPTIONS, s3).env(path):
+        forget_remote_file(path)
+        with rasterio.open(path) as dataset:
+            return dataset.read(1, window=window)
+
+
+def expected(name: str, window: Window) -> np.ndarray:
+    with rasterio.open(ORIGINALS / name) as dataset:
+        return dataset.read(1, window=window)
+
+
+def test_signature_matches_botocore() -> None:
+    """Our SigV4 against botocore's canonical request, string to sign and signature (a fixed time)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    when = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
+    stamp = when.strftime("%Y%m%dT%H%M%SZ")
+    ours = sign_headers("GET", "eodata.example", "/eodata/Sentinel-2/a b+c.jp2", "AKID", "SECRET", "default", when)
+    request = AWSRequest(method="GET", url="https://eodata.example/eodata/Sentinel-2/a%20b%2Bc.jp2")
+    request.headers["X-Amz-Date"] = stamp
+    request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+    request.context["timestamp"] = stamp
+    auth = S3SigV4Auth(Credentials("AKID", "SECRET"), "s3", "default")
+    signature = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+    assert ours["authorization"].endswith(f"Signature={signature}")
+    assert ours["x-amz-date"] == stamp
+
+
+def test_index_gives_identical_pixels_and_few_requests(store: S3Server, gateway: S3Gateway, tmp_path: Path) -> None:
+    window = Window(1500, 1400, 256, 256)
+    store.reset()
+    direct = read_window(store.endpoint, KEY, window, signed=upstream(store))
+    without_index = len(store.requests())
+    np.testing.assert_array_equal(direct, expected(B04, window))
+
+    store.reset()
+    first = read_window(gateway.address, KEY, window)  # builds the index: walks the tile-part chain once
+    np.testing.assert_array_equal(first, expected(B04, window))
+    assert gateway.index_reads > 20  # the walk happened here, through the store
+
+    # 256 px windows over 2 x 2 of the file's 192 px JPEG2000 tiles, as a map tile at 60 m touches them
+    for other in (Window(202, 394, 256, 256), Window(970, 1160, 256, 256)):
+        store.reset()
+        np.testing.assert_array_equal(read_window(gateway.address, KEY, other), expected(B04, other))
+        assert len(store.requests()) <= 6, [(r["range"], r["bytes"]) for r in store.requests()]
+    assert without_index > 20  # what the index saves: GDAL alone walks the chain on every cold open
+
+
+def test_index_serves_a_fresh_process(store: S3Server, gateway: S3Gateway, tmp_path: Path) -> None:
+    """A new process with the index on disk: the second tile costs a handful of requests."""
+    read_window(gateway.address, KEY, Window(0, 0, 64, 64))  # index built and stored
+    window = Window(1200, 300, 256, 256)
+    code = f"""
+import json, sys
+from pathlib import Path
+from pydantic import SecretStr
+from rasterio.windows import Window
+from server.sources.gdal_env import S3Settings
+from server.sources.s3_gateway import GatewayOptions, S3Gateway
+from tests.test_s3_gateway import read_window
+s3 = S3Settings(endpoint={store.endpoint!r}, https=False, region="us-east-1",
+                access_key_id=SecretStr("test-key"), secret_access_key=SecretStr("test-secret"))
+gw = S3Gateway(GatewayOptions(s3, frozenset({{"eodata"}}), index_dir=Path({str(gateway.options.index_dir)!r})))
+gw.start()
+data = read_window(gw.address, {KEY!r}, Window({window.col_off}, {window.row_off}, 256, 256))
+print(json.dumps({{"sum": int(data.astype("int64").sum()), "index_reads": gw.index_reads}}))
+"""
+    store.reset()
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"sum": int(expected(B04, window).astype("int64").sum()), "index_reads": 0}
+    assert 1 <= len(store.requests()) <= 6, store.requests()
+
+
+def test_index_rebuilt_when_the_object_changes(store: S3Server, gateway: S3Gateway) -> None:
+    import boto3
+
+    window = Window(800, 800, 200, 200)
+    np.testing.assert_array_equal(read_window(gateway.address, KEY, window), expected(B04, window))
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{store.endpoint}",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+    )
+    try:
+        client.upload_file(str(ORIGINALS / B8A), "eodata", KEY)  # same key, new ETag, other pixels
+        np.testing.assert_array_equal(read_window(gateway.address, KEY, window), expected(B8A, window))
+    finally:
+        client.upload_file(str(ORIGINALS / B04), "eodata", KEY)
+
+
+def test_identical_concurrent_reads_make_one_request(store: S3Server) -> None:
+    gw = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), jp2_index=False))
+    gw.start()
+    try:
+        url = f"http://{gw.address}/eodata/originals/{B8A}"
+        store.reset()
+
+        async def four() -> list[httpx.Response]:
+            async with httpx.AsyncClient() as client:
+                return await asyncio.gather(*(client.get(url, headers={"Range": "bytes=2600-9000"}) for _ in range(4)))
+
+        answers = asyncio.run(four())
+        assert all(a.status_code == 206 for a in answers)
+        assert {a.content for a in answers} == {(ORIGINALS / B8A).read_bytes()[2600:9001]}
+        assert len(store.requests()) == 1, store.requests()
+        assert gw.coalesced == 3
+    finally:
+        gw.stop()
+
+
+def test_connections_never_exceed_the_limit(store: S3Server, tmp_path: Path) -> None:
+    gw = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), connections=2, jp2_index=False))
+    gw.start()
+    try:
+        store.reset()
+        url = f"http://{gw.address}/eodata/originals/{B04}"
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            ranges = [f"bytes={i * 10000}-{i * 10000 + 9999}" for i in range(32)]
+            answers = list(pool.map(lambda r: httpx.get(url, headers={"Range": r}, timeout=30), ranges))
+        assert all(a.status_code == 206 for a in answers)
+        seen = store.requests()
+        assert len(seen) == 32
+        assert max(r["active"] for r in seen) == 2  # the limit was reached, never passed
+    finally:
+        gw.stop()
+
+
+def test_429_waits_for_retry_after_and_succeeds(store: S3Server, gateway: S3Gateway) -> None:
+    url = f"http://{gateway.address}/eodata/originals/{B8A}"
+    store.reset()
+    store.set_fault("429x2")
+    start = time.monotonic()
+    answer = httpx.get(url, headers={"Range": "bytes=0-999"}, timeout=30)
+    elapsed = time.monotonic() - start
+    assert answer.status_code == 206 and len(answer.content) == 1000
+    assert answer.content == (ORIGINALS / B8A).read_bytes()[:1000]
+    assert [r["status"] for r in store.requests()][:3] == [429, 429, 206]  # then the index walk
+    assert elapsed >= 2.0  # Retry-After: 1, twice
+    assert gateway.governor.stats.throttled == 2
+
+
+def test_request_budget_per_minute_waits_then_refuses_past_the_deadline(store: S3Server) -> None:
+    options = GatewayOptions(upstream(store), frozenset({"eodata"}), requests_per_minute=3, budget=0.5, jp2_index=False)
+    gw = S3Gateway(options)
+    gw.start()
+    try:
+        store.reset()
+        url = f"http://{gw.address}/eodata/originals/{B8A}"
+        codes = [httpx.get(url, headers={"Range": f"bytes={i}-{i + 9}"}).status_code for i in range(4)]
+        assert codes == [206, 206, 206, 503]  # the fourth would exceed 3 per minute: held, then refused
+        assert len(store.requests()) == 3
+    finally:
+        gw.stop()
+
+
+def test_only_configured_buckets_and_reads(gateway: S3Gateway) -> None:
+    assert httpx.get(f"http://{gateway.address}/other-bucket/x.jp2").status_code == 403
+    assert httpx.put(f"http://{gateway.address}/eodata/originals/{B04}", content=b"x").status_code == 403
+
+
+def test_shared_quota_across_gateways_through_redis(store: S3Server, redis_server: RedisServer) -> None:  # noqa: F811
+    redis = redis_server
+    gateways = [
+        S3Gateway(
+            GatewayOptions(
+                upstream(store), frozenset({"eodata"}), connections=2, redis_url=redis.url, jp2_index=False
+            )
+        )
+        for _ in range(2)
+    ]
+    try:
+        for gw in gateways:
+            gw.start()
+        store.reset()
+        urls = [f"http://{gw.address}/eodata/originals/{B04}" for gw in gateways]
+        jobs = [(urls[i % 2], f"bytes={i * 5000}-{i * 5000 + 4999}") for i in range(24)]
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda job: httpx.get(job[0], headers={"Range": job[1]}, timeout=30), jobs))
+        assert all(a.status_code == 206 for a in answers)
+        assert max(r["active"] for r in store.requests()) <= 2  # two gateways, one shared limit of 2
+        assert all(gw.governor.stats.requests > 0 for gw in gateways)
+    finally:
+        for gw in gateways:
+            gw.stop()
+
+
+def test_build_index_on_every_original() -> None:
+    for path in sorted(ORIGINALS.glob("*.jp2")):
+        data = path.read_bytes()
+        index, _ = build_index(lambda offset, length, data=data: data[offset : offset + length], len(data), "e")
+        virtual = index.prefix + data[index.body_offset :]
+        with rasterio.MemoryFile(data) as a, rasterio.MemoryFile(virtual) as b:
+            with a.open() as original, b.open() as indexed:
+                np.testing.assert_array_equal(original.read(), indexed.read())
+                assert b"\xff\x55" in index.prefix[-(len(index.prefix) - index.body_offset) :]

@@ -34,15 +34,16 @@ def test_layers_lists_every_configured_layer(client):
     } <= ids
     ndvi = next(layer for layer in body["layers"] if layer["id"] == "NDVI")
     assert ndvi["legend"].endswith("/layers/NDVI/legend.png")
-    assert "2022-10-05" in ndvi["times"] and "2017-06-17" in ndvi["times"]
+    assert "2022-10-05" in ndvi["times"] and "2017-06-17" in ndvi["times"] and "2020-02-19" in ndvi["times"]
     west, south, east, north = ndvi["bounds"]
-    assert -9.1 < west < -8.9 and 30 < east < 31 and 39 < south < 40 and 62 < north < 63
+    # west and south: the 29RKH crop (Western Sahara); east and north: the 35VPK patches (Finland)
+    assert -11.7 < west < -11.6 and 30 < east < 31 and 24.5 < south < 24.6 and 62 < north < 63
     assert next(layer for layer in body["layers"] if layer["id"] == "NDVI_FLOAT")["formats"] == ["tif"]
 
 
 def test_layer_details_list_scenes(client):
     body = client.get("/layers/TRUE_COLOR").json()
-    assert len(body["scenes"]) == 6
+    assert len(body["scenes"]) == 7
     assert {s["id"][:10] for s in body["scenes"]} == {"S2A_MSIL2A", "S2B_MSIL2A"}
 
 

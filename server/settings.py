@@ -18,7 +18,7 @@ from server.sources.gdal_env import GdalEnvironment, S3Settings
 # ../shared/notes/performance.md (measured there: each removes requests per tile).
 CLOUD_GDAL_OPTIONS: dict[str, object] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no LIST request per open
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2,.xml",  # .xml: granule angles (sources/angles.py)
     "GDAL_INGESTED_BYTES_AT_OPEN": 65536,  # COG header / JP2 main header in one GET
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "CPL_VSIL_CURL_CACHE_SIZE": 268435456,  # keeps headers and JP2 tile-part indexes hot

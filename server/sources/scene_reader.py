@@ -24,6 +24,7 @@ from rio_tiler.io import Reader
 from server.config.models import BandConfig, CollectionConfig
 from server.errors import EvalscriptError
 from server.models import Grid, Scene
+from server.sources.angles import ANGLE_BANDS, read_angles, scene_angles
 from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
 from server.sources.gdal_env import GdalEnvironment
@@ -258,13 +259,19 @@ def read_scene(
     ground_res = grid.ground_resolution()
     plan: list[tuple[str, BandConfig, BandSource]] = []
     missing: list[str] = []
-    for name in band_names:
+    names = list(band_names)
+    for name in names:
+        if name in ANGLE_BANDS:
+            continue  # not a raster: interpolated from the granule metadata below
         band = collection.bands[name]
         source = choose_source(name, band, scene, ground_res)
         if source is None:
             missing.append(name)
         else:
             plan.append((name, band, source))
+    angle_names = [name for name in names if name in ANGLE_BANDS]
+    angles = scene_angles(scene, collection, angle_names, gdal) if angle_names else None
+    missing += [name for name in angle_names if angles is None or name not in angles.grids]
     if missing:
         raise MissingBands(scene.id, missing)
 
@@ -304,4 +311,8 @@ def read_scene(
         assert raw is not None  # narrowed above
         valid &= ~np.ma.getmaskarray(raw)
         bands[name] = to_units(raw, band, scene, units if isinstance(units, str) else units[name])
+    if angles is not None:
+        angle_bands, angle_valid = read_angles(angle_names, angles, grid)
+        bands.update(angle_bands)
+        valid &= angle_valid  # nothing where the granule's angle grid does not reach
     return SceneData(scene, bands, valid, [source for _, _, source in plan])

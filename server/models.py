@@ -7,6 +7,7 @@ and read a ``RenderResult``; keeping these types free of I/O lets every layer im
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+import pyproj
 from pyproj import Geod
+from pyproj.exceptions import ProjError
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
@@ -22,6 +25,7 @@ from rasterio.warp import transform_bounds
 from server.errors import InvalidFormat, InvalidParameter, InvalidTime
 
 _GEOD = Geod(ellps="WGS84")
+_GROUND_STEPS = 16  # pieces a grid's middle row and column are measured in
 
 
 class Priority(StrEnum):
@@ -196,9 +200,99 @@ class Scene:
     properties: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
+BBox = tuple[float, float, float, float]
+
+# Degrees added around a CRS's area of use: requests legitimately reach a little past it (a UTM
+# map of a Sentinel-2 tile that overlaps the next zone, Web Mercator up to the poles), and the
+# projections stay exact there.
+AREA_MARGIN_DEGREES = 3.0
+# How far a box may reach past the area of use, in multiples of the area's own width (height) on
+# each side: OpenLayers asks for several wrapped worlds at low zoom. Beyond it the numbers only
+# make PROJ and GDAL slow or wrong (a 1e308 box kept PROJ busy for minutes, holding the GIL).
+MAX_OVERREACH = 10.0
+
+
+@lru_cache(maxsize=256)
+def area_of_use(crs_wkt: str) -> BBox | None:
+    """Where the CRS is defined, widened by ``AREA_MARGIN_DEGREES``, in its own x/y coordinates.
+
+    From the EPSG database (pyproj's ``area_of_use``); a CRS without one is taken as valid on the
+    whole globe. ``None`` when that area has no finite bounds in the CRS (nothing can be checked).
+    Cached per CRS: every request asks.
+    """
+    crs = pyproj.CRS.from_wkt(crs_wkt)
+    area = crs.area_of_use
+    if area is None:  # rasterio's WKT drops the usage; the EPSG code still knows it
+        code = crs.to_epsg()
+        area = pyproj.CRS.from_epsg(code).area_of_use if code is not None else None
+    west, south, east, north = area.bounds if area is not None else (-180.0, -90.0, 180.0, 90.0)
+    if west > east:  # an area across the antimeridian: all longitudes
+        west, east = -180.0, 180.0
+    margin = AREA_MARGIN_DEGREES
+    west, east = max(-180.0, west - margin), min(180.0, east + margin)
+    south, north = max(-90.0, south - margin), min(90.0, north + margin)
+    if crs.is_geographic:
+        return west, south, east, north
+    try:
+        to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        bounds = to_crs.transform_bounds(west, south, east, north, densify_pts=21)
+    except ProjError:
+        return None
+    if not all(math.isfinite(v) for v in bounds) or bounds[0] >= bounds[2] or bounds[1] >= bounds[3]:
+        return None
+    return bounds
+
+
+def _crs_name(crs: CRS) -> str:
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code is not None else "the CRS"
+
+
+def check_bbox(bbox: BBox, crs: CRS, parameter: str = "BBOX") -> None:
+    """Refuse a box PROJ and GDAL must not see: not finite, inverted or empty, entirely outside the
+    CRS's area of use, or reaching more than ``MAX_OVERREACH`` area sizes past it.
+
+    A box partly inside is accepted: transformations only see its part inside the area of use
+    (``Grid.usable_bbox``) and pixels outside it stay empty. Every protocol builds its grids with
+    ``request_grid`` (or checks here first), so this is the one gate for numbers from a request.
+    """
+    x0, y0, x1, y1 = bbox
+    if not all(math.isfinite(v) for v in bbox):
+        raise InvalidParameter(f"{parameter} must contain finite numbers", parameter=parameter)
+    if not (x0 < x1 and y0 < y1):
+        raise InvalidParameter(f"{parameter} minimum must be smaller than maximum on both axes", parameter=parameter)
+    area = area_of_use(crs.to_wkt())
+    if area is None:
+        return
+    ax0, ay0, ax1, ay1 = area
+    described = f"{_crs_name(crs)} is defined on x {ax0:.6g} to {ax1:.6g}, y {ay0:.6g} to {ay1:.6g}"
+    if x1 <= ax0 or x0 >= ax1 or y1 <= ay0 or y0 >= ay1:
+        raise InvalidParameter(f"{parameter} lies outside the area of use: {described}", parameter=parameter)
+    reach_x, reach_y = MAX_OVERREACH * (ax1 - ax0), MAX_OVERREACH * (ay1 - ay0)
+    if x0 < ax0 - reach_x or x1 > ax1 + reach_x or y0 < ay0 - reach_y or y1 > ay1 + reach_y:
+        raise InvalidParameter(f"{parameter} reaches too far past the area of use: {described}", parameter=parameter)
+
+
+def request_grid(bbox: BBox, crs: CRS, width: int, height: int, parameter: str = "BBOX") -> Grid:
+    """A grid from numbers a client sent, checked by ``check_bbox`` (errors name ``parameter``)."""
+    check_bbox(bbox, crs, parameter)
+    return Grid(bbox, crs, width, height)
+
+
+def clamp_bbox(bbox: BBox, crs_wkt: str) -> BBox:
+    """The part of ``bbox`` inside the CRS's area of use (all of it when the area is unknown or the
+    box lies outside: ``check_bbox`` refuses those before a grid exists)."""
+    area = area_of_use(crs_wkt)
+    if area is None:
+        return bbox
+    clamped = (max(bbox[0], area[0]), max(bbox[1], area[1]), min(bbox[2], area[2]), min(bbox[3], area[3]))
+    return clamped if clamped[0] < clamped[2] and clamped[1] < clamped[3] else bbox
+
+
 @lru_cache(maxsize=4096)
-def _bbox_wgs84(bbox: tuple[float, float, float, float], crs_wkt: str) -> tuple[float, float, float, float]:
+def _bbox_wgs84(bbox: BBox, crs_wkt: str) -> BBox:
     crs = _crs_from_wkt(crs_wkt)
+    bbox = clamp_bbox(bbox, crs_wkt)
     if crs.to_epsg() == 4326 or crs == CRS.from_user_input("OGC:CRS84"):
         return bbox
     west, south, east, north = transform_bounds(crs, "EPSG:4326", *bbox, densify_pts=21)
@@ -227,22 +321,37 @@ class Grid:
         request, cached or not, asks the catalogue with it)."""
         return _bbox_wgs84(self.bbox, self.crs_wkt or self.crs.to_wkt())
 
+    def usable_bbox(self) -> BBox:
+        """The part of the bounds inside the CRS's area of use: what transformations are given."""
+        return clamp_bbox(self.bbox, self.crs_wkt or self.crs.to_wkt())
+
     def ground_resolution(self) -> float:
         """Metres per pixel on the ground along the grid's middle row and column.
 
         Measured geodesically so that it holds for any CRS (UTM, Web Mercator, lon/lat); used to
-        choose between 10, 20 and 60 m files.
+        choose between 10, 20 and 60 m files. Only the part in the area of use is measured, over
+        the pixels that part covers.
         """
         across, down = self.ground_size()
-        return max(min(across / self.width, down / self.height), 1e-6)
+        x0, y0, x1, y1 = self.bbox
+        u0, v0, u1, v1 = self.usable_bbox()
+        columns = self.width * (u1 - u0) / (x1 - x0)
+        rows = self.height * (v1 - v0) / (y1 - y0)
+        return max(min(across / columns, down / rows), 1e-6)
 
     def ground_size(self) -> tuple[float, float]:
-        """Geodesic length in metres of the bbox's middle row and middle column."""
-        x0, y0, x1, y1 = self.bbox
+        """Geodesic length in metres of the middle row and middle column of ``usable_bbox``."""
+        x0, y0, x1, y1 = self.usable_bbox()
         xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
-        lons, lats = warp_transform(self.crs, "EPSG:4326", [x0, x1, xm, xm], [ym, ym, y0, y1])
-        _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
-        _, _, down = _GEOD.inv(lons[2], lats[2], lons[3], lats[3])
+        # Measured in _GROUND_STEPS pieces: one geodesic between the ends of a row that spans the
+        # globe (a zoom-0 tile, a world map) is a few metres or zero, not 40,000 km.
+        steps = [i / _GROUND_STEPS for i in range(_GROUND_STEPS + 1)]
+        xs = [x0 + (x1 - x0) * t for t in steps] + [xm] * len(steps)
+        ys = [ym] * len(steps) + [y0 + (y1 - y0) * t for t in steps]
+        lons, lats = warp_transform(self.crs, "EPSG:4326", xs, ys)
+        n = len(steps)
+        across = _GEOD.line_length(lons[:n], lats[:n])
+        down = _GEOD.line_length(lons[n:], lats[n:])
         return abs(across), abs(down)
 
 
@@ -280,3 +389,4 @@ class RenderResult:
     failed: list[str] = field(default_factory=list)  # scenes that could not be read
     skipped: list[str] = field(default_factory=list)  # scenes left out: the time budget was spent
     etag: str = ""  # the strong ETag, when known without hashing the content again
+    notice: str = ""  # a note for the client (X-Eotiler-Notice), e.g. why nothing is drawn

@@ -30,9 +30,12 @@ from server.models import (
     Priority,
     RenderRequest,
     TimeRange,
+    check_bbox,
+    clamp_bbox,
     parse_maxcc,
     parse_priority,
     parse_time,
+    request_grid,
 )
 from server.ogc.crs import normalise_code, parse_bbox, parse_crs
 from server.ogc.kvp import KVP
@@ -220,6 +223,7 @@ def parse_get_coverage_100(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
         _, response_crs = parse_crs(str(kvp.get("RESPONSE_CRS")), allowed_crs, "RESPONSE_CRS")
     # 1.0.0 predates the axis-order rules: BBOX is x/y (lon/lat for EPSG:4326) in CRS.
     bbox = _parse_bbox(kvp.require("BBOX"), "BBOX")
+    check_bbox(bbox, crs, "BBOX")
     if response_crs != crs:
         bbox = _transform(crs, response_crs, bbox, "BBOX")
     if kvp.get("WIDTH") or kvp.get("HEIGHT"):
@@ -236,7 +240,7 @@ def parse_get_coverage_100(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
         raise MissingParameter("give WIDTH and HEIGHT, or RESX and RESY", parameter="WIDTH")
     return RenderRequest(
         layer.id,
-        Grid(bbox, response_crs, width, height),
+        request_grid(bbox, response_crs, width, height, "BBOX"),
         fmt,
         parse_time(kvp.get("TIME"), "TIME"),
         maxcc=common.maxcc,
@@ -266,13 +270,15 @@ def _positive(text: str, parameter: str) -> float:
 
 
 def _transform(src: CRS, dst: CRS, bbox: tuple[float, float, float, float], parameter: str) -> tuple[float, ...]:
+    """``bbox`` in ``dst``: only its part in the area of use of ``src`` is transformed, and the result
+    is kept to the area of use of ``dst`` (far outside it a projection's numbers mean nothing)."""
     try:
-        out = transform_bounds(src, dst, *bbox, densify_pts=21)
+        out = transform_bounds(src, dst, *clamp_bbox(bbox, src.to_wkt()), densify_pts=21)
     except Exception:  # noqa: BLE001 - e.g. an area outside a UTM zone's valid range
         raise InvalidParameter(f"{parameter} cannot be expressed in the output CRS", parameter=parameter) from None
     if not all(math.isfinite(v) for v in out) or out[0] >= out[2] or out[1] >= out[3]:
         raise InvalidParameter(f"{parameter} cannot be expressed in the output CRS", parameter=parameter)
-    return out
+    return clamp_bbox(out, dst.to_wkt())
 
 
 @dataclass(slots=True)
@@ -422,6 +428,10 @@ def parse_get_coverage_201(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
     if x0 >= x1 or y0 >= y1:
         raise InvalidSubsetting("SUBSET leaves an empty area", parameter="SUBSET")
     bbox = (x0, y0, x1, y1)
+    try:
+        check_bbox(bbox, subsetting_crs, "SUBSET")
+    except InvalidParameter as exc:  # WCS 2.0.1's code for a trim outside the coverage's space
+        raise InvalidSubsetting(exc.public_message, parameter="SUBSET") from None
     if subsetting_crs != output_crs:
         bbox = _transform(subsetting_crs, output_crs, bbox, "SUBSET")
     native = _native_size(bbox, output_crs, domain, layer)
@@ -429,7 +439,7 @@ def parse_get_coverage_201(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
     time = subsets.time if subsets.time is not None else parse_time(kvp.get("TIME"), "TIME")
     return RenderRequest(
         layer.id,
-        Grid(bbox, output_crs, width, height),
+        request_grid(bbox, output_crs, width, height, "SUBSET"),
         fmt,
         time,
         maxcc=common.maxcc,

@@ -38,6 +38,7 @@ from server.models import (
     parse_maxcc,
     parse_priority,
     parse_time,
+    request_grid,
 )
 from server.ogc.crs import is_northing_first, parse_bbox, parse_crs
 from server.ogc.kvp import KVP
@@ -189,7 +190,7 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
         version=version,
         layers=names,
         crs_code=code,
-        grid=Grid(bbox, crs, width, height),
+        grid=request_grid(bbox, crs, width, height),
         format=fmt,
         transparent=_boolean(kvp, "TRANSPARENT"),
         bgcolor=parse_bgcolor(kvp),
@@ -287,7 +288,7 @@ def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:
         text = (kvp.get(name) or kvp.get({"X": "I", "Y": "J", "I": "X", "J": "Y"}[name]) or "").strip()
         if not text:
             kvp.require(name)
-        if not text.lstrip("-").isdigit():
+        if not (text.lstrip("-").isascii() and text.lstrip("-").isdigit() and len(text) <= 10):
             raise InvalidPoint(f"{name} must be an integer pixel index", parameter=name)
         if not 0 <= int(text) < limit:
             raise InvalidPoint(f"{name} is outside the map", parameter=name)

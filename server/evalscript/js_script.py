@@ -4,6 +4,10 @@ The script's ``setup()`` is run once in V8 (in a worker process) to learn its in
 mosaicking; ``evaluate`` ships whole tiles of band values to a worker, where ``evaluatePixel``
 runs per pixel inside V8. Everything the script does wrong becomes an ``EvalscriptError``
 (400, an OGC exception on OGC endpoints) naming the error and line.
+
+The simple form (a body with the bands as variables and a top-level ``return``: V1 scripts,
+also sent with a ``//VERSION=3`` header) runs wrapped into ``evaluatePixel``; its bands are the
+identifiers its code names, as acorn reads them (comments and strings name none).
 """
 
 from __future__ import annotations
@@ -165,7 +169,8 @@ class JavaScriptEvalscript:
         outline = self._job("outline", {})
         self.version = script_version(source, outline)
         if self.version == 1:
-            read = set() if outline is None else set(outline["names"])
+            # the identifiers the code names; words of the text only when acorn gave up on it
+            read = set(outline["names"]) if outline is not None else set(re.findall(r"[A-Za-z_$][\w$]*", source))
             self._v1_bands = [b for b in sorted(set(band_names) - {"dataMask"}) if b in read]
             self._v1_bands += ["dataMask"] if "dataMask" in read else []
         self.plan: VectorPlan | None = None

@@ -16,6 +16,7 @@ import io
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from server.evalscript import js_pool
+from server.evalscript.contract import Samples
+from server.evalscript.js_pool import JsLimits
+from server.evalscript.js_script import JavaScriptEvalscript, SceneInfo
 from tests.support.serve_process import eotiler_process
 
 SHM_MB = 16
@@ -115,6 +120,19 @@ def assert_alive(url: str, process: subprocess.Popen) -> None:
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
 
 
+def buffer_mappings(server: subprocess.Popen) -> list[str]:
+    """The files the server's V8 workers map as band buffers (``/proc/<worker>/maps``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            maps = stat.with_name("maps").read_text() if parent == server.pid else ""
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        found += [line.split(None, 5)[5] for line in maps.splitlines() if "eotiler-js-" in line]
+    return found
+
+
 def serve(config: Path, launcher: tuple[str, ...] = (), **env: str):
     return eotiler_process(
         config, env={**os.environ, "EOTILER_ACCESS_LOG": "false", "EOTILER_JS_TIMEOUT": "30", **env}, launcher=launcher
@@ -142,7 +160,9 @@ def test_nearly_full_shm_dir_runs_in_smaller_strips(test_config: Path, expected:
         response = httpx.get(f"{url}/ogc/wms", params=SCRIPTED, timeout=BUDGET)
         assert_alive(url, process)
         assert_script_pixels(tiff_bands(response), expected)
-        # the buffer's file is unlinked once the worker maps it: nothing is left behind
+        # the worker maps its buffer from the directory; the file is unlinked once it has
+        mapped = buffer_mappings(process)
+        assert mapped and all(path.startswith(f"{small_fs}/") for path in mapped), mapped
         assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]
 
 
@@ -152,4 +172,40 @@ def test_full_shm_dir_sends_values_through_the_socket(test_config: Path, expecte
         response = httpx.get(f"{url}/ogc/wms", params=SCRIPTED, timeout=BUDGET)
         assert_alive(url, process)
         assert_script_pixels(tiff_bands(response), expected)
+        assert buffer_mappings(process) == []  # no shared buffer anywhere
         assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]
+
+
+STRIPPED = """//VERSION=3
+function setup() {
+  return {input: ["B03", "B04"], output: {bands: 2, sampleType: "FLOAT32"}, mosaicking: "TILE"};
+}
+let seen = 0;  // one context runs every strip, in pixel order
+function evaluatePixel(samples) {
+  seen += 1;
+  let total = 0;
+  for (let k = 0; k < samples.length; k++) total += (k + 1) * samples[k].B04 - samples[k].B03;
+  return [total, seen];
+}
+"""
+
+
+@pytest.mark.parametrize("transport", ["shared buffer", "socket"])
+def test_strips_give_the_whole_image(transport: str, tmp_path: Path) -> None:
+    # 3 samples x 2 bands in, 2 bands out: 64 bytes a pixel, so a 997-pixel buffer cuts the
+    # 257 x 300 image into 78 strips, the last one shorter. A directory that does not exist
+    # leaves no room for any buffer: every strip goes through the socket.
+    shm_dir = tmp_path if transport == "shared buffer" else tmp_path / "missing"
+    js_pool.configure(1, JsLimits(buffer_bytes=64 * 997), str(shm_dir))
+    try:
+        rng = np.random.default_rng(16)
+        b03, b04 = (rng.integers(0, 1000, (3, 257, 300)).astype(np.float64) for _ in range(2))
+        scenes = [SceneInfo(datetime(2022, 10, day, tzinfo=UTC), 10.0, f"scene-{day}") for day in (1, 5, 9)]
+        script = JavaScriptEvalscript(STRIPPED, "stripped", {"B03", "B04"})
+        got = script.evaluate(Samples({"B03": b03, "B04": b04}, scenes))
+    finally:
+        js_pool.configure(2, JsLimits())
+    weights = np.arange(1, 4).reshape(3, 1, 1)
+    np.testing.assert_array_equal(got[0], (weights * b04 - b03).sum(axis=0))
+    np.testing.assert_array_equal(got[1], np.arange(1, 257 * 300 + 1).reshape(257, 300))
+    assert list(tmp_path.iterdir()) == []  # the buffer's file is gone once the worker has mapped it

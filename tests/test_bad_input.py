@@ -142,6 +142,9 @@ GENERATED_REST = [
         (f"/layers/{layer}/tiles/WebMercatorQuad/11/974/666.png", 404, "layer")
         for layer in ("NOPE", "x" * 300, "%2e%2e")
     ],
+    *[(f"{T}/11/{x}/666.png", 400, "x") for x in ("1e308", "nan", "-0.0", "9" * 5000)],
+    *[(f"{T}/11/974/{y}.png", 400, "y") for y in ("1e308", "inf", "9" * 5000)],
+    *[(f"/layers/TRUE_COLOR/tilejson.json?tile_scale={v}", 400, "tile_scale") for v in ("1e308", "nan", "9" * 5000)],
     *[(f"{REST_TILE}?time={value}", 400, "time") for value in BAD_TIMES],
     *[(f"{REST_TILE}?maxcc={value}", 400, "maxcc") for value in ("-1", "101", "nan", "inf", "abc", "1e400", "50%")],
     *[(f"{REST_TILE}?priority={value}", 400, "priority") for value in ("newest", "1", "mostRecent;leastCC")],
@@ -189,6 +192,9 @@ WMS_BAD = {
         ("53.2,-8.6,53.0,-8.9", "InvalidParameterValue"),
         ("1e400,0,1,1", "InvalidParameterValue"),
         ("53.0,-8.9,53.0,-8.6", "InvalidParameterValue"),
+        # outside EPSG:4326's area of use (lat,lon in 1.3.0), or absurdly far past it
+        *[(v, "InvalidParameterValue") for v in ("95,0,100,10", "0,185,10,190", "-1e308,-1e308,1e308,1e308")],
+        *[(v, "InvalidParameterValue") for v in ("-1e300,0,-90.5,1", "0,-1e12,1,-1e11", "-0,1e308,1,1e308")],
     ],
     "WIDTH": [(v, "InvalidParameterValue") for v in ("0", "-1", "abc", "1.5", "100000", "nan", "1e3")]
     + [("", "MissingParameterValue")],
@@ -246,7 +252,8 @@ WMTS_BAD = {
         ("x", "InvalidParameterValue"),
         ("", "MissingParameterValue"),
     ],
-    "TILECOL": [("4096", "TileOutOfRange"), ("1.5", "InvalidParameterValue")],
+    "TILECOL": [("4096", "TileOutOfRange"), ("1.5", "InvalidParameterValue")]
+    + [(v, "InvalidParameterValue") for v in ("1e308", "9" * 5000, "nan", "-0.0", "inf")],
     "TILEMATRIXSET": [("Nope", "InvalidParameterValue"), ("", "MissingParameterValue")],
     "LAYER": [("NOPE", "InvalidParameterValue"), ("", "MissingParameterValue")],
     "STYLE": [("fancy", "InvalidParameterValue")],
@@ -270,9 +277,15 @@ WCS_BAD = {
         ("Long(-8,-9)", "InvalidSubsetting"),
         ("Lat(nan,1)", "InvalidSubsetting"),
         ("Long(-8.9,-8.6)Lat(53,53.2)", "InvalidSubsetting"),
+        # outside EPSG:4326's area of use, or absurdly far past it
+        *[
+            (v, "InvalidSubsetting")
+            for v in ("Long(185,190)", "Lat(91,95)", "Long(-1e308,1e308)", "Long(1e308,1e308)", "Lat(-1e300,-91)")
+        ],
     ],
     "SCALESIZE": [(v, "InvalidParameterValue") for v in ("x(0),y(0)", "x(abc)", "x(100000),y(100000)", "i(10)")],
-    "SCALEFACTOR": [(v, "InvalidParameterValue") for v in ("0", "-1", "abc", "nan")],
+    "SCALEFACTOR": [(v, "InvalidParameterValue") for v in ("0", "-1", "abc", "nan", "1e308", "inf")],
+    "SCALEAXES": [(v, "InvalidParameterValue") for v in ("x(1e308)", "x(nan)", "y(-1)")],
     # the WCS 2.0 CRS extension's own codes
     "OUTPUTCRS": [(v, "OutputCrs-NotSupported") for v in ("EPSG:999999", "http://www.opengis.net/def/crs/EPSG/0/0")],
     "SUBSETTINGCRS": [(v, "SubsettingCrs-NotSupported") for v in ("urn:evil", "EPSG:999999")],
@@ -292,8 +305,13 @@ WCS10_BASE = {
     "FORMAT": "GeoTIFF",
 }
 WCS10_BAD = {
-    "BBOX": [(v, "InvalidParameterValue") for v in ("1,2,3", "a,b,c,d", "-8.6,53.0,-8.9,53.2")],
+    "BBOX": [
+        (v, "InvalidParameterValue")
+        for v in ("1,2,3", "a,b,c,d", "-8.6,53.0,-8.9,53.2", "185,0,190,10", "-1e308,-1e308,1e308,1e308")
+    ],
     "WIDTH": [(v, "InvalidParameterValue") for v in ("0", "x", "100000")],
+    # zone 1 is half a world away from the box: it cannot be expressed there
+    "RESPONSE_CRS": [("EPSG:32601", "InvalidParameterValue")],
     "CRS": [(v, "InvalidParameterValue") for v in ("EPSG:999999", "nope")],
     "FORMAT": [("image/bmp", "InvalidFormat")],
     "COVERAGE": [("NOPE", "CoverageNotDefined")],
@@ -306,7 +324,10 @@ WMS111_BASE = {
 }
 WMS111_BAD = {
     "SRS": [("EPSG:999999", "InvalidSRS"), ("nope", "InvalidSRS"), ("", "MissingParameterValue")],
-    "BBOX": [(v, "InvalidParameterValue") for v in ("-8.6,53.0,-8.9,53.2", "x,y,z,w", "1,2", "-8.9,53.0,-8.9,53.2")],
+    "BBOX": [
+        (v, "InvalidParameterValue")
+        for v in ("-8.6,53.0,-8.9,53.2", "x,y,z,w", "1,2", "-8.9,53.0,-8.9,53.2", "190,0,200,10", "-1e308,0,1e308,1")
+    ],
     "WIDTH": [(v, "InvalidParameterValue") for v in ("0", "-3", "65536")],
     "FORMAT": [("image/svg+xml", "InvalidFormat")],
     "LAYERS": [("NOPE", "LayerNotDefined")],
@@ -339,11 +360,35 @@ WMS3857_BAD = {
             "1;2;3;4",
             "0x10,0,1,1",
             "1 2 3 4",
+            # outside EPSG:3857's area of use, or absurdly far past it (PROJ held the GIL for minutes)
+            "-1e308,-1e308,1e308,1e308",
+            "1e300,1e300,1e308,1e308",
+            "-1e12,0,0,1",
+            "0,-1e308,1,1e308",
+            "-4e8,-4e8,-3e8,-3e8",
         )
     ],
     "WIDTH": [(v, "InvalidParameterValue") for v in ("+-1", "1_000", "٣")],
     "HEIGHT": [(v, "InvalidParameterValue") for v in ("1e2", "0x40", "64.0")],
     "EVALSCRIPT": [(v, "InvalidParameterValue") for v in list(BAD_SCRIPTS)[6:]],
+}
+WMS_UTM = {**WMS_BASE, "CRS": "EPSG:32629", "BBOX": "500000,5870000,530000,5900000"}
+WMS_UTM_BAD = {  # a UTM zone's area of use is its 6 degrees of longitude (and a few degrees around)
+    "BBOX": [
+        (v, "InvalidParameterValue")
+        for v in ("5e7,0,5.1e7,100000", "-1e308,0,1e308,1", "500000,-1e10,530000,-9e9", "-5e6,0,-4e6,1e5")
+    ]
+}
+WMS_CRS84 = {**WMS_BASE, "CRS": "CRS:84", "BBOX": "-8.9,53.0,-8.6,53.2"}
+WMS_CRS84_BAD = {"BBOX": [(v, "InvalidParameterValue") for v in ("185,0,190,10", "0,91,10,95", "-1e308,0,1e308,1")]}
+WCS_3857 = {**WCS_BASE, "SUBSETTINGCRS": "EPSG:3857"}
+WCS_3857_BAD = {
+    "SUBSET": [(v, "InvalidSubsetting") for v in ("x(-1e308,1e308)", "x(1e300,1e308)", "y(-1e12,-1e11)")],
+}
+WCS10_RES = {**{k: v for k, v in WCS10_BASE.items() if k not in ("WIDTH", "HEIGHT")}, "RESX": "0.01", "RESY": "0.01"}
+WCS10_RES_BAD = {
+    "RESX": [(v, "InvalidParameterValue") for v in ("1e-310", "0", "nan", "-1", "inf")],
+    "RESY": [(v, "InvalidParameterValue") for v in ("1e-300", "abc")],
 }
 WMTS_REST_BAD = [
     ("/ogc/wmts/TRUE_COLOR/default/default/WebMercatorQuad/3/2/3.gif", 400),
@@ -373,8 +418,8 @@ GFI_BASE = {
     "INFO_FORMAT": "application/json",
 }
 GFI_BAD = {
-    "I": [("64", "InvalidPoint"), ("-1", "InvalidPoint"), ("x", "InvalidPoint")],
-    "J": [("640", "InvalidPoint"), ("1.5", "InvalidPoint")],
+    "I": [("64", "InvalidPoint"), ("-1", "InvalidPoint"), ("x", "InvalidPoint"), ("9" * 5000, "InvalidPoint")],
+    "J": [("640", "InvalidPoint"), ("1.5", "InvalidPoint"), ("1e308", "InvalidPoint"), ("\u0661", "InvalidPoint")],
     "QUERY_LAYERS": [("NOPE", "LayerNotDefined"), ("NDVI", "LayerNotDefined")],
     "INFO_FORMAT": [("image/png", "InvalidFormat")],
 }
@@ -392,6 +437,10 @@ def ogc_cases() -> list[tuple[str, dict[str, str], str]]:
         ("/ogc/wms", LEGEND_BASE, LEGEND_BAD),
         ("/ogc/wcs", DESCRIBE_BASE, DESCRIBE_BAD),
         ("/ogc/wms", WMS3857, WMS3857_BAD),
+        ("/ogc/wms", WMS_UTM, WMS_UTM_BAD),
+        ("/ogc/wms", WMS_CRS84, WMS_CRS84_BAD),
+        ("/ogc/wcs", WCS_3857, WCS_3857_BAD),
+        ("/ogc/wcs", WCS10_RES, WCS10_RES_BAD),
     ):
         for name, values in table.items():
             for value, code in values:

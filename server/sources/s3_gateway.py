@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,11 @@ class IndexStore:
             (self.directory / self._name(path)).unlink(missing_ok=True)
 
 
+def s3_buckets(data_roots: Iterable[str]) -> frozenset[str]:
+    """The buckets that ``/vsis3/<bucket>[/...]`` data roots read from."""
+    return frozenset(root.split("/")[2] for root in data_roots if root.startswith("/vsis3/") and root.split("/")[2])
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayOptions:
     """How the gateway talks upstream and what it may serve."""
@@ -237,7 +243,7 @@ class S3Gateway:
         self.indexes = IndexStore(options.index_dir, options.redis_url)
         self.coalesced = 0
         self.index_reads = 0  # upstream requests spent walking tile-part chains
-        self._inflight: dict[tuple[str, str, str], asyncio.Future[Upstream]] = {}
+        self._inflight: dict[tuple[str, str, str], asyncio.Task[Upstream]] = {}
         self._building: dict[str, asyncio.Future[TilePartIndex | None]] = {}
         self._part_lists: dict[tuple[str, str], list[tuple[int, int]]] = {}
         self.tile_parts = BytesLru(options.tile_part_bytes)
@@ -289,24 +295,20 @@ class S3Gateway:
         return answer
 
     async def fetch(self, method: str, path: str, byte_range: str | None = None) -> Upstream:
-        """``_send``, with identical requests in flight at the same time made once."""
+        """``_send``, with identical requests in flight at the same time made once.
+
+        The request runs as a task of its own: a caller that goes away (GDAL timed out) does not
+        cancel it for the others waiting on the same bytes.
+        """
         key = (method, path, byte_range or "")
         running = self._inflight.get(key)
         if running is not None:
             self.coalesced += 1
             return await asyncio.shield(running)
-        future: asyncio.Future[Upstream] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            answer = await self._send(method, path, byte_range)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        future.set_result(answer)
-        return answer
+        task = asyncio.get_running_loop().create_task(self._send(method, path, byte_range))
+        self._inflight[key] = task
+        task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(task)
 
     # -- JPEG2000 tile-part indexes ---------------------------------------------------------
     async def index_for(self, path: str, opening: Upstream | None = None) -> TilePartIndex | None:
@@ -384,7 +386,10 @@ class S3Gateway:
         end = int(match.group(2)) if match.group(2) else None
         index = self.indexes.get(path)
         if index is False:
-            index = await self.index_for(path, await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}"))
+            opening = await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
+            index = await self.index_for(path, opening)
+            if index is None:  # served as it is: the bytes just fetched answer GDAL's open
+                return _slice(opening, start, end)
         elif start == 0 and index is not None:  # GDAL opens the file: is it still the object we indexed?
             probe = await self.fetch("GET", path, "bytes=0-0")
             if probe.status not in (200, 206):
@@ -548,6 +553,18 @@ class S3Gateway:
             "coalesced": self.coalesced,
             "index_reads": self.index_reads,
         }
+
+
+def _slice(opening: Upstream, start: int, end: int | None) -> Upstream | None:
+    """The part of an answer for bytes ``0..`` that a range ``start..end`` asks for, if it has it all."""
+    total = opening.total_size()
+    if opening.status != 206 or total is None:
+        return None
+    stop = min(total - 1, end if end is not None else total - 1)
+    if start > stop or stop >= len(opening.body):
+        return None
+    headers = {**opening.headers, "content-range": f"bytes {start}-{stop}/{total}"}
+    return Upstream(206, headers, opening.body[start : stop + 1])
 
 
 async def _respond(send: Any, answer: Upstream, method: str) -> None:

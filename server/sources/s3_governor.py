@@ -155,14 +155,14 @@ class Governor:
         Raises ``QuotaWaitTimeout`` when the deadline (``time.monotonic()``) passes first.
         """
         start = time.monotonic()
+        await self._local_rate(deadline)  # a pause or a full minute holds requests before they take a slot
         try:
-            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - start))
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise QuotaWaitTimeout("no S3 connection slot freed up in time") from None
         lease = uuid.uuid4().hex
         shared = False
         try:
-            await self._local_rate(deadline)
             shared = await self._shared(lease, deadline)
             self.stats.queue_wait_seconds += time.monotonic() - start
             self.stats.requests += 1

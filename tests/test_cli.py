@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+import server
 from server.settings import Settings
 from tests.support.serve_process import eotiler_process
 
@@ -49,6 +50,7 @@ def test_version_is_the_installed_package_version():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"eotiler {version('eotiler')}"
     assert re.fullmatch(r"eotiler \d+\.\d+\.\d+\S*", result.stdout.strip())
+    assert version("eotiler") == server.__version__  # the version /healthz and /docs report
 
 
 def test_serve_help_shows_every_default_and_they_match_the_settings():

@@ -46,6 +46,7 @@ ANGLE_BANDS = frozenset({SUN_ZENITH, SUN_AZIMUTH, VIEW_ZENITH, VIEW_AZIMUTH})
 AZIMUTHS = frozenset({SUN_AZIMUTH, VIEW_AZIMUTH})
 
 MAX_METADATA_BYTES = 16 * 1024 * 1024  # real MTD_TL.xml files are 0.3-0.7 MB
+LATTICE_STEP = 16  # pixels between exactly transformed points of a grid in another CRS
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
 
 
@@ -164,45 +165,96 @@ def granule_metadata_href(scene: Scene, asset_key: str) -> str | None:
     return None
 
 
-def interpolate(angles: AngleGrids, name: str, grid: Grid) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class NodePositions:
+    """The four nodes around each pixel centre of a grid (flat indices) and their bilinear weights.
+
+    Computed once per grid: every angle grid of a granule has the same nodes.
+    """
+
+    corners: tuple[np.ndarray, ...]  # 4 x intp (h, w): index into the flattened node grid
+    weights: tuple[np.ndarray, ...]  # 4 x float64 (h, w), summing to 1
+    inside: np.ndarray  # bool (h, w): the pixel centre lies within the node grid
+
+    @classmethod
+    def at(cls, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> NodePositions:
+        """From fractional node coordinates of the pixel centres, for node grids of ``shape``."""
+        nrows, ncols = shape
+        inside = (cols >= 0) & (cols <= ncols - 1) & (rows >= 0) & (rows <= nrows - 1)
+        c0 = np.clip(np.floor(cols), 0, max(ncols - 2, 0)).astype(np.intp)
+        r0 = np.clip(np.floor(rows), 0, max(nrows - 2, 0)).astype(np.intp)
+        tc, tr = np.clip(cols - c0, 0.0, 1.0), np.clip(rows - r0, 0.0, 1.0)
+        c1, r1 = np.minimum(c0 + 1, ncols - 1), np.minimum(r0 + 1, nrows - 1)
+        corners = (r0 * ncols + c0, r0 * ncols + c1, r1 * ncols + c0, r1 * ncols + c1)
+        weights = ((1 - tr) * (1 - tc), (1 - tr) * tc, tr * (1 - tc), tr * tc)
+        return cls(corners, weights, inside)
+
+
+def _lattice(n: int) -> np.ndarray:
+    """Pixel indices transformed exactly: every ``LATTICE_STEP``-th and the last one."""
+    return np.unique(np.r_[np.arange(0, n, LATTICE_STEP), n - 1])
+
+
+def _lerp_axis(values: np.ndarray, lattice: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """``values`` known at ``lattice`` indices along ``axis``, linearly filled in to indices 0..n-1."""
+    if len(lattice) < 2:
+        return values
+    full = np.arange(n)
+    k = np.clip(np.searchsorted(lattice, full, side="right") - 1, 0, len(lattice) - 2)
+    t = (full - lattice[k]) / (lattice[k + 1] - lattice[k])
+    shape = [1, 1]
+    shape[axis] = n
+    t = t.reshape(shape)
+    return np.take(values, k, axis=axis) * (1 - t) + np.take(values, k + 1, axis=axis) * t
+
+
+def node_positions(angles: AngleGrids, grid: Grid) -> NodePositions:
+    """The grid's pixel centres in node units of the granule's angle grids.
+
+    In another CRS only a lattice of every ``LATTICE_STEP``-th pixel is transformed exactly and
+    the rest filled in linearly: the transformation is smooth and the angles change by about
+    0.01 degree per km, so the error is far below float32 resolution, at a fraction of the cost.
+    """
+    x0, y0, x1, y1 = grid.bbox
+    dx, dy = (x1 - x0) / grid.width, (y1 - y0) / grid.height
+    if CRS.from_user_input(grid.crs) == angles.crs:
+        xs = x0 + (np.arange(grid.width) + 0.5) * dx
+        ys = y1 - (np.arange(grid.height) + 0.5) * dy
+        gx, gy = np.meshgrid(xs, ys)
+    else:
+        lc, lr = _lattice(grid.width), _lattice(grid.height)
+        lx, ly = np.meshgrid(x0 + (lc + 0.5) * dx, y1 - (lr + 0.5) * dy)
+        tx, ty = transform(grid.crs, angles.crs, lx.ravel(), ly.ravel())
+        gx = _lerp_axis(_lerp_axis(np.reshape(tx, lx.shape), lc, grid.width, 1), lr, grid.height, 0)
+        gy = _lerp_axis(_lerp_axis(np.reshape(ty, lx.shape), lc, grid.width, 1), lr, grid.height, 0)
+    shape = next(iter(angles.grids.values())).shape
+    return NodePositions.at((angles.uly - gy) / angles.step_y, (gx - angles.ulx) / angles.step_x, shape)
+
+
+def interpolate(angles: AngleGrids, name: str, grid: Grid, at: NodePositions | None = None) -> np.ndarray:
     """Bilinear interpolation of one angle grid at the pixel centres of ``grid`` (float64).
 
     A pixel whose four surrounding nodes are partly NaN is the weighted mean of the finite
-    ones; NaN where none is finite or where the pixel lies outside the node grid.
+    ones; NaN where none is finite or where the pixel lies outside the node grid. ``at``: the
+    positions from ``node_positions``, when several angles are read on one grid.
     """
-    x0, y0, x1, y1 = grid.bbox
-    xs = x0 + (np.arange(grid.width) + 0.5) * (x1 - x0) / grid.width
-    ys = y1 - (np.arange(grid.height) + 0.5) * (y1 - y0) / grid.height
-    gx, gy = np.meshgrid(xs, ys)
-    if CRS.from_user_input(grid.crs) != angles.crs:
-        tx, ty = transform(grid.crs, angles.crs, gx.ravel(), gy.ravel())
-        gx, gy = np.asarray(tx).reshape(gx.shape), np.asarray(ty).reshape(gy.shape)
+    at = at if at is not None else node_positions(angles, grid)
     values = angles.grids[name]
     azimuth = name in AZIMUTHS
-    if azimuth:
-        values = unwrap_azimuths(values)
-    rows, cols = values.shape
-    fc = (gx - angles.ulx) / angles.step_x
-    fr = (angles.uly - gy) / angles.step_y
-    inside = (fc >= 0) & (fc <= cols - 1) & (fr >= 0) & (fr <= rows - 1)
-    c0 = np.clip(np.floor(fc), 0, max(cols - 2, 0)).astype(np.intp)
-    r0 = np.clip(np.floor(fr), 0, max(rows - 2, 0)).astype(np.intp)
-    tc, tr = np.clip(fc - c0, 0.0, 1.0), np.clip(fr - r0, 0.0, 1.0)
-    c1, r1 = np.minimum(c0 + 1, cols - 1), np.minimum(r0 + 1, rows - 1)
-    total = np.zeros(gx.shape)
-    weight = np.zeros(gx.shape)
-    for rr, cc, w in (
-        (r0, c0, (1 - tr) * (1 - tc)),
-        (r0, c1, (1 - tr) * tc),
-        (r1, c0, tr * (1 - tc)),
-        (r1, c1, tr * tc),
-    ):
-        node = values[rr, cc]
-        finite = np.isfinite(node)
-        total += np.where(finite, node * w, 0.0)
-        weight += np.where(finite, w, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        result = np.where(inside & (weight > 0), total / weight, np.nan)
+    flat = (unwrap_azimuths(values) if azimuth else values).ravel()
+    if np.isfinite(flat).all():
+        result = sum(flat[corner] * weight for corner, weight in zip(at.corners, at.weights, strict=True))
+    else:
+        total = np.zeros(at.inside.shape)
+        weight_sum = np.zeros(at.inside.shape)
+        for corner, weight in zip(at.corners, at.weights, strict=True):
+            node = flat[corner]
+            finite = np.isfinite(node)
+            total += np.where(finite, node * weight, 0.0)
+            weight_sum += np.where(finite, weight, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result = np.where(weight_sum > 0, total / weight_sum, np.nan)
+    result = np.where(at.inside, result, np.nan)
     return result % 360.0 if azimuth else result
 
 
@@ -266,8 +318,9 @@ def read_angles(names: Iterable[str], angles: AngleGrids, grid: Grid) -> tuple[d
     """Angle bands on ``grid`` (float32 degrees, 0 where undefined) and where all of them are defined."""
     bands: dict[str, np.ndarray] = {}
     valid = np.ones((grid.height, grid.width), dtype=bool)
+    at = node_positions(angles, grid)
     for name in names:
-        values = interpolate(angles, name, grid)
+        values = interpolate(angles, name, grid, at)
         finite = np.isfinite(values)
         valid &= finite
         bands[name] = np.where(finite, values, 0.0).astype(np.float32)

@@ -7,7 +7,9 @@ Data, all derived from the real T29UNU sample bands and documented as such: B02/
 B8A (as B08) at 60 m, upsampled 6x to 10 m and mirror-tiled to ``--size`` px, written as COGs
 (DEFLATE, 512 px blocks, overviews) for the local scenarios; for S3, the B04 COG and JPEG2000
 files of ``benchmarks/s3_tiles.py`` (ESA-like 1024 px tiles, with and without TLM) behind the
-request-counting S3 server with an emulated round-trip time. Peers read the same files: TiTiler
+request-counting S3 server with an emulated round-trip time; and a map session (pan, zoom,
+restart, GetMap) over B02-B04 JPEG2000 at 10/20/60 m behind a proxy with CDSE's quota
+(``benchmarks/map_session.py``, ``benchmarks/quota_proxy.py``). Peers read the same files: TiTiler
 (``benchmarks/titiler_app.py``, ``expression=`` for band math) through a 4-band VRT of the same
 COGs, MapServer 8 (FastCGI under lighttpd) through the same VRT. Every server runs with the same
 worker count and eotiler's GDAL options; eotiler's tile cache is off except in the cached-tile
@@ -453,6 +455,9 @@ def main() -> int:
         from bench_s3 import s3_scenarios  # noqa: PLC0415 - the S3 part lives in its own module
 
         rows += s3_scenarios(plan, args.out, progress)
+        from map_session import scenario as map_session_scenario  # noqa: PLC0415
+
+        rows.append(map_session_scenario(plan, args.out, progress))
         from bench_extra import cached_scenario, evalscript_scenario  # noqa: PLC0415
 
         rows.append(cached_scenario(local, plan, progress))

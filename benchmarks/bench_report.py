@@ -96,6 +96,68 @@ def _evalscripts(rows: list[dict]) -> list[str]:
     return [*out, ""]
 
 
+# Issue 15's targets per map-session step: eotiler / TiTiler seconds, and seconds at most.
+SESSION_TARGETS = {"a": (0.5, None), "b": (0.2, 1.5), "c": (0.2, 1.5), "d": (0.1, None), "e": (0.2, 1.5)}
+
+
+def _session_target(step: str, result: dict, ratio: float | None) -> tuple[str, str]:
+    """The step's target as text and whether it is met (``-`` without one)."""
+    if step not in SESSION_TARGETS:
+        return "", ""
+    goal, seconds = SESSION_TARGETS[step]
+    text = f"<= {goal:g} x" + (f", <= {seconds:g} s" if seconds else "")
+    ok = ratio is not None and ratio <= goal and (seconds is None or result["seconds"] <= seconds)
+    return text, _met(ok)
+
+
+def map_session_lines(rows: list[dict]) -> list[str]:
+    """The map-session section: one line per step and server, then the quota targets."""
+    row = next((r for r in rows if "map_session" in r), None)
+    if row is None:
+        return []
+    session = row["map_session"]
+    limits = session["limits"]
+    out = [
+        "## Map session over S3 with CDSE's quota",
+        "",
+        f"{session['size']} px JPEG2000 bands without TLM (B02-B04 at 10/20/60 m, SAFE layout, one STAC item) "
+        f"behind `benchmarks/quota_proxy.py`: {limits['rtt_ms']:g} ms round trip, {limits['connections']} "
+        f"connections and {limits['requests_per_minute']:,} requests a minute per credential (429 beyond), "
+        f"{limits['mb_per_s']:g} MB/s per connection. A {session['view'][0]}x{session['view'][1]} view's 256 px "
+        f"tiles fetched by {session['clients']} clients; {session['workers']} worker(s) per server; TiTiler through "
+        "its STAC endpoint on the same hrefs. The restart is a new process: eotiler keeps its on-disk overview "
+        "cache and JPEG2000 tile-part index. Peak connections: S3 requests in flight at once for the credential, "
+        "refused ones included. Failed: answers that were not an image (incomplete eotiler images in brackets). "
+        "How it is measured: `benchmarks/map_session.py`.",
+        "",
+        "| step | server | images | s until last | S3 requests | MB | peak connections | 429s | failed "
+        "| eotiler / TiTiler s | target | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for step in session["steps"]:
+        for name, r in step["servers"].items():
+            ours = name == "eotiler"
+            target, met = _session_target(step["step"], r, step["ratio"]) if ours else ("", "")
+            ratio = f"**{step['ratio']:g}**" if ours and step["ratio"] is not None else ""
+            title = f"({step['step']}) {step['title']}" if ours else ""
+            out.append(
+                f"| {title} | {name} | {r['images']} | {r['seconds']:g} | {r['requests']} | {r['mb']:g} "
+                f"| {r['peak_connections']} | {r['http_429']} | {r['failed']} ({r['incomplete']}) | {ratio} "
+                f"| {target} | {met} |"
+            )
+    eotiler = [step["servers"]["eotiler"] for step in session["steps"]]
+    peak = max(r["peak_connections"] for r in eotiler)
+    failed = sum(r["failed"] for r in eotiler)
+    out += [
+        "",
+        f"eotiler over the whole session: peak {peak} concurrent S3 connections (target <= {limits['connections']}: "
+        f"{_met(peak <= limits['connections'])}), {sum(r['http_429'] for r in eotiler)} answers 429 at the proxy, "
+        f"{failed} failed client requests (target 0: {_met(failed == 0)}).",
+        "",
+    ]
+    return out
+
+
 def _met(ok: bool) -> str:
     return "yes" if ok else "no"
 
@@ -146,6 +208,44 @@ def _furthest_behind(rows: list[dict]) -> str:
     return f"Furthest behind its peer: **{worst[0]}**, {worst[2]:g} x {worst[1]} (p50 latency)."
 
 
+def encoder_lines(rows: list[dict]) -> list[str]:
+    """The encoder section: every candidate per image, PNG bytes against MapServer's, Server-Timing."""
+    row = next((r for r in rows if "encoders" in r), None)
+    if row is None:
+        return []
+    result = row["encoders"]
+    out = [
+        "## Encoders on rendered images",
+        "",
+        f"Images rendered by eotiler from the benchmark COGs and decoded back (PNG is lossless); each encoder "
+        f"run {result['repeats']} times in one thread (median ms, min-max band). PNG bytes against MapServer's "
+        "AGG/PNG of the same request (rule: <= 1.2 x); lossless: decodes to the same pixels and alpha. JPEG/WebP: "
+        "PSNR against the source pixels and the largest difference from the GDAL driver's pixels. GIL free: "
+        "how far a Python thread progresses during the encode, relative to an idle main thread (1: released "
+        "throughout). How it is measured: `benchmarks/encoders.py`.",
+        "",
+        "| image | format | encoder | settings | ms (band) | bytes | vs MapServer | lossless / PSNR dB (max diff) "
+        "| GIL free |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        versus = "" if r.get("vs_mapserver") is None else f"{r['vs_mapserver']:g} x"
+        quality = (
+            ("yes" if r["lossless"] else "**no**")
+            if r["format"] == "PNG"
+            else f"{r['psnr_db']:g} ({r['max_diff_vs_current']})"
+        )
+        out.append(
+            f"| {r['image']} | {r['format']} | {r['library']} | {r['settings']} | {r['ms']:g} ({_band(r['ms_band'])}) "
+            f"| {r['bytes']:,} | {versus} | {quality} | {r['gil_free']:g} |"
+        )
+    out += ["", "Server-Timing of the same requests on the running server (median ms per stage):", ""]
+    out += ["| image | stages |", "|---|---|"]
+    for image, stages in result["server_timing"].items():
+        out.append(f"| {image} | {', '.join(f'{k} {v:g}' for k, v in stages.items())} |")
+    return [*out, ""]
+
+
 def write_markdown(report: dict, target: Path) -> None:
     """The human-readable report: machine, versions, every scenario, ratios and targets."""
     machine = report["machine"]
@@ -179,7 +279,9 @@ def write_markdown(report: dict, target: Path) -> None:
         "",
         *_s3_rows(report["rows"]),
         "",
+        *map_session_lines(report["rows"]),
         *_cached(report["rows"]),
         *_evalscripts(report["rows"]),
+        *encoder_lines(report["rows"]),
     ]
     target.write_text("\n".join(lines) + "\n")

@@ -37,9 +37,9 @@ FORMATS = {"cog": "B04_cog.tif", "jp2-tlm": "B04_tlm.jp2", "jp2": "B04_notlm.jp2
 ORIGIN = (499980.0, 5900040.0)  # T29UNU upper-left corner, EPSG:32629
 
 
-def mirror_tiled(coarse: np.ndarray, size: int) -> np.ndarray:
-    """A 60 m band as 10 m: upsampled 6x (nearest), mirror-tiled to ``size`` x ``size`` pixels."""
-    fine = np.repeat(np.repeat(coarse, 6, axis=0), 6, axis=1)
+def mirror_tiled(coarse: np.ndarray, size: int, factor: int = 6) -> np.ndarray:
+    """A 60 m band as 10 m (``factor`` 6; 3: as 20 m): upsampled (nearest), mirror-tiled to ``size`` x ``size``."""
+    fine = np.repeat(np.repeat(coarse, factor, axis=0), factor, axis=1)
     reps = -(-size // fine.shape[0])
     tiled = np.pad(fine, ((0, fine.shape[0] * (reps - 1)), (0, fine.shape[1] * (reps - 1))), mode="symmetric")
     return tiled[:size, :size]
@@ -72,6 +72,51 @@ def build(data_dir: Path, size: int) -> Path:
         with rasterio.open(folder / name, "w", **profile, **options) as dst:
             dst.write(data, 1)
     return data_dir / f"size{size}" / "eodata"
+
+
+# A Sentinel-2 L2A product in CDSE's layout (names constructed in ESA's pattern, pixels derived
+# from the real T29UNU sample): B02, B03, B04 at 10, 20 and 60 m, as the SAFE's R10m/R20m/R60m hold them.
+SAFE_PRODUCT = "S2B_MSIL2A_20230601T115409_N0509_R023_T29UNU_20230601T131520"
+SAFE_KEY = f"Sentinel-2/MSI/L2A/2023/06/01/{SAFE_PRODUCT}.SAFE/GRANULE/L2A_T29UNU_A032650_20230601T115407/IMG_DATA"
+SAFE_BANDS = ("B02", "B03", "B04")
+# Resolution (m) -> code-stream tile size of ESA's files at that resolution.
+SAFE_TILES = {10: 1024, 20: 640, 60: 192}
+
+
+def safe_key(band: str, res: int) -> str:
+    """The eodata key of one band file, e.g. ``.../IMG_DATA/R10m/T29UNU_20230601T115409_B04_10m.jp2``."""
+    return f"{SAFE_KEY}/R{res}m/T29UNU_20230601T115409_{band}_{res}m.jp2"
+
+
+def build_safe(data_dir: Path, size: int) -> Path:
+    """B02-B04 at 10/20/60 m as JPEG2000 without TLM (``size`` px at 10 m), once, under ``data_dir``.
+
+    Each resolution is the real 60 m sample band upsampled to it (nearest), so the three files of a
+    band agree pixel for pixel; ESA's tile sizes and 5 resolution levels, lossless.
+    """
+    import rasterio
+    from rasterio.transform import Affine
+
+    root = data_dir / f"session{size}" / "eodata"
+    sample = next((ROOT / "sample/eodata/Sentinel-2/MSI/L2A/2022/10/05").glob("*T29UNU*.SAFE/GRANULE/*/IMG_DATA/R60m"))
+    for band in SAFE_BANDS:
+        with rasterio.open(next(sample.glob(f"*_{band}_60m.jp2"))) as src:
+            coarse, crs = src.read(1), src.crs
+        for res, block in SAFE_TILES.items():
+            target = root / safe_key(band, res)
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            width = -(-size * 10 // res)
+            print(f"building {target.name} ({width} px)...", flush=True)
+            profile = {"width": width, "height": width, "count": 1, "dtype": "uint16", "crs": crs}
+            profile["transform"] = Affine(res, 0, ORIGIN[0], 0, -res, ORIGIN[1])
+            options = {"driver": "JP2OpenJPEG", "QUALITY": 100, "REVERSIBLE": "YES", "RESOLUTIONS": 5, "TLM": "NO"}
+            partial = target.with_suffix(".part.jp2")  # renamed when complete: a crash leaves no half file
+            with rasterio.open(partial, "w", **profile, **options, BLOCKXSIZE=block, BLOCKYSIZE=block) as dst:
+                dst.write(mirror_tiled(coarse, width, 60 // res), 1)
+            partial.rename(target)
+    return root
 
 
 def tiles_for(zoom: int, count: int, size: int) -> list[tuple[int, int, int]]:

@@ -95,21 +95,24 @@ class _Process:
     def ensure_buffer(self, want: int, least: int, directory: str | None) -> bool:
         """A shared buffer of ``want`` bytes, or of as many as the filesystem has room for.
 
-        On ENOSPC the size is halved down to ``least`` (one pixel's values); a buffer already
-        held is kept when no larger one fits. False when there is no buffer of ``least`` bytes
-        (the filesystem is full or missing): the caller sends the values through the socket.
+        On ENOSPC the size is halved, down to ``SMALLEST_BUFFER`` (a smaller one would cut an
+        image into more strips than the socket's, which carry that size) and never below
+        ``least`` (one pixel's values); a buffer already held is kept when no larger one fits.
+        False when there is no buffer of ``least`` bytes (the filesystem is full or missing):
+        the caller sends the values through the socket.
         """
         have = len(self.buffer) if self.buffer is not None else 0
         if have >= want:
             return True
         size = want
+        floor = max(least, min(want, SMALLEST_BUFFER), have + 1)
         while True:
             try:
                 buffer, path = reserve_buffer(size, directory)
                 break
             except OSError as exc:
                 size //= 2
-                if exc.errno == errno.ENOSPC and size >= max(least, have + 1):
+                if exc.errno == errno.ENOSPC and size >= floor:
                     continue
                 if have >= least:  # the reserved buffer still serves, in smaller strips
                     return True

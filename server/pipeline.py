@@ -13,17 +13,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
 from server.cache.keys import render_key
 from server.cache.tile_cache import CachedImage, TileCache, content_etag
 from server.catalog.layers import Layer, LayerRegistry
-from server.errors import EotilerError, Overloaded, UpstreamTimeout, UpstreamUnavailable
+from server.errors import EotilerError, InvalidParameter, Overloaded, UpstreamTimeout, UpstreamUnavailable
 from server.evalscript.contract import Evalscript, OutputSpec, Samples
 from server.evalscript.js_script import SceneInfo, orbits
 from server.evalscript.postprocess import to_sample_type
@@ -31,6 +34,7 @@ from server.models import Grid, RenderRequest, RenderResult, Scene
 from server.render.encode import check_format, encode
 from server.settings import Settings
 from server.sources.dataset_pool import DatasetPool
+from server.sources.gdal_env import GdalEnvironment
 from server.sources.overview_cache import OverviewCache
 from server.sources.paths import HrefRefused
 from server.sources.scene_reader import MissingBands, read_scene
@@ -72,6 +76,12 @@ def _settle(
 
 
 def scene_info(scene: Scene) -> SceneInfo:
+@lru_cache(maxsize=4096)
+def _metres_per_pixel(bbox: tuple[float, float, float, float], crs_wkt: str, width: int, height: int) -> float:
+    """``Grid.ground_resolution`` memoised: every request, cached or not, is checked against its layer's floor."""
+    return Grid(bbox, CRS.from_wkt(crs_wkt), width, height, crs_wkt).ground_resolution()
+
+
     """What a multi-temporal script sees of a scene: date, cloud cover and product path."""
     href = next(iter(scene.assets.values()), "")
     product = href[: href.index(".SAFE") + 5] if ".SAFE" in href else href.rsplit("/", 1)[0]
@@ -138,6 +148,10 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(settings.render_concurrency)
         self._admitted = 0  # renders running or waiting for a slot
         self._admit_lock = threading.Lock()
+        # Renders run here, one thread per slot, while the request's thread waits at most for
+        # the rest of its budget: a render stuck in GDAL keeps its slot, never the client.
+        self._renders = ThreadPoolExecutor(max_workers=settings.render_concurrency, thread_name_prefix="eotiler-render")
+        self._render_local = threading.local()  # the deadline of the render a render thread runs
         self._breakers: dict[str, CircuitBreaker] = {}
         self.read_failures = 0  # scene reads that failed, for /metrics (render threads add under the lock)
         self._failures_lock = threading.Lock()
@@ -168,7 +182,10 @@ class Pipeline:
             found = self._breakers.get(root)
             if found is None:
                 found = CircuitBreaker(
-                    f"data store {root}", self.settings.breaker_threshold, self.settings.breaker_cooldown
+                    f"data store {root}",
+                    self.settings.breaker_threshold,
+                    self.settings.breaker_cooldown,
+                    self.settings.breaker_max_cooldown,
                 )
                 self._breakers[root] = found
             return found
@@ -190,6 +207,7 @@ class Pipeline:
 
     def script(self, req: RenderRequest) -> Evalscript:
         """The script that renders ``req``: the request's EVALSCRIPT, else the layer's own."""
+        self._renders.shutdown(wait=False, cancel_futures=True)
         return req.script if req.script is not None else self.registry.get(req.layer).evalscript
 
     def output(self, req: RenderRequest) -> OutputSpec:
@@ -224,7 +242,7 @@ class Pipeline:
             np.full(shape, -1, dtype=np.int16),
             [],
         )
-        deadline = deadline or time.monotonic() + self.settings.request_budget
+        deadline = deadline or self.deadline()
         breaker = self.breaker(layer)
         if breaker is not None and scenes:
             breaker.check()  # a resting upstream: refuse at once
@@ -245,7 +263,7 @@ class Pipeline:
                     grid,
                     resampling=resampling or layer.config.resampling,
                     units=units,
-                    gdal=self.gdal,
+                    gdal=self._gdal_within(layer, deadline),
                     executor=self._pool,
                     overviews=self.overviews,
                     pool=self.datasets,
@@ -293,7 +311,7 @@ class Pipeline:
             groups = [groups[i] for i in keep if 0 <= i < len(groups)]
         shape = (req.grid.height, req.grid.width)
         union = Mosaic({}, np.zeros(shape, dtype=bool), np.full(shape, -1, dtype=np.int16), [])
-        deadline = time.monotonic() + self.settings.request_budget
+        deadline = self.deadline()
         drawn: list[tuple[list[int], Mosaic]] = []
         error: UpstreamUnavailable | None = None
         for number, group in enumerate(groups):
@@ -343,6 +361,8 @@ class Pipeline:
         else:
             mosaic, samples = self.samples_over_time(layer, scenes, req, script)
         timings["read"] = (time.perf_counter() - mark) * 1000
+        if self.too_coarse(req) is not None:  # nothing is read beyond the layer's floor
+            return self._empty_data(req)
         mark = time.perf_counter()
         values = script.evaluate(samples)
         output = script.output
@@ -363,7 +383,7 @@ class Pipeline:
         already made for ``req`` (by ``probe_memory``), so it is not made twice.
         """
         scenes, key, timings = looked or self._lookup(req)
-        return self.cached(key, req, lambda: self._render_uncached(req, scenes), timings)
+        return self.cached(key, req, lambda: self._render_uncached(req, scenes), timings, deadline)
 
     def probe_memory(self, req: RenderRequest) -> tuple[RenderResult | None, Lookup | None]:
         """The image from this process's memory cache, or the lookup to hand to ``render``.
@@ -372,10 +392,14 @@ class Pipeline:
         for the common cached tile. Layers searched through a STAC API are not looked up here
         (their search may need the network): ``(None, None)``.
         """
-        if not self.registry.get(req.layer).catalogue.enumerable:
+        if not self.registry.get(req.layer).catalogue.enumerable or self.too_coarse(req) is not None:
             return None, None
         looked = self._lookup(req)
         mark = time.perf_counter()
+        coarse = self.too_coarse(req)
+        if coarse is not None:
+            return self.floor_image(req, coarse)
+        deadline = time.monotonic() + self.settings.request_budget
         found = self.cache.get(looked.key, memory_only=True)
         return (None, looked) if found is None else (self._hit(found, req, looked.timings, mark), looked)
 
@@ -408,44 +432,87 @@ class Pipeline:
         return result
 
     def cached(
-        self, key: str, req: RenderRequest, produce: Callable[[], RenderResult], timings: dict[str, float]
+        self,
+        key: str,
+        req: RenderRequest,
+        produce: Callable[[], RenderResult],
+        timings: dict[str, float],
+        deadline: float | None = None,
     ) -> RenderResult:
-        """Serve ``key`` from the tile cache, or ``produce`` it and store it (XYZ, WMS, WMTS, WCS)."""
+        """Serve ``key`` from the tile cache, or ``produce`` it and store it (XYZ, WMS, WMTS, WCS).
+
+        ``produce`` runs on a render thread holding a render slot; this thread waits for it until
+        ``deadline`` (default: a request budget from now) and then answers 504. A render that
+        outlives its request keeps its slot and its place in the admission count until it ends
+        (so stuck renders make the server refuse new work, never accept more than it can run),
+        and a complete late image is still stored for the next request.
+        """
         mark = time.perf_counter()
         found = self.cache.get(key)
         if found is not None:
             return self._hit(found, req, timings, mark)
-        with self.render_slot():
-            result = produce()
+        deadline = deadline or time.monotonic() + self.settings.request_budget
+        self._admit(deadline)
+        try:
+            future = self._renders.submit(self._render_in_slot, key, req, produce, deadline)
+        except RuntimeError:  # the pipeline is closing
+            self._leave()
+            raise
+        try:
+            result = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            log.warning("request budget spent: %s answered 504, its render goes on in the background", key)
+            raise UpstreamTimeout(
+                f"the image was not ready in time (request budget {self.settings.request_budget:g} s)"
+            ) from None
         result.timings = {**timings, **{k: v for k, v in result.timings.items() if k != "catalogue"}}
-        result.cache = "MISS"
-        if result.failed or result.skipped:
-            result.max_age = 0  # incomplete: neither we nor a browser may keep it
-            return result
-        result.etag = content_etag(result.content)
-        self.cache.put(key, CachedImage(result.content, result.media_type, result.scenes, result.empty, result.etag))
-        result.max_age = self.max_age(req)
         return result
 
-    @contextlib.contextmanager
-    def render_slot(self) -> Iterator[None]:
-        """One of ``render_concurrency`` render slots; at most ``render_queue`` renders wait for one.
+    def _render_in_slot(
+        self, key: str, req: RenderRequest, produce: Callable[[], RenderResult], deadline: float
+    ) -> RenderResult:
+        """Run on a render thread: produce, store when complete, then give the slot back."""
+        self._render_local.deadline = deadline
+        try:
+            result = produce()
+            result.cache = "MISS"
+            if result.failed or result.skipped:
+                result.max_age = 0  # incomplete: neither we nor a browser may keep it
+                return result
+            result.etag = content_etag(result.content)
+            self.cache.put(
+                key, CachedImage(result.content, result.media_type, result.scenes, result.empty, result.etag)
+            )
+            result.max_age = self.max_age(req)
+            return result
+        finally:
+            self._render_local.deadline = None
+            self._leave()
 
-        Beyond that, or after waiting a whole request budget, ``Overloaded`` (503 + Retry-After):
-        refused in microseconds instead of piling up threads, memory and S3 connections.
+    def deadline(self) -> float:
+        """When the render running on this thread must be answered (a request budget from now
+        outside a render thread)."""
+        found = getattr(self._render_local, "deadline", None)
+        return found if found is not None else time.monotonic() + self.settings.request_budget
+
+    def _gdal_within(self, layer: Layer, deadline: float) -> GdalEnvironment:
+        """The GDAL environment for a read that must end by ``deadline`` (remote stores only)."""
+        if not layer.collection.data_root.startswith("/vsi"):
+            return self.gdal
+        return self.gdal.within(deadline - time.monotonic())
+
+    def _admit(self, deadline: float) -> None:
+        """Take one of ``render_concurrency`` render slots, waiting until ``deadline`` at most.
+
+        At most ``render_queue`` renders wait for one; beyond that, or when the wait reaches the
+        deadline, ``Overloaded`` (503 + Retry-After): refused in microseconds instead of piling up
+        threads, memory and S3 connections. Paired with ``_leave``.
         """
         with self._admit_lock:
             if self._admitted >= self.settings.render_concurrency + self.settings.render_queue:
                 raise Overloaded("the server is busy rendering: retry shortly")
             self._admitted += 1
-        try:
-            if not self._slots.acquire(timeout=self.settings.request_budget):
-                raise Overloaded("the server is busy rendering: retry shortly")
-            try:
-                yield
-            finally:
-                self._slots.release()
-        finally:
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             with self._admit_lock:
                 self._admitted -= 1
 
@@ -462,6 +529,22 @@ class Pipeline:
     def encode(
         self, data: np.ma.MaskedArray, req: RenderRequest, scenes: list[Scene], timings: dict[str, float]
     ) -> RenderResult:
+            raise Overloaded("the server is busy rendering: retry shortly")
+
+    def _leave(self) -> None:
+        """Give back a slot taken by ``_admit``."""
+        self._slots.release()
+        with self._admit_lock:
+            self._admitted -= 1
+
+    @contextlib.contextmanager
+    def render_slot(self) -> Iterator[None]:
+        """Hold a render slot for the block (admitted like a render; e.g. batch work)."""
+        self._admit(time.monotonic() + self.settings.request_budget)
+        try:
+            yield
+        finally:
+            self._leave()
         """Encode post-processed data in the request's format and time it."""
         mark = time.perf_counter()
         content = encode(data, req.grid, req.format, self.settings.png_zlevel, coverage=req.coverage)
@@ -473,8 +556,57 @@ class Pipeline:
     def render_empty(self, req: RenderRequest) -> RenderResult:
         """A fully transparent (or, for JPEG, black) image on the request's grid."""
         output = self.output(req)
-        check_format(output, req.format)
         shape = (req.grid.height, req.grid.width)
         values = np.zeros((output.bands, *shape), dtype=np.float32)
-        data = to_sample_type(values, output, np.zeros(shape, dtype=bool))
-        return self.encode(data, req, [], {})
+        mosaic = Mosaic({}, np.zeros(shape, dtype=bool), np.full(shape, -1, dtype=np.int16), [])
+        return RenderedData(to_sample_type(values, output, mosaic.filled), values, mosaic, {})
+
+    def too_coarse(self, req: RenderRequest) -> float | None:
+        """The request's metres per pixel when it is coarser than its layer's floor, else None.
+
+        Why a floor: a zoomed-out view covers hundreds of scenes (only ``max_scenes`` of which
+        would be read, so the image is wrong anyway) and makes GDAL transform a world-sized grid
+        into each scene's UTM zone, which took minutes per tile. Measured geodesically
+        (``Grid.ground_resolution``), so it means the same in every CRS.
+        """
+        limit = self.registry.get(req.layer).config.max_meters_per_pixel
+        if limit is None:
+            return None
+        grid = req.grid
+        resolution = _metres_per_pixel(grid.bbox, grid.crs_wkt or grid.crs.to_wkt(), grid.width, grid.height)
+        return resolution if resolution > limit else None
+
+    def floor_image(self, req: RenderRequest, resolution: float) -> RenderResult:
+        """The answer beyond a layer's floor: nothing is searched or read.
+
+        Maps (XYZ, WMS, WMTS) get a fully transparent image with an ``X-Eotiler-Notice`` to zoom
+        in, cacheable like any image (it depends only on the grid), so a map client zoomed out
+        shows an empty layer at once instead of waiting. A coverage (WCS) is data: an empty
+        GeoTIFF would read as "no data here", so it is refused with a 400 that says how.
+        """
+        layer = self.registry.get(req.layer)
+        limit = layer.config.max_meters_per_pixel
+        if req.coverage:
+            raise InvalidParameter(
+                f"the coverage would have {resolution:.0f} m per pixel; {layer.id} is served at {limit:g} m per "
+                "pixel or finer: request a smaller area or more pixels"
+            )
+        notice = f"zoom in: {layer.id} is drawn at {limit:g} m per pixel or finer, this view has {resolution:.0f} m"
+        key = render_key(req, layer, [], variant=f"floor:{self.settings.png_zlevel}")
+        mark = time.perf_counter()
+        found = self.cache.get(key)
+        if found is not None:
+            result = self._hit(found, req, {}, mark)
+        else:
+            result = self.render_empty(req)
+            result.etag = content_etag(result.content)
+            result.cache = "MISS"
+            self.cache.put(key, CachedImage(result.content, result.media_type, [], True, result.etag))
+        result.max_age = self.settings.cache_max_age
+        result.notice = notice
+        return result
+        check_format(self.output(req), req.format)
+        return self.encode(self._empty_data(req).data, req, [], {})
+
+    def _empty_data(self, req: RenderRequest) -> RenderedData:
+        """Nothing drawn on the request's grid: every pixel transparent, no scene."""

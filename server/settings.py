@@ -29,8 +29,10 @@ CLOUD_GDAL_OPTIONS: dict[str, object] = {
     "GDAL_HTTP_TCP_KEEPALIVE": "YES",  # pooled connections survive idle periods behind NAT
     "GDAL_HTTP_RETRY_DELAY": 0.5,  # doubled by GDAL on each retry of a 429/5xx answer
     "GDAL_HTTP_CONNECTTIMEOUT": 5,
+    "GDAL_HTTP_LOW_SPEED_LIMIT": 1,  # a transfer without a byte for GDAL_HTTP_LOW_SPEED_TIME is a hung store
     "CPL_VSIL_NETWORK_STATS_ENABLED": "YES",  # S3 requests and bytes for /metrics (sources/gdal_native.py)
-    # GDAL_HTTP_TIMEOUT and GDAL_HTTP_MAX_RETRY come from EOTILER_S3_TIMEOUT / EOTILER_S3_RETRIES.
+    # GDAL_HTTP_TIMEOUT, GDAL_HTTP_LOW_SPEED_TIME and GDAL_HTTP_MAX_RETRY come from
+    # EOTILER_S3_TIMEOUT / EOTILER_S3_STALL_TIMEOUT / EOTILER_S3_RETRIES and the request budget.
 }
 
 
@@ -59,7 +61,12 @@ class Settings(BaseSettings):
     max_url_bytes: int = Field(default=49152, ge=4096, le=1048576, description="longest path + query (414 beyond)")
     max_body_bytes: int = Field(default=1048576, ge=0, le=104857600, description="largest request body (413 beyond)")
     breaker_threshold: int = Field(default=5, ge=1, le=1000, description="failed requests in a row that open a circuit")
-    breaker_cooldown: float = Field(default=30.0, gt=0, le=3600, description="seconds an open circuit refuses requests")
+    breaker_cooldown: float = Field(
+        default=2.0, gt=0, le=3600, description="seconds an open circuit refuses requests before it probes the upstream"
+    )
+    breaker_max_cooldown: float = Field(
+        default=60.0, gt=0, le=3600, description="longest rest between probes: it doubles while probes fail"
+    )
     js_workers: int = Field(default=2, ge=1, le=32, description="V8 worker processes for JavaScript evalscripts")
     js_timeout: float = Field(default=2.0, gt=0, le=60, description="seconds a JavaScript evalscript may run per image")
     js_heap_mb: int = Field(default=256, ge=16, le=4096, description="V8 heap limit per JavaScript evalscript")
@@ -89,6 +96,9 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(default=None, validation_alias=_env("AWS_SECRET_ACCESS_KEY"))
     s3_no_sign_request: bool = Field(default=False, validation_alias=_env("AWS_NO_SIGN_REQUEST"))
     s3_timeout: int = Field(default=30, ge=1, le=600, description="seconds one S3 request may take (GDAL_HTTP_TIMEOUT)")
+    s3_stall_timeout: int = Field(
+        default=5, ge=1, le=600, description="seconds without a byte from S3 before a request is retried or abandoned"
+    )
     s3_retries: int = Field(default=3, ge=0, le=10, description="retries of an S3 429/5xx answer (GDAL_HTTP_MAX_RETRY)")
     dataset_handles: int = Field(
         default=32, ge=0, le=1024, description="open raster handles kept between requests per process (0: off)"
@@ -125,5 +135,20 @@ class Settings(BaseSettings):
             secret_access_key=self.s3_secret_access_key,
             no_sign_request=self.s3_no_sign_request,
         )
-        options = {**CLOUD_GDAL_OPTIONS, "GDAL_HTTP_TIMEOUT": self.s3_timeout, "GDAL_HTTP_MAX_RETRY": self.s3_retries}
-        return GdalEnvironment(options, s3)
+        return GdalEnvironment(self.gdal_options(), s3)
+
+    def gdal_options(self) -> dict[str, object]:
+        """``CLOUD_GDAL_OPTIONS`` with the S3 waits, bounded by the request budget.
+
+        One S3 attempt may take at most half the budget (so a request that meets a slow store
+        still has time for its other reads), and a transfer that stalls is given up after
+        ``s3_stall_timeout``; ``GdalEnvironment.within`` shortens both further as a request's
+        budget runs out.
+        """
+        timeout = max(1, min(self.s3_timeout, int(self.request_budget / 2)))
+        return {
+            **CLOUD_GDAL_OPTIONS,
+            "GDAL_HTTP_TIMEOUT": timeout,
+            "GDAL_HTTP_LOW_SPEED_TIME": min(self.s3_stall_timeout, timeout),
+            "GDAL_HTTP_MAX_RETRY": self.s3_retries,
+        }

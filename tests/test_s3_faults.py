@@ -4,12 +4,15 @@ resume as soon as S3 is healthy again. The faults come from the real S3 server
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import morecantile
 import pytest
+import rasterio
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
@@ -18,6 +21,8 @@ from server.config import load_config
 from server.errors import UpstreamCircuitOpen, UpstreamUnavailable
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
+from tests.conftest import serve
+from tests.support.hung_store import HungStore
 from tests.support.s3_fixtures import eodata_s3, s3_settings
 from tests.support.s3_server import S3Server
 
@@ -145,3 +150,52 @@ def test_circuit_breaker_rests_a_failing_catalogue(config: Path, s3: S3Server, s
     assert "left alone" in response.json()["detail"]
     # two failed searches with their retries, then none at all
     assert attempts == 2 * (1 + 2)
+
+
+def test_hung_store_is_answered_within_the_budget_and_recovery_shows_quickly(config: Path, faulty: S3Server, tree):
+    """A store that accepts connections and never answers: every tile is answered within the
+    request budget (504, then 503 from the circuit breaker), and once the store answers again
+    the breaker's probe lets tiles through within a few seconds."""
+    budget = 4
+    store = HungStore(faulty.endpoint)
+    settings = s3_settings(
+        config, faulty, s3_endpoint=store.endpoint, s3_retries=0, request_budget=budget, breaker_threshold=1
+    )
+    product = tree["requests"]["jp2"][3]  # a file no other case here reads: GDAL's caches are cold
+    req = request_for(product)
+    lon, lat = warp_transform("EPSG:3857", "EPSG:4326", [sum(req.grid.bbox[0::2]) / 2], [sum(req.grid.bbox[1::2]) / 2])
+    tile = WEBMERCATOR.tile(lon[0], lat[0], 14)
+    path = f"/layers/REQ_B04/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.tif?time={req.time.isoformat()}"
+    try:
+        with serve(settings) as url, httpx.Client(base_url=url, timeout=budget + 10) as http:
+            start = time.perf_counter()
+            hung = http.get(path)
+            assert hung.status_code == 504 and time.perf_counter() - start < budget + 1.5
+            assert store.accepted >= 1  # GDAL did reach the hung store
+            # The render it left fails at its own deadline and opens the circuit: refused at once.
+            statuses = []
+            for _ in range(40):
+                start = time.perf_counter()
+                answer = http.get(path)
+                assert time.perf_counter() - start < budget + 1.5
+                statuses.append(answer.status_code)
+                if answer.status_code == 503:
+                    break
+                time.sleep(0.25)
+            assert statuses[-1] == 503 and "left alone" in answer.json()["detail"], statuses
+            rest = int(answer.headers["retry-after"])  # 2 s, doubled for each probe that met the hung store
+            assert 1 <= rest <= 8
+            store.forward()
+            recovered = time.perf_counter()
+            for _ in range(40):
+                answer = http.get(path)
+                if answer.status_code == 200:
+                    break
+                assert answer.status_code == 503, answer.status_code
+                time.sleep(0.25)
+            waited = time.perf_counter() - recovered
+    finally:
+        store.stop()
+    assert answer.status_code == 200 and waited < rest + 3, (waited, rest)  # probed again at once
+    with rasterio.open(io.BytesIO(answer.content)) as tif:
+        assert tif.read(1).any()

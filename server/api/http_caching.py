@@ -18,6 +18,7 @@ EXPOSED_HEADERS = [
     "X-Eotiler-Scenes",
     "X-Eotiler-Failed-Scenes",
     "X-Eotiler-Skipped-Scenes",
+    "X-Eotiler-Notice",
     "Server-Timing",
     "Content-Disposition",
     "X-Request-ID",

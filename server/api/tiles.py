@@ -41,6 +41,8 @@ def image_response(result: RenderResult) -> Response:
         headers["X-Eotiler-Scenes"] = ",".join(result.scenes)
     if result.cache:
         headers["X-Cache"] = result.cache
+    if result.notice:
+        headers["X-Eotiler-Notice"] = result.notice
     if result.failed:
         headers["X-Eotiler-Failed-Scenes"] = ",".join(result.failed)
     if result.skipped:

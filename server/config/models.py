@@ -16,6 +16,8 @@ from server.models import Priority
 
 _ID = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
+# Coarsest view a layer draws unless it says otherwise (``LayerConfig.max_meters_per_pixel``).
+DEFAULT_MAX_METERS_PER_PIXEL = 1500.0
 
 
 class _Strict(BaseModel):
@@ -142,6 +144,11 @@ class LayerConfig(_Strict):
     maxcc: float | None = Field(default=None, ge=0, le=100)
     priority: Priority = Priority.MOST_RECENT
     minzoom: int = Field(default=0, ge=0, le=30)
+    # The floor: views coarser than this many metres per pixel (measured on the ground, any CRS)
+    # are not read. Maps get a transparent image with an X-Eotiler-Notice header to zoom in, WCS
+    # a 400. The default suits Sentinel-2 and -1 (10-60 m bands): about zoom 6 in Web Mercator
+    # at mid latitudes. null: no floor (only for small or pre-tiled collections).
+    max_meters_per_pixel: float | None = Field(default=DEFAULT_MAX_METERS_PER_PIXEL, gt=0)
     maxzoom: int = Field(default=18, ge=0, le=30)
     resampling: Literal["nearest", "bilinear", "cubic"] = "nearest"
     legend: LegendConfig | None = None

@@ -75,7 +75,40 @@ class GdalEnvironment:
     def __post_init__(self) -> None:
         key = self.s3.access_key_id.get_secret_value() if self.s3.access_key_id else ""
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        object.__setattr__(self, "identity", f"{self.s3.endpoint}|{self.s3.https}|{self.s3.virtual_hosting}|{digest}")
+        # GDAL fixes a /vsicurl handle's timeouts and retries when it opens the file, so a pooled
+        # handle keeps them: handles are shared only between reads with the same ones.
+        waits = f"t{self.options.get('GDAL_HTTP_TIMEOUT')}r{self.options.get('GDAL_HTTP_MAX_RETRY')}"
+        identity = f"{self.s3.endpoint}|{self.s3.https}|{self.s3.virtual_hosting}|{digest}|{waits}"
+        object.__setattr__(self, "identity", identity)
+
+    def within(self, seconds: float) -> GdalEnvironment:
+        """This environment with S3 waits that end within ``seconds`` (a request's budget left).
+
+        Why: a store that accepts connections and never answers would otherwise hold a render
+        thread for GDAL_HTTP_TIMEOUT x (retries + 1) per request GDAL makes, long after the client
+        got its answer. Each attempt is capped at the time left, a stalled transfer (no byte for
+        GDAL_HTTP_LOW_SPEED_TIME) is abandoned early, and only the retries that fit are kept.
+        Returns ``self`` when nothing needs shortening; the shortened values come in whole
+        seconds and attempts, so reads late in their budget still share a few pooled handles.
+        """
+        timeout = self._seconds("GDAL_HTTP_TIMEOUT", 30)
+        retries = self._seconds("GDAL_HTTP_MAX_RETRY", 0)
+        left = max(1, int(seconds))
+        fit_timeout = min(timeout, left)
+        stall = min(self._seconds("GDAL_HTTP_LOW_SPEED_TIME", timeout), fit_timeout)
+        fit_retries = min(retries, max(0, left // stall - 1))  # attempts that can each stall once
+        if (fit_timeout, fit_retries) == (timeout, retries):
+            return self
+        options = {**self.options, "GDAL_HTTP_TIMEOUT": fit_timeout, "GDAL_HTTP_MAX_RETRY": fit_retries}
+        if "GDAL_HTTP_CONNECTTIMEOUT" in options:
+            options["GDAL_HTTP_CONNECTTIMEOUT"] = min(self._seconds("GDAL_HTTP_CONNECTTIMEOUT", 0), fit_timeout)
+        if "GDAL_HTTP_LOW_SPEED_TIME" in options:
+            options["GDAL_HTTP_LOW_SPEED_TIME"] = stall
+        return GdalEnvironment(options, self.s3)
+
+    def _seconds(self, name: str, default: int) -> int:
+        """An integer GDAL option (seconds or a count)."""
+        return int(float(str(self.options.get(name, default))))
 
     def env(self, path: str = "") -> rasterio.Env:
         """A fresh ``rasterio.Env`` (thread-local GDAL config) for one read of ``path``.

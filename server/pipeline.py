@@ -75,13 +75,13 @@ def _settle(
         raise UpstreamUnavailable("no scene could be read from the data source")
 
 
-def scene_info(scene: Scene) -> SceneInfo:
 @lru_cache(maxsize=4096)
 def _metres_per_pixel(bbox: tuple[float, float, float, float], crs_wkt: str, width: int, height: int) -> float:
     """``Grid.ground_resolution`` memoised: every request, cached or not, is checked against its layer's floor."""
     return Grid(bbox, CRS.from_wkt(crs_wkt), width, height, crs_wkt).ground_resolution()
 
 
+def scene_info(scene: Scene) -> SceneInfo:
     """What a multi-temporal script sees of a scene: date, cloud cover and product path."""
     href = next(iter(scene.assets.values()), "")
     product = href[: href.index(".SAFE") + 5] if ".SAFE" in href else href.rsplit("/", 1)[0]
@@ -146,12 +146,12 @@ class Pipeline:
         )
         self.cache = TileCache(settings.cache_memory_bytes, settings.redis_url, settings.cache_ttl)
         self._slots = threading.BoundedSemaphore(settings.render_concurrency)
-        self._admitted = 0  # renders running or waiting for a slot
-        self._admit_lock = threading.Lock()
         # Renders run here, one thread per slot, while the request's thread waits at most for
         # the rest of its budget: a render stuck in GDAL keeps its slot, never the client.
         self._renders = ThreadPoolExecutor(max_workers=settings.render_concurrency, thread_name_prefix="eotiler-render")
         self._render_local = threading.local()  # the deadline of the render a render thread runs
+        self._admitted = 0  # renders running or waiting for a slot
+        self._admit_lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
         self.read_failures = 0  # scene reads that failed, for /metrics (render threads add under the lock)
         self._failures_lock = threading.Lock()
@@ -193,6 +193,7 @@ class Pipeline:
     def close(self) -> None:
         """Stop the reader threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._renders.shutdown(wait=False, cancel_futures=True)
         self.datasets.close()
 
     def find_scenes(self, layer: Layer, req: RenderRequest) -> list[Scene]:
@@ -207,7 +208,6 @@ class Pipeline:
 
     def script(self, req: RenderRequest) -> Evalscript:
         """The script that renders ``req``: the request's EVALSCRIPT, else the layer's own."""
-        self._renders.shutdown(wait=False, cancel_futures=True)
         return req.script if req.script is not None else self.registry.get(req.layer).evalscript
 
     def output(self, req: RenderRequest) -> OutputSpec:
@@ -347,6 +347,8 @@ class Pipeline:
 
     def render_data(self, req: RenderRequest, scenes: list[Scene] | None = None) -> RenderedData:
         """Render to a post-processed masked array (no encoding): for compositing and queries."""
+        if self.too_coarse(req) is not None:  # nothing is read beyond the layer's floor
+            return self._empty_data(req)
         layer = self.registry.get(req.layer)
         script = self.script(req)
         timings: dict[str, float] = {}
@@ -361,8 +363,6 @@ class Pipeline:
         else:
             mosaic, samples = self.samples_over_time(layer, scenes, req, script)
         timings["read"] = (time.perf_counter() - mark) * 1000
-        if self.too_coarse(req) is not None:  # nothing is read beyond the layer's floor
-            return self._empty_data(req)
         mark = time.perf_counter()
         values = script.evaluate(samples)
         output = script.output
@@ -382,6 +382,10 @@ class Pipeline:
         so two TIME values that select the same scenes share one entry. ``looked`` is a lookup
         already made for ``req`` (by ``probe_memory``), so it is not made twice.
         """
+        coarse = self.too_coarse(req)
+        if coarse is not None:
+            return self.floor_image(req, coarse)
+        deadline = time.monotonic() + self.settings.request_budget
         scenes, key, timings = looked or self._lookup(req)
         return self.cached(key, req, lambda: self._render_uncached(req, scenes), timings, deadline)
 
@@ -396,10 +400,6 @@ class Pipeline:
             return None, None
         looked = self._lookup(req)
         mark = time.perf_counter()
-        coarse = self.too_coarse(req)
-        if coarse is not None:
-            return self.floor_image(req, coarse)
-        deadline = time.monotonic() + self.settings.request_budget
         found = self.cache.get(looked.key, memory_only=True)
         return (None, looked) if found is None else (self._hit(found, req, looked.timings, mark), looked)
 
@@ -515,20 +515,6 @@ class Pipeline:
         if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             with self._admit_lock:
                 self._admitted -= 1
-
-    def max_age(self, req: RenderRequest) -> int:
-        """Cache-Control max-age: short while TIME is open-ended (new scenes may still arrive)."""
-        layer = self.registry.get(req.layer)
-        time_range = req.time if req.time is not None else layer.default_time
-        if time_range is None or time_range.end is None or time_range.end > datetime.now(UTC):
-            return self.settings.cache_max_age_open
-        if layer.config.cache_max_age is not None:
-            return layer.config.cache_max_age
-        return self.settings.cache_max_age
-
-    def encode(
-        self, data: np.ma.MaskedArray, req: RenderRequest, scenes: list[Scene], timings: dict[str, float]
-    ) -> RenderResult:
             raise Overloaded("the server is busy rendering: retry shortly")
 
     def _leave(self) -> None:
@@ -545,6 +531,20 @@ class Pipeline:
             yield
         finally:
             self._leave()
+
+    def max_age(self, req: RenderRequest) -> int:
+        """Cache-Control max-age: short while TIME is open-ended (new scenes may still arrive)."""
+        layer = self.registry.get(req.layer)
+        time_range = req.time if req.time is not None else layer.default_time
+        if time_range is None or time_range.end is None or time_range.end > datetime.now(UTC):
+            return self.settings.cache_max_age_open
+        if layer.config.cache_max_age is not None:
+            return layer.config.cache_max_age
+        return self.settings.cache_max_age
+
+    def encode(
+        self, data: np.ma.MaskedArray, req: RenderRequest, scenes: list[Scene], timings: dict[str, float]
+    ) -> RenderResult:
         """Encode post-processed data in the request's format and time it."""
         mark = time.perf_counter()
         content = encode(data, req.grid, req.format, self.settings.png_zlevel, coverage=req.coverage)
@@ -555,6 +555,11 @@ class Pipeline:
 
     def render_empty(self, req: RenderRequest) -> RenderResult:
         """A fully transparent (or, for JPEG, black) image on the request's grid."""
+        check_format(self.output(req), req.format)
+        return self.encode(self._empty_data(req).data, req, [], {})
+
+    def _empty_data(self, req: RenderRequest) -> RenderedData:
+        """Nothing drawn on the request's grid: every pixel transparent, no scene."""
         output = self.output(req)
         shape = (req.grid.height, req.grid.width)
         values = np.zeros((output.bands, *shape), dtype=np.float32)
@@ -605,8 +610,3 @@ class Pipeline:
         result.max_age = self.settings.cache_max_age
         result.notice = notice
         return result
-        check_format(self.output(req), req.format)
-        return self.encode(self._empty_data(req).data, req, [], {})
-
-    def _empty_data(self, req: RenderRequest) -> RenderedData:
-        """Nothing drawn on the request's grid: every pixel transparent, no scene."""

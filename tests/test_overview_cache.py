@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import morecantile
@@ -134,3 +135,33 @@ def test_disk_bound_evicts_least_recently_used(config: Path, s3: S3Server, tree:
             tiny.close()
     finally:
         pipe.close()
+
+
+def test_zoom_between_one_and_two_times_the_file_is_copied_in_the_background(
+    config: Path, s3: S3Server, tree: dict, tmp_path: Path
+):
+    """z12 at 53 N (23 m per pixel) reads the 20 m file: it is copied whole, once, off the request,
+    and a new process then serves that zoom without a single S3 request."""
+    product = tree["requests"]["levels"][0]  # B04 at 10, 20 and 60 m
+    pipe = make_pipeline(config, s3, tmp_path / "ov")
+    try:
+        s3.reset()
+        first = render(pipe, product, 12)
+        assert s3.requests()
+        assert pipe.overviews is not None
+        for _ in range(300):  # the copy runs on the cache's own thread
+            if pipe.overviews.stats()["builds"] == 1:
+                break
+            time.sleep(0.05)
+        assert pipe.overviews.stats()["builds"] == 1 and pipe.overviews.stats()["files"] == 1
+    finally:
+        pipe.close()
+    other = make_pipeline(config, s3, tmp_path / "ov")
+    try:
+        s3.reset()
+        again = render(other, product, 12)
+        assert s3.requests() == []
+        assert first.count() > 1000
+        assert np.array_equal(again.filled(np.nan), first.filled(np.nan), equal_nan=True)
+    finally:
+        other.close()

@@ -1,11 +1,13 @@
 """A disk cache of coarse copies of JPEG2000 bands, so zoomed-out views stop re-reading them.
 
 Why: a JPEG2000 resolution level lives inside every tile-part, so a zoomed-out tile downloads
-whole tile-parts (~35 MB and ~115 range requests for one z9 tile of a 10980 px band over S3,
-``../shared/notes/performance.md``) and decodes them again on every request. The first request
-that needs a band much coarser than its file reads the file once at a power-of-two reduction
-(GDAL uses the JPEG2000 resolution levels for that) and keeps the result as a local COG; later
-requests read the COG from local disk and make no S3 request at all.
+whole tile-parts and decodes them again on every request (a cold z9 tile of a 10980 px band
+took ~5 s and 76 range requests over S3 in ``docs/eodata-performance.md``). The first request
+that needs a band at least twice coarser than its file reads the file once at a power-of-two
+reduction (GDAL uses the JPEG2000 resolution levels for that) and keeps the result as a local
+COG; later requests read the COG from local disk and make no S3 request at all. Between the
+file's resolution and twice it (z10 at 53 N over a 60 m file), the band is copied whole at its
+own resolution, in the background, so every zoom coarser than a file is served locally.
 
 Files are keyed by the source path and the level's resolution (``<sha>_<res>m.tif``), written
 to a temporary name and renamed, so concurrent workers never see half a file. The directory is
@@ -21,6 +23,9 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,8 @@ from rio_tiler.io import Reader
 log = logging.getLogger(__name__)
 
 _MIN_SIZE = 256  # never build a level smaller than this many pixels across
+NATIVE_SLACK = 1.05  # the file choice takes a file up to 5 % coarser than the request: that is native
+FULL_COPY_PIXELS = 6000 * 6000  # full-resolution copies of 20 m and 60 m bands (60 MB in memory at most)
 
 
 class OverviewCache:
@@ -40,6 +47,8 @@ class OverviewCache:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
+        self._queued: set[str] = set()
+        self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview-copy")
         self._failing = False  # logged once per outage, as the tile cache does for Redis
         self.builds = 0
         self.hits = 0
@@ -56,8 +65,12 @@ class OverviewCache:
 
     @staticmethod
     def level(native_res: float, ground_res: float) -> float | None:
-        """The coarsest power-of-two level of ``native_res`` still finer than ``ground_res``; None below 2x."""
-        if native_res <= 0 or ground_res < 2 * native_res:
+        """The coarsest power-of-two level of ``native_res`` still finer than ``ground_res``.
+
+        ``None`` at native resolution or finer. Between 1x and 2x the level is the file's own
+        resolution: a local copy of the whole band (z10 at 53 N is 92 m per pixel over a 60 m file).
+        """
+        if native_res <= 0 or ground_res <= native_res * NATIVE_SLACK:
             return None
         return native_res * 2 ** math.floor(math.log2(ground_res / native_res))
 
@@ -66,17 +79,24 @@ class OverviewCache:
         return self.directory / f"{digest}_{res:g}m.tif"
 
     def local_path(
-        self, source: str, native_res: float, ground_res: float, categorical: bool, nodata: float | None
+        self,
+        source: str,
+        native_res: float,
+        ground_res: float,
+        categorical: bool,
+        nodata: float | None,
+        environment: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> str | None:
         """A local COG serving ``source`` at ``ground_res`` (built now if needed), or None to read the source.
 
-        Call inside the request's GDAL environment: building reads ``source``.
+        Call inside the request's GDAL environment: building reads ``source``. ``environment``
+        makes that environment again on the thread that copies whole bands in the background.
         """
         res = self.level(native_res, ground_res)
         if res is None or not self.applies(source):
             return None
         # Any finer level already on disk serves a coarser request too (the COG has overviews).
-        while res >= 2 * native_res:
+        while res >= native_res:
             found = self._file(source, res)
             if found.exists():
                 self._touch(found)
@@ -86,21 +106,59 @@ class OverviewCache:
         res = self.level(native_res, ground_res)
         assert res is not None
         target = self._file(source, res)
+        fill = 0.0 if nodata is None else nodata
+        if res == native_res:  # a whole band at full resolution: copied in the background, read as is now
+            if environment is not None:
+                self._copy_later(source, target, categorical, fill, environment)
+            return None
         with self._lock:
             building = self._building.setdefault(str(target), threading.Lock())
         with building:  # one build per file; the others wait and then read it
             if target.exists():
                 self.hits += 1
                 return str(target)
-            fill = 0.0 if nodata is None else nodata
             return str(target) if self._build(source, target, res / native_res, categorical, fill) else None
 
-    def _build(self, source: str, target: Path, factor: float, categorical: bool, nodata: float) -> bool:
+    def _copy_later(
+        self,
+        source: str,
+        target: Path,
+        categorical: bool,
+        nodata: float,
+        environment: Callable[[], AbstractContextManager[object]],
+    ) -> None:
+        """Queue a full-resolution copy of ``source`` (once), built on the cache's own thread.
+
+        Why in the background: the request at hand needs about the file's own resolution anyway,
+        so it gains nothing from waiting for a copy of the whole band; the next ones (and other
+        processes) read the local COG instead of the object store.
+        """
+        with self._lock:
+            if str(target) in self._queued:
+                return
+            self._queued.add(str(target))
+
+        def copy() -> None:
+            try:
+                with environment():
+                    self._build(source, target, 1.0, categorical, nodata, max_pixels=FULL_COPY_PIXELS)
+            finally:
+                with self._lock:
+                    self._queued.discard(str(target))
+
+        self._copier.submit(copy)
+
+    def _build(
+        self, source: str, target: Path, factor: float, categorical: bool, nodata: float, max_pixels: int | None = None
+    ) -> bool:
         tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         method = "nearest" if categorical else "average"
         try:
             with Reader(source, options={"nodata": nodata, "resampling_method": method}) as src:
                 ds = src.dataset
+                if max_pixels is not None and ds.width * ds.height > max_pixels:
+                    self.skipped += 1
+                    return False
                 width, height = max(1, round(ds.width / factor)), max(1, round(ds.height / factor))
                 if min(width, height) < _MIN_SIZE < max(ds.width, ds.height):
                     scale = _MIN_SIZE / min(width, height)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -283,7 +284,15 @@ def read_scene(
         with gdal.env(paths[0]) if gdal is not None else rasterio.Env():
             if overviews is not None and not gcps:
                 paths = [
-                    overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata) or path
+                    overviews.local_path(
+                        path,
+                        source.resolution,
+                        ground_res,
+                        band.categorical,
+                        band.nodata,
+                        partial(gdal.env, path) if gdal is not None else rasterio.Env,
+                    )
+                    or path
                     for path, (_, band, source) in zip(paths, unit, strict=True)
                 ]
             if len(unit) > 1:
@@ -295,7 +304,9 @@ def read_scene(
                 for path, (_, band, _) in zip(paths, unit, strict=True)
             ]
 
-    read_units = _stack_units(plan) if not gcps else [[item] for item in plan]
+    # Remote bands are never stacked (see _read_stack): one unit each, so they are read at once.
+    stackable = not gcps and not collection.data_root.startswith("/vsi")
+    read_units = _stack_units(plan) if stackable else [[item] for item in plan]
     loaded = list(executor.map(load, read_units)) if executor and len(read_units) > 1 else [load(u) for u in read_units]
     by_name = {
         item[0]: raw

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = Path(args.config).resolve()
-    _registry(config)  # fail fast with a readable message instead of a worker traceback
+    registry = _registry(config)  # fail fast with a readable message instead of a worker traceback
     from server.evalscript import js_pool
 
     js_pool.shutdown()  # validation compiled the JavaScript layers; the workers start their own pools
@@ -39,6 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="eotiler-metrics-")
             )
+        if args.workers > 1:
+            stack.enter_context(_shared_s3_gateway(registry))
         options = dict(
             app="server.app:create_app",
             factory=True,
@@ -57,6 +60,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             uvicorn.run(**options, workers=args.workers)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_s3_gateway(registry) -> Iterator[None]:  # noqa: ANN001 - LayerRegistry, imported lazily
+    """One S3 gateway for all workers, so the quota holds for the whole server (not per worker).
+
+    Workers find it through ``EOTILER_S3_GATEWAY_ADDRESS``; its counters reach ``/metrics``
+    through the multiprocess directory like every worker's own.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from server.api.observability import REFRESH_SECONDS, GatewayMetrics
+    from server.settings import Settings
+    from server.sources.s3_gateway import S3Gateway, s3_buckets
+
+    settings = Settings()
+    buckets = s3_buckets(layer.collection.data_root for layer in registry.layers.values())
+    if not buckets or not settings.s3_gateway or settings.s3_gateway_address:
+        yield
+        return
+    gateway = S3Gateway(settings.gateway_options(buckets))
+    os.environ["EOTILER_S3_GATEWAY_ADDRESS"] = gateway.start()
+    stop = GatewayMetrics(gateway.stats, CollectorRegistry()).run_every(REFRESH_SECONDS)
+    try:
+        yield
+    finally:
+        stop.set()
+        gateway.stop()
+        os.environ.pop("EOTILER_S3_GATEWAY_ADDRESS", None)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:

@@ -35,6 +35,11 @@ from server.settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
+    # The settings hold the S3 keys now. Left in the environment, they make rasterio build a
+    # boto3 session for every rasterio.Env that rio-tiler and the encoders open (several per
+    # tile); reads sign through the S3 gateway or our own GDAL session instead.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.pop(name, None)
     limit_arenas(settings.malloc_arenas)  # before any thread pool: see server/malloc_arenas.py
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per STAC API call is noise

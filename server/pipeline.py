@@ -37,10 +37,14 @@ from server.sources.dataset_pool import DatasetPool
 from server.sources.gdal_env import GdalEnvironment
 from server.sources.overview_cache import OverviewCache
 from server.sources.paths import HrefRefused
+from server.sources.s3_gateway import S3Gateway, s3_buckets
 from server.sources.scene_reader import MissingBands, read_scene
 from server.upstream_breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
+
+# Share of the request budget kept for the script and the encoder after reads stop.
+READ_MARGIN = 0.1
 
 
 def _public(exc: Exception) -> str:
@@ -137,7 +141,8 @@ class Pipeline:
         self.registry = registry
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=settings.read_threads, thread_name_prefix="eotiler-read")
-        self.gdal = settings.gdal_environment()
+        self.gateway = self._gateway(registry, settings)
+        self.gdal = settings.gdal_environment(settings.s3_gateway_address or (self.gateway and self.gateway.address))
         self.datasets = DatasetPool(settings.dataset_handles)
         self.overviews = (
             OverviewCache(settings.overview_cache_dir, settings.overview_cache_bytes)
@@ -190,8 +195,20 @@ class Pipeline:
                 self._breakers[root] = found
             return found
 
+    @staticmethod
+    def _gateway(registry: LayerRegistry, settings: Settings) -> S3Gateway | None:
+        """The S3 gateway this process starts: when layers read ``/vsis3/`` and no shared one runs."""
+        buckets = s3_buckets(layer.collection.data_root for layer in registry.layers.values())
+        if not buckets or not settings.s3_gateway or settings.s3_gateway_address:
+            return None
+        gateway = S3Gateway(settings.gateway_options(buckets))
+        gateway.start()
+        return gateway
+
     def close(self) -> None:
-        """Stop the reader threads."""
+        """Stop the reader threads (and the S3 gateway this process runs)."""
+        if self.gateway is not None:
+            self.gateway.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._renders.shutdown(wait=False, cancel_futures=True)
         self.datasets.close()
@@ -375,17 +392,18 @@ class Pipeline:
         timings["evalscript"] = (time.perf_counter() - mark) * 1000
         return RenderedData(data, values, mosaic, timings)
 
-    def render(self, req: RenderRequest, looked: Lookup | None = None) -> RenderResult:
+    def render(self, req: RenderRequest, looked: Lookup | None = None, deadline: float | None = None) -> RenderResult:
         """Render and encode one image, through the tile cache.
 
         The catalogue is always asked first (cheap): the cache key holds the resolved scene ids,
         so two TIME values that select the same scenes share one entry. ``looked`` is a lookup
-        already made for ``req`` (by ``probe_memory``), so it is not made twice.
+        already made for ``req`` (by ``probe_memory``), so it is not made twice. ``deadline``
+        (``time.monotonic()``) is when the answer is due: a request budget from now by default.
         """
         coarse = self.too_coarse(req)
         if coarse is not None:
             return self.floor_image(req, coarse)
-        deadline = time.monotonic() + self.settings.request_budget
+        deadline = deadline or time.monotonic() + self.settings.request_budget
         scenes, key, timings = looked or self._lookup(req)
         return self.cached(key, req, lambda: self._render_uncached(req, scenes), timings, deadline)
 
@@ -451,10 +469,14 @@ class Pipeline:
         found = self.cache.get(key)
         if found is not None:
             return self._hit(found, req, timings, mark)
-        deadline = deadline or time.monotonic() + self.settings.request_budget
+        budget = self.settings.request_budget
+        deadline = deadline or time.monotonic() + budget
         self._admit(deadline)
+        # Reads stop a little before the answer is due (and never later than a budget from now),
+        # so a slow request still gets its incomplete image instead of a 504.
+        read_by = min(deadline, time.monotonic() + budget) - budget * READ_MARGIN
         try:
-            future = self._renders.submit(self._render_in_slot, key, req, produce, deadline)
+            future = self._renders.submit(self._render_in_slot, key, req, produce, read_by)
         except RuntimeError:  # the pipeline is closing
             self._leave()
             raise
@@ -471,7 +493,8 @@ class Pipeline:
     def _render_in_slot(
         self, key: str, req: RenderRequest, produce: Callable[[], RenderResult], deadline: float
     ) -> RenderResult:
-        """Run on a render thread: produce, store when complete, then give the slot back."""
+        """Run on a render thread: produce (reads stop at ``deadline``), store when complete, then
+        give the slot back."""
         self._render_local.deadline = deadline
         try:
             result = produce()

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.resources import default_config_path
 from server.sources.gdal_env import GdalEnvironment, S3Settings
+from server.sources.s3_gateway import GatewayOptions
 
 # GDAL options for cloud reads; values and reasons in docs/architecture.md and
 # ../shared/notes/performance.md (measured there: each removes requests per tile).
@@ -112,6 +113,19 @@ class Settings(BaseSettings):
     overview_cache_bytes: int = Field(
         default=2 * 1024**3, ge=0, description="disk bound of the overview cache (0: off)"
     )
+    s3_gateway: bool = Field(
+        default=True, description="every S3 read through the loopback gateway: quota, coalescing, JPEG2000 index"
+    )
+    s3_gateway_address: str | None = Field(
+        default=None, description="host:port of a running gateway (set by `serve --workers N` for its workers)"
+    )
+    s3_connections: int = Field(default=4, ge=1, le=256, description="concurrent S3 connections per credential")
+    s3_requests_per_minute: int = Field(default=2000, ge=1, le=10**6, description="S3 requests per credential/minute")
+    jp2_index_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "eotiler" / "jp2-index",
+        description="tile-part indexes of JPEG2000 objects (a few KB each, keyed on path and ETag)",
+    )
+    s3_tile_part_cache_mb: int = Field(default=256, ge=0, le=65536, description="JPEG2000 tile-parts the gateway keeps")
     stac_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per STAC API request")
     stac_cache_ttl: int = Field(default=300, ge=0, description="seconds a STAC search result is reused")
     render_concurrency: int = Field(default=4, ge=1, le=256, description="renders running at once per process")
@@ -124,9 +138,9 @@ class Settings(BaseSettings):
         """Credential values that must never appear in a response or a log line."""
         return [v.get_secret_value() for v in (self.s3_access_key_id, self.s3_secret_access_key) if v is not None]
 
-    def gdal_environment(self) -> GdalEnvironment:
-        """GDAL options and S3 settings applied around every read with ``rasterio.Env``."""
-        s3 = S3Settings(
+    def s3(self) -> S3Settings:
+        """The object store the data lives in, and the credentials to sign requests to it."""
+        return S3Settings(
             endpoint=self.s3_endpoint,
             https=self.s3_https,
             virtual_hosting=self.s3_virtual_hosting,
@@ -135,7 +149,32 @@ class Settings(BaseSettings):
             secret_access_key=self.s3_secret_access_key,
             no_sign_request=self.s3_no_sign_request,
         )
-        return GdalEnvironment(self.gdal_options(), s3)
+
+    def gdal_environment(self, gateway: str | None = None) -> GdalEnvironment:
+        """GDAL options and S3 settings applied around every read with ``rasterio.Env``.
+
+        With a ``gateway`` (``host:port``) GDAL reads unsigned from it over plain HTTP on
+        loopback; the gateway holds the credentials and talks to the store.
+        """
+        if gateway is None:
+            return GdalEnvironment(self.gdal_options(), self.s3())
+        local = S3Settings(endpoint=gateway, https=False, region=self.s3_region, no_sign_request=True)
+        return GdalEnvironment(self.gdal_options(), local)
+
+    def gateway_options(self, buckets: frozenset[str]) -> GatewayOptions:
+        """How the S3 gateway serves ``buckets``: quota, waits bounded by the request budget, caches."""
+        timeout = float(max(1, min(self.s3_timeout, int(self.request_budget / 2))))
+        return GatewayOptions(
+            self.s3(),
+            buckets,
+            connections=self.s3_connections,
+            requests_per_minute=self.s3_requests_per_minute,
+            budget=timeout,  # quota waits and 429 retries of one read: no longer than GDAL waits for it
+            timeout=timeout,
+            index_dir=self.jp2_index_dir,
+            redis_url=self.redis_url,
+            tile_part_bytes=self.s3_tile_part_cache_mb * 1024**2,
+        )
 
     def gdal_options(self) -> dict[str, object]:
         """``CLOUD_GDAL_OPTIONS`` with the S3 waits, bounded by the request budget.

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -77,6 +78,55 @@ def missing_bands(failed_scenes: str) -> list[str]:
 
 
 REFRESH_SECONDS = 5.0  # how stale the sampled gauges and GDAL's S3 counters may get
+
+
+class GatewayMetrics:
+    """The S3 gateway's counters as Prometheus metrics, folded in from ``S3Gateway.stats()``.
+
+    The gateway runs in the server process (one worker) or in the supervisor (``serve --workers
+    N``); either way these collectors live in that process and, in multiprocess mode, reach
+    ``/metrics`` through the shared directory like every worker's own samples.
+    """
+
+    _COUNTERS = {
+        "requests": ("eotiler_s3_gateway_requests", "Requests the S3 gateway made to the object store"),
+        "throttled": ("eotiler_s3_throttled", "429/503 answers of the object store (the gateway waited and retried)"),
+        "queue_wait_seconds": ("eotiler_s3_queue_wait_seconds", "Seconds S3 requests waited for the quota"),
+        "coalesced": ("eotiler_s3_coalesced", "Range reads served by an identical request already in flight"),
+        "index_reads": ("eotiler_jp2_index_reads", "Range reads spent walking JPEG2000 tile-part chains"),
+    }
+
+    def __init__(self, stats: Callable[[], dict[str, float]], registry: CollectorRegistry) -> None:
+        self.stats = stats
+        self._seen: dict[str, float] = {}
+        self._counters = {
+            key: Counter(name, text, registry=registry) for key, (name, text) in self._COUNTERS.items()
+        }
+        self.in_flight = Gauge(
+            "eotiler_s3_in_flight",
+            "S3 requests the gateway has open (at most EOTILER_S3_CONNECTIONS)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+
+    def refresh(self) -> None:
+        """Add what the gateway counted since the last refresh."""
+        now = self.stats()
+        for key, counter in self._counters.items():
+            counter.inc(max(0.0, now[key] - self._seen.get(key, 0.0)))
+            self._seen[key] = now[key]
+        self.in_flight.set(now["in_flight"])
+
+    def run_every(self, seconds: float) -> threading.Event:
+        """Refresh on a daemon thread until the returned event is set (the supervisor's gateway)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(seconds):
+                self.refresh()
+
+        threading.Thread(target=loop, name="eotiler-gateway-metrics", daemon=True).start()
+        return stop
 
 
 class Metrics:
@@ -150,6 +200,8 @@ class Metrics:
             multiprocess_mode="max",
         )
         self._failures_seen = 0
+        gateway = getattr(pipeline, "gateway", None)
+        self.gateway = GatewayMetrics(gateway.stats, self.registry) if gateway is not None else None
 
     def refresh(self, force: bool = False) -> None:
         """Sample the pipeline's gauges and fold GDAL's S3 counters in (rate-limited unless forced)."""
@@ -171,6 +223,8 @@ class Metrics:
                 self.s3_requests.labels(fs, method).inc(count - seen_count)
                 self.s3_bytes.labels(fs, method).inc(size - seen_size)
                 self._s3_seen[(fs, method)] = (count, size)
+            if self.gateway is not None:
+                self.gateway.refresh()
 
     def exposition(self) -> bytes:
         """The text format of every metric: this process's, or the sum over all workers."""

@@ -47,7 +47,7 @@ def readyz(pipeline: PipelineDep) -> JSONResponse:
     for cid, layer in {layer.collection_id: layer for layer in pipeline.registry.layers.values()}.items():
         checks[f"catalogue:{cid}"] = layer.catalogue.ready()
     if any(layer.collection.data_root.startswith("/vsis3") for layer in pipeline.registry.layers.values()):
-        checks["s3"] = s3_reachable(pipeline.gdal.s3)
+        checks["s3"] = s3_reachable(pipeline.settings.s3())
     redis_ok = pipeline.cache.ping()
     if redis_ok is not None:
         checks["redis"] = redis_ok

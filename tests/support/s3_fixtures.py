@@ -110,6 +110,7 @@ def s3_settings(config: Path, s3: S3Server, **extra: object) -> Settings:
         "s3_secret_access_key": "test-secret",
         "cache_memory_bytes": 0,  # every request reaches S3: these tests count reads
         "overview_cache_bytes": 0,  # ...and read the files themselves, unless a test says otherwise
+        "jp2_index_dir": config.parent / "jp2-index",  # tile-part indexes of this module's objects only
         **extra,
     }
     return Settings(**values)

@@ -462,6 +462,9 @@ def main() -> int:
 
         rows.append(cached_scenario(local, plan, progress))
         rows.append(evalscript_scenario(plan, progress))
+        from encoders import encoder_scenario  # noqa: PLC0415
+
+        rows.append(encoder_scenario(local, plan, progress))
     report = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",

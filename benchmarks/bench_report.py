@@ -217,27 +217,30 @@ def encoder_lines(rows: list[dict]) -> list[str]:
     out = [
         "## Encoders on rendered images",
         "",
-        f"Images rendered by eotiler from the benchmark COGs and decoded back (PNG is lossless); each encoder "
-        f"run {result['repeats']} times in one thread (median ms, min-max band). PNG bytes against MapServer's "
-        "AGG/PNG of the same request (rule: <= 1.2 x); lossless: decodes to the same pixels and alpha. JPEG/WebP: "
-        "PSNR against the source pixels and the largest difference from the GDAL driver's pixels. GIL free: "
-        "how far a Python thread progresses during the encode, relative to an idle main thread (1: released "
+        "Images rendered by eotiler from the benchmark COGs and decoded back (its PNG is lossless). ms: CPU time "
+        f"of the encoding thread, median of {result['repeats']} runs (min-max). vs MapServer: bytes / MapServer's "
+        "AGG/PNG of the same request (its pixels differ: resampling, overviews); same pixels: the encoder run on "
+        "MapServer's own pixels / MapServer's bytes (the size rule: <= 1.2). Lossless: decodes to the same pixels "
+        "and alpha. JPEG/WebP: PSNR against the source pixels (max difference from GDAL's pixels). GIL free: how "
+        "far a Python thread progresses during the encodes, relative to an idle main thread (1: released "
         "throughout). How it is measured: `benchmarks/encoders.py`.",
         "",
-        "| image | format | encoder | settings | ms (band) | bytes | vs MapServer | lossless / PSNR dB (max diff) "
-        "| GIL free |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| image | format | encoder | settings | CPU ms (band) | bytes | vs MapServer | same pixels "
+        "| lossless / PSNR dB (max diff) | GIL free |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         versus = "" if r.get("vs_mapserver") is None else f"{r['vs_mapserver']:g} x"
+        same = "" if r.get("vs_mapserver_same_pixels") is None else f"{r['vs_mapserver_same_pixels']:g} x"
         quality = (
             ("yes" if r["lossless"] else "**no**")
             if r["format"] == "PNG"
-            else f"{r['psnr_db']:g} ({r['max_diff_vs_current']})"
+            else f"{r['psnr_db']:g} ({r['max_diff_vs_gdal']})"
         )
         out.append(
-            f"| {r['image']} | {r['format']} | {r['library']} | {r['settings']} | {r['ms']:g} ({_band(r['ms_band'])}) "
-            f"| {r['bytes']:,} | {versus} | {quality} | {r['gil_free']:g} |"
+            f"| {r['image']} | {r['format']} | {r['library']} | {r['settings']} "
+            f"| {r['cpu_ms']:g} ({_band(r['cpu_ms_band'])}) | {r['bytes']:,} | {versus} | {same} | {quality} "
+            f"| {r['gil_free']:g} |"
         )
     out += ["", "Server-Timing of the same requests on the running server (median ms per stage):", ""]
     out += ["| image | stages |", "|---|---|"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import statistics
+import time
 from pathlib import Path
 
 import httpx
@@ -255,7 +256,8 @@ def test_time_budget_stops_reading_and_is_not_cached(config: Path, s3: S3Server,
     try:
         split: Split = tree["split"]
         grid, _ = split_grid(split)
-        result = pipeline.render(RenderRequest("SPLIT_B04", grid, ImageFormat.GTIFF, time=parse_time("2023-01")))
+        req = RenderRequest("SPLIT_B04", grid, ImageFormat.GTIFF, time=parse_time("2023-01"))
+        result = pipeline.render(req, deadline=time.monotonic() + 60)  # reads stop at the budget, the answer waits
         assert result.scenes == [split.ids["B"]]  # the most recent is always read
         assert result.skipped == [split.ids["A"]]
         assert result.max_age == 0 and pipeline.cache.stats()["memory"]["entries"] == 0

@@ -127,10 +127,11 @@ def map_session_lines(rows: list[dict]) -> list[str]:
         f"tiles fetched by {session['clients']} clients; {session['workers']} worker(s) per server; TiTiler through "
         "its STAC endpoint on the same hrefs. The restart is a new process: eotiler keeps its on-disk overview "
         "cache and JPEG2000 tile-part index. Peak connections: S3 requests in flight at once for the credential, "
-        "refused ones included. Failed: answers that were not an image (incomplete eotiler images in brackets). "
+        "refused ones included. Blank: images without data (outside the granule). Failed: answers that were not "
+        "an image (incomplete eotiler images in brackets). "
         "How it is measured: `benchmarks/map_session.py`.",
         "",
-        "| step | server | images | s until last | S3 requests | MB | peak connections | 429s | failed "
+        "| step | server | images (blank) | s until last | S3 requests | MB | peak connections | 429s | failed "
         "| eotiler / TiTiler s | target | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -141,7 +142,8 @@ def map_session_lines(rows: list[dict]) -> list[str]:
             ratio = f"**{step['ratio']:g}**" if ours and step["ratio"] is not None else ""
             title = f"({step['step']}) {step['title']}" if ours else ""
             out.append(
-                f"| {title} | {name} | {r['images']} | {r['seconds']:g} | {r['requests']} | {r['mb']:g} "
+                f"| {title} | {name} | {r['images']} ({r.get('blank', 0)}) | {r['seconds']:g} | {r['requests']} "
+                f"| {r['mb']:g} "
                 f"| {r['peak_connections']} | {r['http_429']} | {r['failed']} ({r['incomplete']}) | {ratio} "
                 f"| {target} | {met} |"
             )

@@ -17,19 +17,23 @@ the order OpenLayers asks for them (nearest the centre first):
 Per step and server: seconds until the last tile arrives, requests and MB at the proxy, the peak
 of concurrent S3 requests (refused ones included), 429 answers, and client requests that failed
 (a non-2xx answer other than TiTiler's 404 outside the item, or an eotiler image marked
-incomplete). Peers: eotiler (true colour evalscript) and plain TiTiler's STAC endpoint over the
-same item and hrefs (``assets=B04_10m,B03_10m,B02_10m``, one URL template at every zoom, as its
-users write it), one server at a time behind the same proxy, each starting with a fresh minute
-window. Restart = a new process; eotiler keeps its on-disk overview cache and JPEG2000 tile-part
-index (directories under this run's work dir, so every run starts clean); TiTiler has none.
+incomplete); blank images (no data there) are counted apart. Peers: eotiler (true colour
+evalscript) and plain TiTiler's STAC endpoint over the same item and hrefs
+(``assets=B04_10m,B03_10m,B02_10m``, one URL template at every zoom, as its users write it), one
+server at a time behind the same proxy, each starting with a fresh minute window. Restart = a new
+process; eotiler keeps its on-disk overview cache and JPEG2000 tile-part index (directories under
+this run's work dir, so every run starts clean); TiTiler has none. eotiler's tile cache is off,
+as in the other scenarios of ``bench.py``: steps (a)-(d) ask for tiles not asked before, and (e)
+follows a restart, which would empty a memory cache anyway.
 
-    python benchmarks/map_session.py            # full size (builds ~1 GB of JPEG2000 once)
+    python benchmarks/map_session.py            # full size (builds ~200 MB of JPEG2000 once)
     python benchmarks/map_session.py --quick    # 4096 px, every step, for CI
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import queue
@@ -44,6 +48,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -178,8 +183,9 @@ class Peer:
     warm: str  # a request that loads the code paths without reading S3
 
 
-def peers(proxy: QuotaProxy, work: Path, item: Path, workers: int) -> list[Peer]:
-    """eotiler (its caches under ``work``, kept across its restart) and TiTiler, same proxy and key."""
+def peers(proxy: QuotaProxy, work: Path, item: Path, workers: int, logs: Path) -> list[Peer]:
+    """eotiler (its caches under ``work``, kept across its restart) and TiTiler, same proxy and key;
+    their output goes to ``logs/<name>.log`` (what explains a failed request)."""
     s3 = proxy.env(KEY, SECRET)
     caches = work / "eotiler-caches"
     eotiler_env = {
@@ -198,7 +204,7 @@ def peers(proxy: QuotaProxy, work: Path, item: Path, workers: int) -> list[Peer]
     return [
         Peer(
             "eotiler",
-            lambda: start_eotiler(config, workers, eotiler_env),
+            lambda: start_eotiler(config, workers, eotiler_env, logs / "eotiler.log"),
             lambda t: f"/layers/{LAYER}/tiles/WebMercatorQuad/{t[0]}/{t[1]}/{t[2]}.png",
             lambda b: (
                 f"/ogc/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS={LAYER}&STYLES=&CRS=EPSG:3857"
@@ -208,7 +214,7 @@ def peers(proxy: QuotaProxy, work: Path, item: Path, workers: int) -> list[Peer]
         ),
         Peer(
             "titiler",
-            lambda: start_titiler(workers, titiler_env),
+            lambda: start_titiler(workers, titiler_env, logs / "titiler.log"),
             lambda t: f"/stac/tiles/WebMercatorQuad/{t[0]}/{t[1]}/{t[2]}.png?{titiler_query}",
             lambda b: (
                 f"/stac/bbox/{b[0]},{b[1]},{b[2]},{b[3]}/1024x1024.png?{titiler_query}"
@@ -222,16 +228,21 @@ def peers(proxy: QuotaProxy, work: Path, item: Path, workers: int) -> list[Peer]
 # ---- running a session --------------------------------------------------------------------------
 
 
-def _failed(response: httpx.Response | None, name: str) -> tuple[bool, bool]:
-    """(failed, incomplete) for one answer as the map shows it."""
+def _outcome(response: httpx.Response | None, name: str) -> tuple[bool, bool, bool]:
+    """(failed, incomplete, blank) for one answer as the map shows it; blank: no opaque pixel
+    (outside the granule), which tells a fast empty answer from a fast rendered one."""
     if response is None:
-        return True, False
+        return True, False, False
     if response.status_code == 404 and name == "titiler":  # TileOutsideBounds: nothing there
-        return False, False
+        return False, False, True
     if not 200 <= response.status_code < 300:
-        return True, False
+        return True, False, False
     incomplete = "X-Eotiler-Failed-Scenes" in response.headers or "X-Eotiler-Skipped-Scenes" in response.headers
-    return False, incomplete
+    blank = response.status_code == 204
+    if response.headers.get("content-type", "").startswith("image/png"):
+        with Image.open(io.BytesIO(response.content)) as image:
+            blank = "A" in image.getbands() and image.getchannel("A").getextrema()[1] == 0
+    return False, incomplete, blank
 
 
 def fetch(server: Server, urls: list[str], name: str) -> dict:
@@ -239,7 +250,7 @@ def fetch(server: Server, urls: list[str], name: str) -> dict:
     todo: queue.Queue[str] = queue.Queue()
     for url in urls:
         todo.put(url)
-    outcomes: list[tuple[bool, bool]] = []
+    outcomes: list[tuple[bool, bool, bool]] = []
     errors: list[str] = []
 
     def client() -> None:
@@ -254,7 +265,7 @@ def fetch(server: Server, urls: list[str], name: str) -> dict:
                     response = http.get(url)
                 except httpx.HTTPError as error:
                     errors.append(f"{url[:120]}: {error!r}")
-                outcome = _failed(response, name)
+                outcome = _outcome(response, name)
                 if outcome[0] and response is not None:
                     errors.append(f"{url[:120]} -> {response.status_code}: {response.text[:200]}")
                 outcomes.append(outcome)
@@ -268,8 +279,9 @@ def fetch(server: Server, urls: list[str], name: str) -> dict:
     return {
         "seconds": round(time.perf_counter() - start, 2),
         "images": len(urls),
-        "failed": sum(f for f, _ in outcomes),
-        "incomplete": sum(i for _, i in outcomes),
+        "failed": sum(o[0] for o in outcomes),
+        "incomplete": sum(o[1] for o in outcomes),
+        "blank": sum(o[2] for o in outcomes),
         "errors": errors[:5],
     }
 
@@ -313,11 +325,14 @@ def map_session(size: int, workers: int, out: Path, advance: Callable[[], None] 
     work = Path(tempfile.mkdtemp(prefix="eotiler-map-session-"))
     item = write_item(size, work / "items")
     steps = session(size)
+    logs = out / "map-session-logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
     s3 = S3Server(eodata)
     proxy = QuotaProxy(s3.endpoint, LIMITS)
     servers: dict[str, dict[str, dict]] = {}
     try:
-        for peer in peers(proxy, work, item, workers):
+        for peer in peers(proxy, work, item, workers, logs):
             servers[peer.name] = run_peer(peer, steps, proxy, advance)
     finally:
         proxy.stop()
@@ -343,6 +358,7 @@ def map_session(size: int, workers: int, out: Path, advance: Callable[[], None] 
             "clients": CLIENTS,
             "view": list(VIEW),
             "limits": LIMITS.__dict__,
+            "logs": str(logs),
             "steps": rows,
         },
     }

@@ -118,7 +118,12 @@ def _wait(name: str, url: str, probe: str, process: subprocess.Popen, workdir: P
     raise RuntimeError(f"{name} did not start")
 
 
-def start_eotiler(config: Path, workers: int, env: dict[str, str] | None = None) -> Server:
+def _log_to(log: Path | None):  # noqa: ANN202 - a file object or DEVNULL
+    """Where a server's output goes: appended to ``log`` (kept to explain failed requests), or nowhere."""
+    return log.open("ab") if log is not None else subprocess.DEVNULL
+
+
+def start_eotiler(config: Path, workers: int, env: dict[str, str] | None = None, log: Path | None = None) -> Server:
     """``eotiler serve`` on ``config``, tile cache off unless ``env`` says otherwise."""
     port = free_port()
     environment = {
@@ -130,11 +135,14 @@ def start_eotiler(config: Path, workers: int, env: dict[str, str] | None = None)
     }
     environment.pop("EOTILER_REDIS_URL", None)
     command = [str(BIN / "eotiler"), "serve", "--config", str(config), "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = _log_to(log)
+    process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
+    if log is not None:
+        output.close()  # the child holds its own copy
     return _wait("eotiler", f"http://127.0.0.1:{port}", "/healthz", process)
 
 
-def start_titiler(workers: int, env: dict[str, str] | None = None) -> Server:
+def start_titiler(workers: int, env: dict[str, str] | None = None, log: Path | None = None) -> Server:
     """``benchmarks/titiler_app.py`` under uvicorn with eotiler's GDAL options."""
     port = free_port()
     environment = {**os.environ, **gdal_env(), "PYTHONPATH": str(ROOT), **(env or {})}
@@ -153,7 +161,10 @@ def start_titiler(workers: int, env: dict[str, str] | None = None) -> Server:
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = _log_to(log)
+    process = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)
+    if log is not None:
+        output.close()  # the child holds its own copy
     return _wait("titiler", f"http://127.0.0.1:{port}", "/healthz", process)
 
 

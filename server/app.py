@@ -30,6 +30,8 @@ from server.ogc import routes as ogc_routes
 from server.ogc.exceptions import ows_exception_xml
 from server.pipeline import Pipeline
 from server.settings import Settings
+from server.shapi import auth as sh_auth
+from server.shapi import catalog as sh_catalog
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,10 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tiles.router)
     app.include_router(system.router)
     app.include_router(ogc_routes.router)
+    app.include_router(sh_catalog.router)
+    app.include_router(sh_auth.router)
+    app.state.tokens = sh_auth.TokenAuthority(registry.config.clients, settings.token_secret, settings.token_ttl)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     install_http_caching(app)
     app.state.metrics = Metrics(pipeline)
+    app.add_middleware(sh_auth.TokenGate, authority=app.state.tokens)
     app.add_middleware(
         RequestLimitsMiddleware,
         max_url_bytes=settings.max_url_bytes,

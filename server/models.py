@@ -198,6 +198,7 @@ class Scene:
     bbox: tuple[float, float, float, float]  # WGS84 lon/lat
     assets: dict[str, str]  # asset key -> href as the catalogue gives it (s3://eodata/...)
     properties: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    geometry: dict[str, Any] | None = field(default=None, hash=False, compare=False)  # GeoJSON footprint, lon/lat
 
 
 BBox = tuple[float, float, float, float]

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     s3_tile_part_cache_mb: int = Field(default=256, ge=0, le=65536, description="JPEG2000 tile-parts the gateway keeps")
     stac_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per STAC API request")
     stac_cache_ttl: int = Field(default=300, ge=0, description="seconds a STAC search result is reused")
+    token_secret: SecretStr | None = Field(
+        default=None, description="HS256 key of API tokens (default: derived from the configured client secrets)"
+    )
+    token_ttl: int = Field(default=3600, ge=60, le=86400, description="seconds an API token stays valid")
     render_concurrency: int = Field(default=4, ge=1, le=256, description="renders running at once per process")
     render_queue: int = Field(default=32, ge=0, le=10000, description="renders waiting for a slot before 503")
     request_budget: float = Field(
@@ -136,7 +140,8 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Credential values that must never appear in a response or a log line."""
-        return [v.get_secret_value() for v in (self.s3_access_key_id, self.s3_secret_access_key) if v is not None]
+        values = (self.s3_access_key_id, self.s3_secret_access_key, self.token_secret)
+        return [v.get_secret_value() for v in values if v is not None]
 
     def s3(self) -> S3Settings:
         """The object store the data lives in, and the credentials to sign requests to it."""

@@ -166,6 +166,7 @@ class LayerRegistry:
                         f"catalogue {cat.url}", settings.breaker_threshold, settings.breaker_cooldown
                     ),
                 )
+        self.catalogues = catalogues  # by collection id, layers or not (Catalog API, WFS)
         self.layers: dict[str, Layer] = {}
         for lid, layer in config.layers.items():
             collection = config.collections[layer.collection]

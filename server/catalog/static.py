@@ -35,6 +35,7 @@ def scene_from_item(item: dict[str, Any]) -> Scene:
         bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
         assets=assets,
         properties=props,
+        geometry=item.get("geometry") if isinstance(item.get("geometry"), dict) else None,
     )
 
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from server.models import Priority
 
@@ -170,6 +170,15 @@ class LayerConfig(_Strict):
         return self
 
 
+class ClientConfig(_Strict):
+    """An API client (OAuth2 client credentials): what it authenticates with.
+
+    Keyed by client id in ``clients:``; per-client rules (layers, rate limits) belong here too.
+    """
+
+    secret: SecretStr = Field(min_length=16, description="the client secret (at least 16 characters)")
+
+
 class Config(_Strict):
     """The whole configuration file."""
 
@@ -179,3 +188,7 @@ class Config(_Strict):
     evalscripts_dir: Path = Path("../evalscripts")
     collections: dict[Annotated[str, Field(pattern=_ID)], CollectionConfig] = Field(min_length=1)
     layers: dict[Annotated[str, Field(pattern=_ID)], LayerConfig] = Field(min_length=1)
+    # OAuth2 clients of the Sentinel Hub APIs (/api/v1/*): none means those APIs are open.
+    clients: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@\-]{0,127}$")], ClientConfig] = Field(
+        default_factory=dict
+    )

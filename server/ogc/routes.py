@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from server.api.tiles import PipelineDep, image_response
 from server.errors import EotilerError, InvalidParameter, OperationNotSupported
-from server.ogc import wcs, wcs_documents, wms, wmts
+from server.ogc import wcs, wcs_documents, wfs, wms, wmts
 from server.ogc.capabilities import build_capabilities
 from server.ogc.crs import DEFAULT_CRS, normalise_code
 from server.ogc.exceptions import (
@@ -168,6 +168,8 @@ def _retry_after(response: Response, error: EotilerError) -> Response:
 def _ogc_error(error: EotilerError, name: str, kvp: KVP | None, version: str) -> Response:
     if name == "WMTS":
         return ows_exception_xml(error)
+    if name == "WFS":
+        return ows_exception_xml(error, "2.0.0")
     if name == "WCS":
         return wcs_exception_xml(error, version)
     return _wms_error(error, kvp, version) if kvp is not None else wms_exception_xml(error, version)
@@ -183,12 +185,16 @@ def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
         if name == "WCS":
             version = wcs_version(kvp)
             return handle_wcs(kvp, request, pipeline, version)
+        if name == "WFS":
+            _check_service(kvp, "WFS")
+            return wfs.handle_wfs(kvp, pipeline, allowed_crs(pipeline), _service_url(request))
         version = wms.parse_version(kvp)
         if name == "WMTS":
             return handle_wmts(kvp, request, pipeline)
         if name != "WMS":
             asked, name = name, "WMS"
-            raise InvalidParameter(f"SERVICE '{asked[:20]}' is not offered here (WMS, WMTS, WCS)", parameter="SERVICE")
+            message = f"SERVICE '{asked[:20]}' is not offered here (WMS, WMTS, WCS, WFS)"
+            raise InvalidParameter(message, parameter="SERVICE")
         return handle_wms(kvp, request, pipeline)
     except EotilerError as error:
         return _retry_after(_ogc_error(error, name, kvp, version), error)
@@ -205,7 +211,7 @@ def wms_endpoint(request: Request, pipeline: PipelineDep) -> Response:
 
 @router.get("/ogc", summary="OGC services dispatched by SERVICE", response_class=Response)
 def ogc_endpoint(request: Request, pipeline: PipelineDep) -> Response:
-    """Any OGC service by its SERVICE parameter (WMS when absent, WMTS, WCS)."""
+    """Any OGC service by its SERVICE parameter (WMS when absent, WMTS, WCS, WFS)."""
     return _run(request, pipeline, None)
 
 
@@ -213,6 +219,18 @@ def ogc_endpoint(request: Request, pipeline: PipelineDep) -> Response:
 def wcs_endpoint(request: Request, pipeline: PipelineDep) -> Response:
     """WCS: GetCapabilities, DescribeCoverage, GetCoverage (GeoTIFF)."""
     return _run(request, pipeline, "WCS")
+
+
+@router.get("/ogc/wfs", summary="WFS 2.0.0 (KVP): scene footprints", response_class=Response)
+def wfs_endpoint(request: Request, pipeline: PipelineDep) -> Response:
+    """WFS: GetCapabilities, DescribeFeatureType, GetFeature."""
+    return _run(request, pipeline, "WFS")
+
+
+@router.get("/ogc/wfs/{instance_id}", summary="WFS 2.0.0 under a Sentinel Hub instance id", response_class=Response)
+def wfs_instance_endpoint(instance_id: str, request: Request, pipeline: PipelineDep) -> Response:
+    """sentinelhub-py's form: ``/ogc/wfs/<instance id>`` (any id while access control is off)."""
+    return _run(request, pipeline, "WFS")
 
 
 @router.get("/ogc/wmts", summary="WMTS 1.0.0 (KVP)", response_class=Response)

@@ -23,7 +23,7 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
-from server.cache.keys import render_key
+from server.cache.keys import composite_key, render_key
 from server.cache.tile_cache import CachedImage, TileCache, content_etag
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import EotilerError, InvalidParameter, Overloaded, UpstreamTimeout, UpstreamUnavailable
@@ -31,6 +31,7 @@ from server.evalscript.contract import Evalscript, OutputSpec, Samples
 from server.evalscript.js_script import SceneInfo, orbits
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
+from server.render.composite import CompositeRequest, blend, on_background
 from server.render.encode import check_format, encode
 from server.settings import Settings
 from server.sources.dataset_pool import DatasetPool
@@ -392,20 +393,56 @@ class Pipeline:
         timings["evalscript"] = (time.perf_counter() - mark) * 1000
         return RenderedData(data, values, mosaic, timings)
 
-    def render(self, req: RenderRequest, looked: Lookup | None = None, deadline: float | None = None) -> RenderResult:
-        """Render and encode one image, through the tile cache.
+    def render(
+        self, req: RenderRequest | CompositeRequest, looked: Lookup | None = None, deadline: float | None = None
+    ) -> RenderResult:
+        """Render and encode one image, through the tile cache: the entry point of every protocol.
 
-        The catalogue is always asked first (cheap): the cache key holds the resolved scene ids,
+        ``req`` is one layer, or several drawn over each other (``CompositeRequest``). The
+        catalogue is always asked first (cheap): the cache key holds the resolved scene ids,
         so two TIME values that select the same scenes share one entry. ``looked`` is a lookup
         already made for ``req`` (by ``probe_memory``), so it is not made twice. ``deadline``
         (``time.monotonic()``) is when the answer is due: a request budget from now by default.
         """
+        if isinstance(req, CompositeRequest):
+            return self._render_composite(req, deadline)
         coarse = self.too_coarse(req)
         if coarse is not None:
             return self.floor_image(req, coarse)
         deadline = deadline or time.monotonic() + self.settings.request_budget
         scenes, key, timings = looked or self._lookup(req)
         return self.cached(key, req, lambda: self._render_uncached(req, scenes), timings, deadline)
+
+    def _render_composite(self, req: CompositeRequest, deadline: float | None) -> RenderResult:
+        """A composite is cached as a whole, keyed by every part's own key (scenes included)."""
+        for part in req.parts:
+            check_format(self.output(part), req.part_format)
+        start = time.perf_counter()
+        layers = [self.registry.get(part.layer) for part in req.parts]
+        found = [self.find_scenes(layer, part) for layer, part in zip(layers, req.parts, strict=True)]
+        timings = {"catalogue": (time.perf_counter() - start) * 1000}
+        keys = [render_key(part, layer, scenes) for part, layer, scenes in zip(req.parts, layers, found, strict=True)]
+        variant = f"{req.bgcolor}:{self.settings.png_zlevel}"
+        key = composite_key(req.first, layers[0], keys, req.transparent, variant)
+        return self.cached(key, req.first, lambda: self._composite_uncached(req, found), timings, deadline)
+
+    def _composite_uncached(self, req: CompositeRequest, found: list[list[Scene]]) -> RenderResult:
+        rendered = [self.render_data(part, scenes) for part, scenes in zip(req.parts, found, strict=True)]
+        if len(rendered) == 1:
+            data = on_background(rendered[0].data, req.bgcolor)
+        else:
+            data = blend([r.data for r in rendered], req.transparent, req.bgcolor)
+        timings: dict[str, float] = {}
+        scenes: list[str] = []
+        for part in rendered:
+            for name, value in part.timings.items():
+                timings[name] = timings.get(name, 0.0) + value
+            scenes += [s.id for s in part.mosaic.scenes if s.id not in scenes]
+        result = self.encode(data, req.first, [], timings)
+        result.scenes = scenes
+        result.failed = [name for part in rendered for name in part.mosaic.failed]
+        result.skipped = [name for part in rendered for name in part.mosaic.skipped]
+        return result
 
     def probe_memory(self, req: RenderRequest) -> tuple[RenderResult | None, Lookup | None]:
         """The image from this process's memory cache, or the lookup to hand to ``render``.

@@ -50,3 +50,9 @@ def render_key(req: RenderRequest, layer: Layer, scenes: list[Scene], variant: s
     }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
     return f"{KEY_PREFIX}:{layer.id}:{digest}"
+
+
+def composite_key(first: RenderRequest, layer: Layer, parts: list[str], transparent: bool, variant: str) -> str:
+    """The key of a composite image: every part's own key (scenes included), the background and
+    ``variant``, under the bottom layer's id."""
+    return render_key(first, layer, [], variant=f"composite:{'|'.join(parts)}:{transparent}:{variant}")

@@ -20,7 +20,7 @@ from functools import lru_cache
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from server.api.params import parse_int
+from server.api.params import RenderOptions, parse_int, parse_size
 from server.catalog.layers import Layer
 from server.errors import EotilerError, InvalidFormat, InvalidParameter, InvalidTime, MissingParameter
 from server.evalscript.contract import Evalscript, OutputSpec, SampleType
@@ -32,8 +32,6 @@ from server.models import (
     TimeRange,
     check_bbox,
     clamp_bbox,
-    parse_maxcc,
-    parse_priority,
     parse_time,
     request_grid,
 )
@@ -187,8 +185,9 @@ def _native_size(bbox: tuple[float, float, float, float], crs: CRS, domain: Doma
 
 @dataclass(frozen=True, slots=True)
 class _Common:
-    """MAXCC, PRIORITY and EVALSCRIPT, shared by both versions, and the range they produce."""
+    """TIME, MAXCC, PRIORITY and EVALSCRIPT, shared by both versions, and the range they produce."""
 
+    time: TimeRange | None
     maxcc: float | None
     priority: Priority | None
     script: Evalscript | None
@@ -201,11 +200,13 @@ class _Common:
 
 
 def _common(kvp: KVP, layer: Layer) -> _Common:
-    script = layer.request_script(kvp.get("EVALSCRIPT"))
+    options = RenderOptions.from_kvp(kvp.get)
+    script = options.script(layer)
     output = (script or layer.evalscript).output
     return _Common(
-        parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
-        parse_priority(kvp.get("PRIORITY"), "PRIORITY"),
+        options.time,
+        options.maxcc,
+        options.priority,
         script,
         range_bands(output),
         output.has_alpha,
@@ -228,8 +229,8 @@ def parse_get_coverage_100(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
         bbox = _transform(crs, response_crs, bbox, "BBOX")
     if kvp.get("WIDTH") or kvp.get("HEIGHT"):
         limit = pipeline.settings.max_image_size
-        width = parse_int(kvp.require("WIDTH").strip(), "WIDTH", 1, limit)
-        height = parse_int(kvp.require("HEIGHT").strip(), "HEIGHT", 1, limit)
+        width = parse_size(kvp.require("WIDTH"), "WIDTH", limit)
+        height = parse_size(kvp.require("HEIGHT"), "HEIGHT", limit)
     elif kvp.get("RESX") or kvp.get("RESY"):
         resx = _positive(kvp.require("RESX"), "RESX")
         resy = _positive(kvp.require("RESY"), "RESY")
@@ -242,7 +243,7 @@ def parse_get_coverage_100(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
         layer.id,
         request_grid(bbox, response_crs, width, height, "BBOX"),
         fmt,
-        parse_time(kvp.get("TIME"), "TIME"),
+        common.time,
         maxcc=common.maxcc,
         priority=common.priority,
         script=common.script,
@@ -371,8 +372,8 @@ def _scaled_size(kvp: KVP, native: tuple[int, int], pipeline: Pipeline) -> tuple
     limit = pipeline.settings.max_image_size
     if kvp.get("SCALESIZE"):
         sizes = _axis_values(str(kvp.get("SCALESIZE")), "SCALESIZE")
-        width = parse_int(sizes.get("x", str(width)).strip(), "SCALESIZE", 1, limit)
-        height = parse_int(sizes.get("y", str(height)).strip(), "SCALESIZE", 1, limit)
+        width = parse_size(sizes.get("x", str(width)), "SCALESIZE", limit)
+        height = parse_size(sizes.get("y", str(height)), "SCALESIZE", limit)
     elif kvp.get("SCALEFACTOR"):
         # The scaling extension multiplies the grid (MapServer does the same): 2 doubles each
         # side, 0.5 halves it.
@@ -436,7 +437,7 @@ def parse_get_coverage_201(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str,
         bbox = _transform(subsetting_crs, output_crs, bbox, "SUBSET")
     native = _native_size(bbox, output_crs, domain, layer)
     width, height = _scaled_size(kvp, native, pipeline)
-    time = subsets.time if subsets.time is not None else parse_time(kvp.get("TIME"), "TIME")
+    time = subsets.time if subsets.time is not None else common.time
     return RenderRequest(
         layer.id,
         request_grid(bbox, output_crs, width, height, "SUBSET"),

@@ -2,24 +2,20 @@
 
 Parsing turns KVP into a typed ``WmsMapRequest`` (version quirks live here: SRS vs CRS, the
 1.3.0 lat/lon BBOX order, I/J vs X/Y); serving only calls the pipeline. Several LAYERS are
-rendered one by one and composited bottom-up.
+rendered one by one and composited bottom-up by the pipeline (``CompositeRequest``).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import time
 from dataclasses import dataclass
 
-import numpy as np
 from fastapi import Response
 
-from server.api.params import parse_int
+from server.api.params import RenderOptions, parse_format, parse_int, parse_size
 from server.api.tiles import image_response
-from server.cache.keys import render_key
 from server.errors import (
-    EotilerError,
     InvalidFormat,
     InvalidParameter,
     InvalidPoint,
@@ -32,18 +28,13 @@ from server.models import (
     ImageFormat,
     Priority,
     RenderRequest,
-    RenderResult,
-    Scene,
     TimeRange,
-    parse_maxcc,
-    parse_priority,
-    parse_time,
     request_grid,
 )
 from server.ogc.crs import is_northing_first, parse_bbox, parse_crs
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
-from server.render.encode import check_format
+from server.render.composite import CompositeRequest
 from server.render.legend import render_legend
 
 VERSIONS = ("1.1.1", "1.3.0")
@@ -71,6 +62,14 @@ class WmsMapRequest:
         """The pipeline request for one of the LAYERS (EVALSCRIPT compiled for that layer)."""
         script = pipeline.registry.get(name).request_script(self.evalscript)
         return RenderRequest(name, self.grid, fmt or self.format, self.time, self.maxcc, self.priority, script=script)
+
+    def image_request(self, pipeline: Pipeline) -> RenderRequest | CompositeRequest:
+        """What the pipeline draws: one layer as it is when transparent (or GeoTIFF data), else
+        the LAYERS composited bottom-up on BGCOLOR (or on nothing when TRANSPARENT)."""
+        parts = tuple(self.render_request(name, pipeline) for name in self.layers)
+        if len(parts) == 1 and (self.transparent or self.format is ImageFormat.GTIFF):
+            return parts[0]
+        return CompositeRequest(parts, self.transparent, self.bgcolor)
 
 
 def _version_key(text: str) -> tuple[int, ...] | None:
@@ -124,20 +123,6 @@ def parse_exceptions(kvp: KVP) -> str:
     raise InvalidParameter("EXCEPTIONS must be XML, INIMAGE or BLANK", parameter="EXCEPTIONS")
 
 
-def parse_format(value: str, parameter: str = "FORMAT") -> ImageFormat:
-    """``image/png`` and variants (``image/png; mode=8bit``, ``png``) -> ImageFormat."""
-    base = value.split(";")[0].strip().lower()
-    aliases = {"image/jpg": "image/jpeg", "image/geotiff": "image/tiff", "image/tif": "image/tiff"}
-    base = aliases.get(base, base)
-    for fmt in ImageFormat:
-        if fmt.value == base:
-            return fmt
-    try:
-        return ImageFormat.from_extension(base.split("/")[-1], parameter)
-    except EotilerError:
-        raise InvalidFormat(f"{parameter} '{value[:40]}' is not supported", parameter=parameter) from None
-
-
 def _boolean(kvp: KVP, name: str) -> bool:
     """A WMS boolean: TRUE or FALSE (any case); absent means FALSE."""
     value = (kvp.get(name) or "FALSE").strip().upper()
@@ -182,10 +167,10 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
     a, b, c, d = parse_bbox(kvp.require("BBOX"))
     bbox = (b, a, d, c) if version == "1.3.0" and is_northing_first(code) else (a, b, c, d)
     limit = pipeline.settings.max_image_size
-    width = parse_int(kvp.require("WIDTH").strip(), "WIDTH", 1, limit)
-    height = parse_int(kvp.require("HEIGHT").strip(), "HEIGHT", 1, limit)
+    width = parse_size(kvp.require("WIDTH"), "WIDTH", limit)
+    height = parse_size(kvp.require("HEIGHT"), "HEIGHT", limit)
     fmt = parse_format(kvp.require("FORMAT"))
-    priority = kvp.get("PRIORITY")
+    options = RenderOptions.from_kvp(kvp.get)
     return WmsMapRequest(
         version=version,
         layers=names,
@@ -194,91 +179,17 @@ def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]
         format=fmt,
         transparent=_boolean(kvp, "TRANSPARENT"),
         bgcolor=parse_bgcolor(kvp),
-        time=parse_time(kvp.get("TIME"), "TIME"),
-        maxcc=parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
-        priority=parse_priority(priority, "PRIORITY"),
+        time=options.time,
+        maxcc=options.maxcc,
+        priority=options.priority,
         exceptions=parse_exceptions(kvp),
-        evalscript=kvp.get("EVALSCRIPT"),
+        evalscript=options.evalscript,
     )
 
 
-def _as_rgba(data: np.ma.MaskedArray) -> np.ndarray:
-    """Post-processed uint8 bands (1 or 3) -> float RGBA in 0..1."""
-    bands = data.data.astype(np.float32) / 255.0
-    rgb = np.repeat(bands[:1], 3, axis=0) if bands.shape[0] == 1 else bands[:3]
-    alpha = (~np.ma.getmaskarray(data)[0]).astype(np.float32)
-    return np.concatenate([rgb, alpha[None]])
-
-
 def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
-    """Render every layer through the pipeline and composite them in LAYERS order."""
-    single = len(req.layers) == 1
-    requests = [req.render_request(name, pipeline) for name in req.layers]
-    for layer_req in requests:
-        if not (single and req.format is ImageFormat.GTIFF):
-            fmt = req.format if req.format is not ImageFormat.GTIFF else ImageFormat.PNG
-            check_format(pipeline.output(layer_req), fmt)
-    first = requests[0]
-    if single and (req.transparent or req.format is ImageFormat.GTIFF):
-        return image_response(pipeline.render(first))
-    # Composite (or opaque) maps are cached as a whole, keyed by every layer's own key.
-    start = time.perf_counter()
-    found = [pipeline.find_scenes(pipeline.registry.get(r.layer), r) for r in requests]
-    timings = {"catalogue": (time.perf_counter() - start) * 1000}
-    parts = [render_key(r, pipeline.registry.get(r.layer), scenes) for r, scenes in zip(requests, found, strict=True)]
-    variant = f"composite:{'|'.join(parts)}:{req.transparent}:{req.bgcolor}:{pipeline.settings.png_zlevel}"
-    key = render_key(first, pipeline.registry.get(first.layer), [], variant=variant)
-    return image_response(pipeline.cached(key, first, lambda: _composite(req, requests, found, pipeline), timings))
-
-
-def _composite(
-    req: WmsMapRequest, requests: list[RenderRequest], found: list[list[Scene]], pipeline: Pipeline
-) -> RenderResult:
-    if len(requests) == 1:
-        return _opaque(req, requests[0], found[0], pipeline)
-    canvas = np.zeros((4, req.grid.height, req.grid.width), dtype=np.float32)
-    scenes: list[str] = []
-    failed: list[str] = []
-    skipped: list[str] = []
-    timings: dict[str, float] = {}
-    for layer_req, layer_scenes in zip(requests, found, strict=True):
-        rendered = pipeline.render_data(layer_req, layer_scenes)
-        failed += rendered.mosaic.failed
-        skipped += rendered.mosaic.skipped
-        layer_rgba = _as_rgba(rendered.data)
-        alpha = layer_rgba[3]
-        canvas[:3] = layer_rgba[:3] * alpha + canvas[:3] * (1 - alpha)
-        canvas[3] = np.maximum(canvas[3], alpha)
-        scenes += [s.id for s in rendered.mosaic.scenes if s.id not in scenes]
-        for name, value in rendered.timings.items():
-            timings[name] = timings.get(name, 0.0) + value
-    rgb = np.rint(canvas[:3] * 255).astype(np.uint8)
-    if req.transparent:
-        mask = np.broadcast_to(canvas[3] == 0, rgb.shape)
-    else:
-        background = np.array(req.bgcolor, dtype=np.uint8)[:, None, None]
-        rgb = np.where(canvas[3] > 0, rgb, background).astype(np.uint8)
-        mask = np.zeros(rgb.shape, dtype=bool)
-    result = pipeline.encode(np.ma.MaskedArray(rgb, mask=mask), requests[0], [], timings)
-    result.scenes, result.failed, result.skipped = scenes, failed, skipped
-    return result
-
-
-def _opaque(req: WmsMapRequest, layer_req: RenderRequest, scenes: list[Scene], pipeline: Pipeline) -> RenderResult:
-    """One layer on BGCOLOR: its 8-bit bands as they are, the background where it is transparent.
-
-    The same image the float composite gives for a single layer (alpha is 0 or 1 here), without
-    its four float passes over the whole map.
-    """
-    rendered = pipeline.render_data(layer_req, scenes)
-    data = rendered.data
-    bands = data.data if data.shape[0] == 3 else np.repeat(data.data[:1], 3, axis=0)
-    transparent = np.ma.getmaskarray(data)[0]
-    rgb = np.where(transparent, np.array(req.bgcolor, dtype=np.uint8)[:, None, None], bands).astype(np.uint8)
-    result = pipeline.encode(np.ma.MaskedArray(rgb, mask=False), layer_req, [], rendered.timings)
-    result.scenes = [s.id for s in rendered.mosaic.scenes]
-    result.failed, result.skipped = rendered.mosaic.failed, rendered.mosaic.skipped
-    return result
+    """Render the map through the pipeline's one entry point."""
+    return image_response(pipeline.render(req.image_request(pipeline)))
 
 
 def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:

@@ -7,19 +7,21 @@ pipeline. The REST template carries the time dimension:
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from urllib.parse import urlencode
 
 from fastapi import Response
 from lxml import etree
 
-from server.api.params import parse_int
+from server.api.dates import time_dimension, utc_today
+from server.api.params import RenderOptions, parse_int
 from server.api.tiles import image_response
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
 from server.evalscript.contract import SampleType
 from server.grids import get_tms, tile_grid
-from server.models import ImageFormat, RenderRequest, TimeRange, parse_maxcc, parse_priority, parse_time
+from server.models import ImageFormat, RenderRequest, TimeRange, parse_time
 from server.ogc.kvp import KVP
 from server.ogc.wms import INFO_FORMATS, feature_info, parse_format, parse_info_format, pixel_cell
 from server.pipeline import Pipeline
@@ -72,7 +74,7 @@ def _formats(layer: Layer) -> tuple[str, ...]:
     return ("image/png", "image/jpeg", "image/webp", "image/tiff")
 
 
-def _layer(contents: etree._Element, layer: Layer, url: str, legend_base: str) -> None:
+def _layer(contents: etree._Element, layer: Layer, url: str, legend_base: str, today: date) -> None:
     element = _wmts(contents, "Layer")
     _ows(element, "Title", layer.config.title)
     if layer.config.abstract:
@@ -100,13 +102,16 @@ def _layer(contents: etree._Element, layer: Layer, url: str, legend_base: str) -
         _wmts(element, "Format", fmt)
     for fmt in INFO_FORMATS:
         _wmts(element, "InfoFormat", fmt)
-    days = sorted({t.date().isoformat() for t in layer.times})
+    # The days with data, the newest as Default (``server.api.dates.time_dimension``); a request
+    # may still send TIME=default (or none) for it.
+    time = time_dimension(layer, today)
     dimension = _wmts(element, "Dimension")
     _ows(dimension, "Identifier", "Time")
-    _wmts(dimension, "Default", layer.config.default_time or "default")
-    _wmts(dimension, "Value", "default")
-    for day in days:
-        _wmts(dimension, "Value", day)
+    _ows(dimension, "UOM", "ISO8601")
+    _wmts(dimension, "Default", time.default if time else "default")
+    _wmts(dimension, "Current", "true")
+    for value in time.values() if time else ["default"]:
+        _wmts(dimension, "Value", value)
     for tms_id in TILE_MATRIX_SETS:
         _wmts(_wmts(element, "TileMatrixSetLink"), "TileMatrixSet", tms_id)
     for fmt in _formats(layer):
@@ -140,12 +145,15 @@ def _tile_matrix_set(contents: etree._Element, tms_id: str, maxzoom: int) -> Non
         _wmts(tm, "MatrixHeight", str(matrix.matrixHeight))
 
 
-@lru_cache(maxsize=32)
 def build_capabilities(registry: LayerRegistry, url: str, legend_base: str) -> bytes:
-    """The WMTS 1.0.0 capabilities document; ``url`` is the service endpoint (``.../ogc/wmts``).
+    """The WMTS 1.0.0 capabilities document; ``url`` is the service endpoint (``.../ogc/wmts``)."""
+    return _build_capabilities(registry, url, legend_base, utc_today())
 
-    Cached like the WMS one: the registry (hashed by identity) never changes once built.
-    """
+
+@lru_cache(maxsize=32)
+def _build_capabilities(registry: LayerRegistry, url: str, legend_base: str, today: date) -> bytes:
+    """Cached like the WMS one: the registry (hashed by identity) never changes once built, and
+    ``today`` ends a STAC API layer's time extent."""
     nsmap = {None: WMTS_NS, "ows": OWS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}
     root = etree.Element(f"{{{WMTS_NS}}}Capabilities", nsmap=nsmap, version="1.0.0")
     root.set(
@@ -165,7 +173,7 @@ def build_capabilities(registry: LayerRegistry, url: str, legend_base: str) -> b
         _operation(ops, name, url)
     contents = _wmts(root, "Contents")
     for layer in registry.layers.values():
-        _layer(contents, layer, url, legend_base)
+        _layer(contents, layer, url, legend_base, today)
     maxzoom = max((layer.config.maxzoom for layer in registry.layers.values()), default=18)
     for tms_id in TILE_MATRIX_SETS:
         _tile_matrix_set(contents, tms_id, maxzoom)
@@ -227,14 +235,9 @@ def get_tile(
     if not tms.minzoom <= zoom <= tms.maxzoom:
         raise InvalidParameter("TILEMATRIX is not in the TileMatrixSet", parameter="TILEMATRIX")
     grid = tile_grid(tms, zoom, _index(col, "TILECOL"), _index(row, "TILEROW"), parameter="TILECOL/TILEROW")
+    options = RenderOptions.from_kvp({"MAXCC": maxcc, "PRIORITY": priority, "EVALSCRIPT": evalscript}.get)
     req = RenderRequest(
-        layer.id,
-        grid,
-        fmt,
-        _time(time),
-        parse_maxcc(maxcc, "MAXCC"),
-        parse_priority(priority, "PRIORITY"),
-        script=layer.request_script(evalscript),
+        layer.id, grid, fmt, _time(time), options.maxcc, options.priority, script=options.script(layer)
     )
     return image_response(pipeline.render_empty(req) if zoom < layer.config.minzoom else pipeline.render(req))
 
@@ -278,13 +281,14 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
     info_parameter = "INFOFORMAT" if "INFOFORMAT" in kvp else "INFO_FORMAT"
     if not (0 <= i < grid.width and 0 <= j < grid.height):
         raise InvalidPoint("I/J is outside the tile", parameter="I")
+    options = RenderOptions.from_kvp(lambda name: None if name == "TIME" else kvp.get(name))
     return feature_info(
         pipeline,
         (layer.id,),
         pixel_cell(grid, i, j),
         _time(kvp.get("TIME")),
-        parse_maxcc(kvp.get("MAXCC"), "MAXCC"),
-        parse_priority(kvp.get("PRIORITY"), "PRIORITY"),
+        options.maxcc,
+        options.priority,
         parse_info_format(kvp, "application/json", info_parameter),
-        kvp.get("EVALSCRIPT"),
+        options.evalscript,
     )

@@ -19,11 +19,13 @@ import rasterio
 from lxml import etree
 from pyproj import Geod
 from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
 
 from server.errors import Overloaded, UpstreamTimeout
 from server.models import Grid, ImageFormat, RenderRequest, RenderResult
 from server.pipeline import Pipeline
 from server.settings import Settings
+from tests.support.hung_store import HungStore
 
 BUDGET = Settings().request_budget  # the default every test server runs with
 WEBMERCATOR = morecantile.tms.get("WebMercatorQuad")
@@ -125,3 +127,32 @@ def test_budget_answers_a_stuck_render_and_its_slot_stays_taken(test_config, pip
     finally:
         release.set()
         pipeline.close()
+
+
+def test_gdal_waits_fit_the_budget_left():
+    """Each S3 attempt is capped at the time a request has left, and only the retries that fit stay."""
+    settings = Settings(s3_timeout=30, s3_retries=3, s3_stall_timeout=5, request_budget=20)
+    base = settings.gdal_environment()
+    assert (base.options["GDAL_HTTP_TIMEOUT"], base.options["GDAL_HTTP_LOW_SPEED_TIME"]) == (10, 5)  # half the budget
+    assert base.within(60) is base
+    late = base.within(4.5)
+    assert late.options["GDAL_HTTP_TIMEOUT"] == 4 and late.options["GDAL_HTTP_LOW_SPEED_TIME"] == 4
+    assert late.options["GDAL_HTTP_MAX_RETRY"] == 0 and late.options["GDAL_HTTP_CONNECTTIMEOUT"] == 4
+    assert late.identity != base.identity  # handles opened with shorter waits are pooled apart
+
+
+def test_gdal_gives_up_on_a_hung_store_within_the_time_left():
+    """A real socket that accepts and never answers: GDAL's open fails once the time left is spent
+    on each of its requests (it makes two), not after EOTILER_S3_TIMEOUT."""
+    store = HungStore("127.0.0.1:9")  # never told to forward
+    settings = Settings(s3_endpoint=store.endpoint, s3_https=False, s3_no_sign_request=True, s3_retries=3)
+    environment = settings.gdal_environment().within(2)
+    path = "/vsis3/eodata/hung/B04.tif"
+    try:
+        start = time.perf_counter()
+        with environment.env(path), pytest.raises(RasterioIOError):
+            rasterio.open(path)
+        elapsed = time.perf_counter() - start
+    finally:
+        store.stop()
+    assert store.accepted >= 1 and elapsed < 2 * 2 + 1.5, elapsed

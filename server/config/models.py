@@ -146,8 +146,9 @@ class LayerConfig(_Strict):
     minzoom: int = Field(default=0, ge=0, le=30)
     # The floor: views coarser than this many metres per pixel (measured on the ground, any CRS)
     # are not read. Maps get a transparent image with an X-Eotiler-Notice header to zoom in, WCS
-    # a 400. The default suits Sentinel-2 and -1 (10-60 m bands): about zoom 6 in Web Mercator
-    # at mid latitudes. null: no floor (only for small or pre-tiled collections).
+    # a 400. The default suits Sentinel-2 and -1 (10-60 m bands): 256 px Web Mercator tiles of
+    # zoom 7 and finer everywhere, zoom 6 from about 52° latitude. null: no floor (only for
+    # small or pre-tiled collections).
     max_meters_per_pixel: float | None = Field(default=DEFAULT_MAX_METERS_PER_PIXEL, gt=0)
     maxzoom: int = Field(default=18, ge=0, le=30)
     resampling: Literal["nearest", "bilinear", "cubic"] = "nearest"

@@ -6,6 +6,9 @@ each kind of bad input gets, so a regression to a vaguer error is caught too.
 
 from __future__ import annotations
 
+import json
+from urllib.parse import urlencode
+
 import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
@@ -402,7 +405,7 @@ DESCRIBE_BASE = {"SERVICE": "WCS", "VERSION": "2.0.1", "REQUEST": "DescribeCover
 DESCRIBE_BAD = {"COVERAGEID": [("NOPE", "NoSuchCoverage"), ("", "MissingParameterValue")]}
 SERVICE_BAD = [
     ("/ogc/wms", {"SERVICE": "WMS", "REQUEST": "GetMap", "VERSION": "1.3.0"}, "MissingParameterValue"),
-    ("/ogc", {"SERVICE": "WFS", "REQUEST": "GetFeature"}, "InvalidParameterValue"),
+    ("/ogc", {"SERVICE": "WFS", "REQUEST": "GetFeature"}, "MissingParameterValue"),  # WFS: no TYPENAMES
     ("/ogc/wms", {"SERVICE": "WMS"}, "MissingParameterValue"),
     ("/ogc/wmts", {"SERVICE": "WMTS", "REQUEST": "DescribeLayer"}, "OperationNotSupported"),
     ("/ogc/wcs", {"SERVICE": "WCS", "REQUEST": "Transaction", "VERSION": "2.0.1"}, "OperationNotSupported"),
@@ -533,8 +536,8 @@ PROTOCOL_CASES = [  # (endpoint, parameters, status, code, locator)
     ("/ogc/wmts", {**WMTS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "SERVICE"),
     ("/ogc/wmts", {**WMTS_BASE, "SERVICE": "WMS"}, 400, "InvalidParameterValue", "SERVICE"),
     ("/ogc/wcs", {**WCS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "SERVICE"),
-    ("/ogc", {**WMS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "SERVICE"),
-    ("/ogc", {"SERVICE": "WFS", "REQUEST": "GetFeature", "TYPENAMES": "x"}, 400, "InvalidParameterValue", "SERVICE"),
+    ("/ogc", {**WMS_BASE, "SERVICE": "WFS"}, 400, "InvalidParameterValue", "VERSION"),  # WFS is 2.0.0
+    ("/ogc", {"SERVICE": "WFS", "REQUEST": "GetFeature", "TYPENAMES": "x"}, 400, "InvalidParameterValue", "TYPENAMES"),
     # sizes beyond the server's limit (WCS has no code of its own for it: InvalidParameterValue)
     ("/ogc/wcs", [*WCS_AREA, ("SCALEFACTOR", "1000")], 400, "InvalidParameterValue", "SCALEFACTOR"),
     ("/ogc/wcs", [*WCS_AREA, ("SCALEFACTOR", "1e308")], 400, "InvalidParameterValue", "SCALEFACTOR"),
@@ -580,3 +583,151 @@ def test_protocol_what_clients_send_is_served(bad_client: TestClient, endpoint: 
     response = bad_client.get(endpoint, params=params)
     assert response.status_code == 200, response.text[:300]
     assert response.headers["content-type"].split(";")[0] == media_type
+
+
+# ---- Sentinel Hub APIs: Catalog API bodies, the token endpoint and WFS 2.0.0 ---------------------
+# Catalog API errors carry Sentinel Hub's shape ({"error": {status, code, message}}) and the
+# project's {"detail", "parameter"}; WFS errors are OWS 1.1 reports (version 2.0.0).
+
+CATALOG = "/api/v1/catalog/1.0.0"
+SEARCH_OK = {"collections": ["sentinel-2-l2a"]}
+CATALOG_SEARCH_BAD = [  # (body, status, parameter)
+    (b"{", 400, "body"),
+    (b"[]", 400, "body"),
+    (b'"text"', 400, "body"),
+    (b"[" * 100000, 400, "body"),
+    ({}, 400, "collections"),
+    ({"collections": "sentinel-2-l2a"}, 400, "collections"),
+    ({"collections": []}, 400, "collections"),
+    ({"collections": ["sentinel-9-nope"]}, 400, "collections"),
+    ({"collections": [1]}, 400, "collections"),
+    ({"collections": ["sentinel-2-l2a"] * 11}, 400, "collections"),
+    ({**SEARCH_OK, "limit": 0}, 400, "limit"),
+    ({**SEARCH_OK, "limit": 101}, 400, "limit"),
+    ({**SEARCH_OK, "limit": 10**12}, 400, "limit"),
+    ({**SEARCH_OK, "limit": "10"}, 400, "limit"),
+    ({**SEARCH_OK, "limit": True}, 400, "limit"),
+    ({**SEARCH_OK, "limit": 1.5}, 400, "limit"),
+    ({**SEARCH_OK, "next": -1}, 400, "next"),
+    ({**SEARCH_OK, "next": "abc"}, 400, "next"),
+    ({**SEARCH_OK, "next": 10**30}, 400, "next"),
+    ({**SEARCH_OK, "bbox": [1, 2, 3]}, 400, "bbox"),
+    ({**SEARCH_OK, "bbox": ["a", 0, 1, 1]}, 400, "bbox"),
+    ({**SEARCH_OK, "bbox": [0, 0, 200, 1]}, 400, "bbox"),
+    ({**SEARCH_OK, "bbox": [0, 10, 1, 5]}, 400, "bbox"),
+    ({**SEARCH_OK, "bbox": [0, 0, 1e308, 1e308]}, 400, "bbox"),
+    ({**SEARCH_OK, "bbox": "0,0,1,1"}, 400, "bbox"),
+    ({**SEARCH_OK, "bbox": [0, 0, 1, 1], "intersects": {"type": "Point", "coordinates": [0, 0]}}, 400, "bbox"),
+    ({**SEARCH_OK, "intersects": {"type": "Polygon"}}, 400, "intersects"),
+    ({**SEARCH_OK, "intersects": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}, 400, "intersects"),
+    ({**SEARCH_OK, "intersects": {"type": "Polygon", "coordinates": [[["a", 0], [1, 1], [0, 1]]]}}, 400, "intersects"),
+    ({**SEARCH_OK, "intersects": {"type": "Polygon", "coordinates": [[[0, 0]] * 20001]}}, 400, "intersects"),
+    ({**SEARCH_OK, "intersects": {"type": "Point", "coordinates": [0, 95]}}, 400, "intersects"),
+    ({**SEARCH_OK, "intersects": [0, 0]}, 400, "intersects"),
+    ({**SEARCH_OK, "datetime": 5}, 400, "datetime"),
+    ({**SEARCH_OK, "datetime": "2022-13-01"}, 400, "datetime"),
+    ({**SEARCH_OK, "datetime": "2022-10-01/2021-01-01"}, 400, "datetime"),
+    ({**SEARCH_OK, "filter": "eo:cloud_cover <"}, 400, "filter"),
+    ({**SEARCH_OK, "filter": "eo:cloud_cover == 5"}, 400, "filter"),
+    ({**SEARCH_OK, "filter": "(" * 200 + "a = 1" + ")" * 200}, 400, "filter"),
+    ({**SEARCH_OK, "filter": "a = 1 AND " * 1000 + "a = 1"}, 400, "filter"),
+    ({**SEARCH_OK, "filter": {"op": "like", "args": [{"property": "id"}, "S2%"]}}, 400, "filter"),
+    ({**SEARCH_OK, "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}]}}, 400, "filter"),
+    ({**SEARCH_OK, "filter": {"op": "<", "args": [{"property": "eo:cloud_cover"}, {"x": 1}]}}, 400, "filter"),
+    ({**SEARCH_OK, "filter": "a = 1", "filter-lang": "cql2-json"}, 400, "filter"),
+    ({**SEARCH_OK, "filter": "a = 1", "filter-lang": "sql"}, 400, "filter-lang"),
+    ({**SEARCH_OK, "filter-crs": "EPSG:3857"}, 400, "filter-crs"),
+    ({**SEARCH_OK, "distinct": "month"}, 400, "distinct"),
+    ({**SEARCH_OK, "fields": "id"}, 400, "fields"),
+    ({**SEARCH_OK, "fields": {"include": [1]}}, 400, "fields"),
+    ({**SEARCH_OK, "fields": {"only": ["id"]}}, 400, "fields"),
+    ({**SEARCH_OK, "ids": "S2A"}, 400, "ids"),
+    ({**SEARCH_OK, "ids": ["x"] * 101}, 400, "ids"),
+]
+CATALOG_GET_BAD = [  # (path, status, parameter)
+    (f"{CATALOG}/collections/sentinel-9-nope", 404, "collection"),
+    (f"{CATALOG}/collections/sentinel-2-l2a/items/NOPE", 404, "item"),
+    (f"{CATALOG}/collections/nope/items/NOPE", 404, "collection"),
+]
+TOKEN_BAD = [  # (form, content type, status, OAuth2 error)
+    ({"grant_type": "client_credentials", "client_id": "a", "client_secret": "b"}, "text/plain", 400,
+     "invalid_request"),
+    ({"client_id": "a", "client_secret": "b"}, None, 400, "invalid_request"),
+    ({"grant_type": "password", "client_id": "a", "client_secret": "b"}, None, 400, "unsupported_grant_type"),
+    ({"grant_type": "client_credentials", "client_id": "a"}, None, 400, "invalid_request"),
+    ({"grant_type": "client_credentials", "client_id": "a", "client_secret": "b" * 9000}, None, 400, "invalid_request"),
+]
+WFS_BASE = {"SERVICE": "WFS", "VERSION": "2.0.0", "REQUEST": "GetFeature", "TYPENAMES": "eotiler:TRUE_COLOR"}
+WFS_BAD = {
+    "TYPENAMES": [("", "MissingParameterValue"), ("NOPE", "InvalidParameterValue"), ("DSS99", "InvalidParameterValue"),
+                  ("TRUE_COLOR,NDVI", "InvalidParameterValue")],
+    "BBOX": [("1,2,3", "InvalidParameterValue"), ("a,b,c,d", "InvalidParameterValue"),
+             ("10,10,0,0", "InvalidParameterValue"), ("1e308,1e308,1e309,1e309", "InvalidParameterValue"),
+             ("0,0,1,1,EPSG:999999", "InvalidParameterValue"), ("nan,0,1,1", "InvalidParameterValue"),
+             ("1e7,1e7,2e7,2e7,urn:ogc:def:crs:EPSG::32629", "InvalidParameterValue"),
+             ("-1e12,-1e12,1e12,1e12,EPSG:3857", "InvalidParameterValue")],
+    "SRSNAME": [("EPSG:999999", "InvalidParameterValue"), ("nonsense", "InvalidParameterValue")],
+    "TIME": [("yesterday", "InvalidParameterValue"), ("2022-10-05/2022-01-01", "InvalidParameterValue")],
+    "MAXCC": [("101", "InvalidParameterValue"), ("nan", "InvalidParameterValue"), ("-1", "InvalidParameterValue")],
+    "COUNT": [("0", "InvalidParameterValue"), ("-1", "InvalidParameterValue"), ("x", "InvalidParameterValue"),
+              ("9" * 40, "InvalidParameterValue"), ("1.5", "InvalidParameterValue")],
+    "MAXFEATURES": [("0", "InvalidParameterValue"), ("\u0661", "InvalidParameterValue")],
+    "STARTINDEX": [("-1", "InvalidParameterValue"), ("1e3", "InvalidParameterValue"),
+                   ("9" * 40, "InvalidParameterValue")],
+    "FEATURE_OFFSET": [("x", "InvalidParameterValue")],
+    "OUTPUTFORMAT": [("image/png", "InvalidParameterValue"), ("shape-zip", "InvalidParameterValue")],
+    "RESULTTYPE": [("everything", "InvalidParameterValue")],
+    "VERSION": [("1.1.0", "InvalidParameterValue"), ("3.0", "InvalidParameterValue")],
+    "REQUEST": [("Transaction", "OperationNotSupported"), ("LockFeature", "OperationNotSupported")],
+    "SERVICE": [("WMS", "InvalidParameterValue")],
+}
+WFS_OTHER_BAD = [  # (endpoint, parameters, code)
+    ("/ogc/wfs", {"SERVICE": "WFS", "REQUEST": "GetCapabilities", "ACCEPTVERSIONS": "1.1"}, "VersionNegotiationFailed"),
+    ("/ogc/wfs", {"SERVICE": "WFS", "REQUEST": "DescribeFeatureType", "TYPENAMES": "NO"}, "InvalidParameterValue"),
+    ("/ogc/wfs", {"SERVICE": "WFS"}, "MissingParameterValue"),
+    ("/ogc/wfs/any-instance-id", {**WFS_BASE, "TYPENAMES": "NOPE"}, "InvalidParameterValue"),
+    ("/ogc", {**WFS_BASE, "COUNT": "0"}, "InvalidParameterValue"),
+]
+WFS_CASES = [("/ogc/wfs", {**WFS_BASE, n: value}, code) for n, values in WFS_BAD.items() for value, code in values]
+WFS_CASES += WFS_OTHER_BAD
+
+
+def _sh_error(response, status: int, parameter: str) -> None:
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["error"]["status"] == status and body["error"]["code"].startswith("COMMON_"), body
+    assert body["parameter"] == parameter, body
+    assert body["detail"] == body["error"]["message"] and "Traceback" not in body["detail"]
+
+
+@pytest.mark.parametrize(("body", "status", "parameter"), CATALOG_SEARCH_BAD)
+def test_catalog_search_bad_input(bad_client: TestClient, body, status: int, parameter: str):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = bad_client.post(f"{CATALOG}/search", content=content, headers={"Content-Type": "application/json"})
+    _sh_error(response, status, parameter)
+
+
+@pytest.mark.parametrize(("path", "status", "parameter"), CATALOG_GET_BAD)
+def test_catalog_get_bad_input(bad_client: TestClient, path: str, status: int, parameter: str):
+    _sh_error(bad_client.get(path), status, parameter)
+
+
+@pytest.mark.parametrize(("form", "content_type", "status", "error"), TOKEN_BAD)
+def test_token_endpoint_bad_input(bad_client: TestClient, form, content_type, status: int, error: str):
+    headers = {"Content-Type": content_type or "application/x-www-form-urlencoded"}
+    path = "/auth/realms/main/protocol/openid-connect/token"
+    response = bad_client.post(path, content=urlencode(form).encode(), headers=headers)
+    assert response.status_code == status, response.text[:300]
+    assert response.json()["error"] == error and response.json()["error_description"]
+
+
+@pytest.mark.parametrize(("endpoint", "params", "code"), WFS_CASES)
+def test_wfs_bad_input(bad_client: TestClient, endpoint: str, params, code: str):
+    response = bad_client.get(endpoint, params=params)
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert response.headers["content-type"].startswith("application/xml")
+    root = etree.fromstring(response.content)
+    assert root.tag == "{http://www.opengis.net/ows/1.1}ExceptionReport" and root.get("version") == "2.0.0"
+    assert root[0].get("exceptionCode") == code, response.text[:300]
+    assert root[0].get("locator") or code == "NoApplicableCode"

@@ -151,4 +151,8 @@ def test_short_client_secrets_are_refused_at_start(tmp_path: Path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="clients"):
         load_config(path)
+    raw["clients"] = {"c": {"secret": "long-enough-secret-1"}}
+    path.write_text(yaml.safe_dump(raw))
+    assert load_config(path).clients["c"].secret.get_secret_value() == "long-enough-secret-1"
+    assert "long-enough-secret-1" not in repr(load_config(path))  # SecretStr: never in a repr or a log
 

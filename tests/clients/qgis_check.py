@@ -1,4 +1,4 @@
-"""Add eotiler's WMS, WMTS and WCS to QGIS (PyQGIS, headless) and render every layer.
+"""Add eotiler's WMS, WMTS, WCS and WFS to QGIS (PyQGIS, headless) and render every layer.
 
 Run by hand with Debian's QGIS (``apt-get install qgis python3-qgis``): ``make qgis-check``.
 It is not part of ``make test``: QGIS is a 1 GB install. The script starts ``eotiler serve`` on a
@@ -36,6 +36,7 @@ from qgis.core import (  # noqa: E402 - the platform must be chosen before Qt lo
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
@@ -66,7 +67,7 @@ def start_server(eotiler: str, port: int, log: Path) -> subprocess.Popen:
 
 
 def layer_uris(base: str) -> dict[str, tuple[str, str]]:
-    """Provider URIs as QGIS's WMS/WMTS and WCS dialogs build them."""
+    """Provider URIs as QGIS's WMS/WMTS, WCS and WFS dialogs build them."""
     wms = f"{base}/ogc/wms"
     wmts_caps = quote(f"{base}/ogc/wmts?SERVICE=WMTS&REQUEST=GetCapabilities", safe=":/")
     # A Sentinel Hub habit: vendor parameters in the base URL (kept on every request).
@@ -108,10 +109,16 @@ def layer_uris(base: str) -> dict[str, tuple[str, str]]:
             "wcs",
             f"cache=AlwaysNetwork&crs=EPSG:4326&format=GeoTIFF&identifier=TRUE_COLOR&time={TIME}&url={base}/ogc/wcs",
         ),
+        # the scene footprints behind the layer (vector: every footprint covering AREA is filled)
+        "WFS 2.0.0 TRUE_COLOR footprints": (
+            "WFS",
+            "pagingEnabled='true' preferCoordinatesForWfsT11='false' restrictToRequestBBOX='1' srsname='EPSG:4326' "
+            f"typename='eotiler:TRUE_COLOR' url='{base}/ogc/wfs' version='2.0.0'",
+        ),
     }
 
 
-def render(layer: QgsRasterLayer, out: Path) -> dict[str, object]:
+def render(layer: QgsRasterLayer | QgsVectorLayer, out: Path) -> dict[str, object]:
     settings = QgsMapSettings()
     settings.setLayers([layer])
     settings.setBackgroundColor(QColor(0, 0, 0, 0))
@@ -173,8 +180,13 @@ def main() -> int:
     try:
         for name, (provider, uri) in layer_uris(f"http://127.0.0.1:{port}").items():
             mark = len(log.read_text().splitlines())
-            layer = QgsRasterLayer(uri, name, provider)
+            if provider == "WFS":
+                layer = QgsVectorLayer(uri, name, provider)
+            else:
+                layer = QgsRasterLayer(uri, name, provider)
             entry: dict[str, object] = {"uri": uri, "valid": layer.isValid()}
+            if provider == "WFS" and layer.isValid():
+                entry["features"] = layer.featureCount()  # the bundled sample: 7 Sentinel-2 L2A scenes
             if layer.isValid():
                 slug = re.sub(r"\W+", "_", name).strip("_").lower()
                 entry.update(render(layer, out / f"{slug}.png"))

@@ -284,7 +284,7 @@ def candidates() -> list[Candidate]:
                 "WEBP",
                 "imagecodecs (libwebp)",
                 "level=90",
-                lambda d: imagecodecs.webp_encode(_interleaved(d, True), level=90),
+                lambda d: imagecodecs.webp_encode(_interleaved(d, True), level=90, lossless=False),
             )
         )
     try:

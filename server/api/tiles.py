@@ -86,7 +86,8 @@ async def tile(
     row = parse_int(y_text, "y", -(10**9), 10**9)
     options = RenderOptions.from_request(request)
     grid = tile_grid(matrices, zoom, col, row, scale)
-    script = target.request_script(options.evalscript, "evalscript")
+    # Compiling a script may wait for V8 (its setup(), a worker start): never on the event loop.
+    script = await run_in_threadpool(options.script, target, "evalscript") if options.evalscript else None
     req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority, script=script)
     # Below the layer's minzoom a tile would read too much data: it is drawn empty instead.
     if zoom < target.config.minzoom:

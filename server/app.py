@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from server import __version__, log_redaction
-from server.api import layers, system, tiles
+from server.api import dates, layers, system, tiles
 from server.api.errors import install_error_handlers
 from server.api.http_caching import install_http_caching
 from server.api.observability import Metrics, ObservabilityMiddleware, install_access_log
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(layers.router)
     app.include_router(tiles.router)
+    app.include_router(dates.router)
     app.include_router(system.router)
     app.include_router(ogc_routes.router)
     app.include_router(sh_catalog.router)

@@ -59,7 +59,7 @@ def test_capabilities_validate_and_describe_grids(client):
     assert sets["WebMercatorQuad512"].find("w:TileMatrix/w:TileWidth", namespaces=NS).text == "512"
     layer = doc.xpath("//w:Layer[ows:Identifier='NDVI']", namespaces=NS)[0]
     values = layer.xpath("w:Dimension/w:Value/text()", namespaces=NS)
-    assert "2022-10-05" in values and "default" in values
+    assert "2022-10-05" in values and layer.findtext("w:Dimension/w:Default", namespaces=NS) == "2022-10-05"
     assert layer.xpath("w:Style/w:LegendURL", namespaces=NS)
     assert "{Time}" in layer.find("w:ResourceURL", namespaces=NS).get("template")
 

@@ -51,6 +51,17 @@ def rounded_bbox(bbox: BBox) -> BBox:
     return (west, south, east, north)
 
 
+def _interval(doc: dict[str, Any]) -> tuple[datetime | None, datetime | None] | None:
+    """The first temporal interval of a collection document (``None`` ends are open), if it has one."""
+    try:
+        ends = doc["extent"]["temporal"]["interval"][0]
+        return tuple(  # type: ignore[return-value]
+            datetime.fromisoformat(str(e).replace("Z", "+00:00")) if e else None for e in ends[:2]
+        )
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
 class StacApiCatalogue:
     """Scenes of one collection of a STAC API, found by footprint, time and cloud cover."""
 
@@ -86,6 +97,7 @@ class StacApiCatalogue:
         self._lock = threading.Lock()
         self._extent: tuple[BBox | None, list[datetime]] | None = None
         self._extent_retry = 0.0  # monotonic time after which a failed extent fetch is retried
+        self.interval: tuple[datetime | None, datetime | None] | None = None  # the collection's temporal extent
         self.searches = 0  # API searches made (the TTL cache's misses): /cache/stats
 
     def search(
@@ -196,6 +208,7 @@ class StacApiCatalogue:
                 doc = self._call("GET", f"{self.url}/collections/{self.collection}", None)
                 box = doc["extent"]["spatial"]["bbox"][0]
                 self._extent = ((float(box[0]), float(box[1]), float(box[2]), float(box[3])), [])
+                self.interval = _interval(doc)
                 self._extent_retry = 0.0
             except (UpstreamUnavailable, KeyError, IndexError, TypeError, ValueError):
                 log.warning("STAC API collection %s: no usable extent, assuming the globe", self.collection)

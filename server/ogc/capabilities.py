@@ -13,12 +13,14 @@ least the native CRS"), and one box in each of the 124 default CRSs made the 1.3
 from __future__ import annotations
 
 import math
+from datetime import date
 from functools import lru_cache
 from urllib.parse import urlencode
 
 from lxml import etree
 from rasterio.warp import transform_bounds
 
+from server.api.dates import time_dimension, utc_today
 from server.catalog.layers import Layer, LayerRegistry
 from server.ogc.crs import is_northing_first, normalise_code, to_crs
 
@@ -98,29 +100,32 @@ def _operation(b: _Builder, parent: etree._Element, name: str, formats: tuple[st
     b.link(b.sub(http, "Get"), url)
 
 
-def _time_dimension(b: _Builder, element: etree._Element, layer: Layer) -> None:
-    days = sorted({t.date().isoformat() for t in layer.times})
-    if not days:
+def _time_dimension(b: _Builder, element: etree._Element, layer: Layer, today: date) -> None:
+    """The days the layer has data on (``server.api.dates.time_dimension``), its newest as the
+    default; ``current="1"``: ``TIME=current`` draws the newest scenes."""
+    dimension = time_dimension(layer, today)
+    if dimension is None:
         return
-    default = layer.config.default_time or days[-1]
     if b.version == "1.3.0":
         b.sub(
             element,
             "Dimension",
-            ",".join(days),
+            dimension.extent(),
             name="time",
             units="ISO8601",
-            default=default,
+            default=dimension.default,
             nearestValue="0",
             multipleValues="0",
-            current="0",
+            current="1",
         )
     else:
         b.sub(element, "Dimension", name="time", units="ISO8601")
-        b.sub(element, "Extent", ",".join(days), name="time", default=default, nearestValue="0")
+        b.sub(element, "Extent", dimension.extent(), name="time", default=dimension.default, nearestValue="0")
 
 
-def _layer(b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[str, ...], url: str) -> None:
+def _layer(
+    b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[str, ...], url: str, today: date
+) -> None:
     element = b.sub(parent, "Layer", queryable="1", opaque="0")
     b.sub(element, "Name", layer.id)
     b.sub(element, "Title", layer.config.title)
@@ -160,7 +165,7 @@ def _layer(b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[s
             "maxy": f"{y1:.6f}",
         }
         b.sub(element, "BoundingBox", **attrs)
-    _time_dimension(b, element, layer)
+    _time_dimension(b, element, layer, today)
     style = b.sub(element, "Style")
     b.sub(style, "Name", "default")
     b.sub(style, "Title", "default")
@@ -180,14 +185,19 @@ def _layer(b: _Builder, parent: etree._Element, layer: Layer, crs_codes: tuple[s
         b.link(legend, f"{url}?{query}")
 
 
-@lru_cache(maxsize=32)
 def build_capabilities(
     registry: LayerRegistry, version: str, url: str, crs_codes: tuple[str, ...], max_size: int
 ) -> bytes:
-    """The capabilities document for ``version`` with operations pointing at ``url``.
+    """The capabilities document for ``version`` with operations pointing at ``url``."""
+    return _build_capabilities(registry, version, url, crs_codes, max_size, utc_today())
 
-    Cached: the registry is built once per app and never changes, so a document depends only on
-    these arguments (the registry by identity).
+
+@lru_cache(maxsize=32)
+def _build_capabilities(
+    registry: LayerRegistry, version: str, url: str, crs_codes: tuple[str, ...], max_size: int, today: date
+) -> bytes:
+    """Cached: the registry is built once per app and never changes, so a document depends only on
+    these arguments (the registry by identity, ``today`` ends a STAC API layer's time extent).
     """
     b = _Builder(version)
     if version == "1.3.0":
@@ -234,7 +244,7 @@ def build_capabilities(
     for code in crs_codes:
         b.sub(root_layer, "CRS" if version == "1.3.0" else "SRS", code)
     for layer in registry.layers.values():
-        _layer(b, root_layer, layer, crs_codes, url)
+        _layer(b, root_layer, layer, crs_codes, url, today)
     doctype = None
     if version == "1.1.1":
         doctype = '<!DOCTYPE WMT_MS_Capabilities SYSTEM "http://schemas.opengis.net/wms/1.1.1/WMS_MS_Capabilities.dtd">'

@@ -21,6 +21,7 @@ from lxml import etree
 from rasterio.warp import transform_bounds
 
 from server.api.dates import time_dimension, utc_today
+from server.cache.documents import extent_cached
 from server.catalog.layers import Layer, LayerRegistry
 from server.ogc.crs import is_northing_first, normalise_code, to_crs
 
@@ -192,12 +193,13 @@ def build_capabilities(
     return _build_capabilities(registry, version, url, crs_codes, max_size, utc_today())
 
 
-@lru_cache(maxsize=32)
+@extent_cached(maxsize=32)
 def _build_capabilities(
     registry: LayerRegistry, version: str, url: str, crs_codes: tuple[str, ...], max_size: int, today: date
 ) -> bytes:
-    """Cached: the registry is built once per app and never changes, so a document depends only on
-    these arguments (the registry by identity, ``today`` ends a STAC API layer's time extent).
+    """Cached per arguments (the registry by identity, ``today`` ends a STAC API layer's time extent)
+    and per catalogue extent of its layers (``server/cache/documents.py``): a changed extent, or the
+    real one after a catalogue outage's whole-globe stand-in, builds a new document.
     """
     b = _Builder(version)
     if version == "1.3.0":

@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from server.api.params import RenderOptions, parse_int, parse_size
+from server.cache.documents import extent_cached
 from server.catalog.layers import Layer
 from server.errors import EotilerError, InvalidFormat, InvalidParameter, InvalidTime, MissingParameter
 from server.evalscript.contract import Evalscript, OutputSpec, SampleType
@@ -113,7 +113,7 @@ def range_bands(output: OutputSpec) -> int:
     return output.bands - (1 if output.has_alpha else 0)
 
 
-@lru_cache(maxsize=256)
+@extent_cached(maxsize=256)
 def coverage_domain(layer: Layer) -> Domain:
     """The native grid of ``layer``: its catalogue extent at the finest band resolution."""
     west, south, east, north = layer.bounds or (-180.0, -90.0, 180.0, 90.0)

@@ -7,10 +7,9 @@ and WCS 2.0.1 with GML 3.2.1, GMLCOV 1.0 and SWE Common 2.0. The coverage domain
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from lxml import etree
 
+from server.cache.documents import extent_cached
 from server.catalog.layers import Layer, LayerRegistry
 from server.evalscript.contract import SampleType
 from server.ogc.wcs import FORMATS, NATIVE_CRS, coverage_domain
@@ -97,7 +96,7 @@ def _root_100(name: str, schema: str) -> etree._Element:
     return root
 
 
-@lru_cache(maxsize=16)
+@extent_cached(maxsize=16)
 def capabilities_100(registry: LayerRegistry, url: str) -> bytes:
     """WCS 1.0.0 ``WCS_Capabilities``."""
     root = _root_100("WCS_Capabilities", "wcsCapabilities.xsd")
@@ -163,7 +162,7 @@ def _offering_100(parent: etree._Element, layer: Layer, crs_codes: tuple[str, ..
         _el(interpolations, WCS10_NS, "interpolationMethod", method)
 
 
-@lru_cache(maxsize=64)
+@extent_cached(maxsize=64)
 def describe_coverage_100(registry: LayerRegistry, layer_ids: tuple[str, ...], crs_codes: tuple[str, ...]) -> bytes:
     """WCS 1.0.0 ``CoverageDescription`` for the named coverages."""
     root = _root_100("CoverageDescription", "describeCoverage.xsd")
@@ -181,7 +180,7 @@ def _ows_operation(parent: etree._Element, name: str, url: str) -> None:
     get.set(f"{{{XLINK_NS}}}href", f"{url}?")
 
 
-@lru_cache(maxsize=16)
+@extent_cached(maxsize=16)
 def capabilities_201(registry: LayerRegistry, url: str, crs_codes: tuple[str, ...]) -> bytes:
     """WCS 2.0.1 ``wcs:Capabilities`` (core, KVP, GeoTIFF, CRS, scaling, range subsetting, interpolation)."""
     nsmap = {
@@ -298,7 +297,7 @@ def _description_201(parent: etree._Element, layer: Layer) -> None:
     _el(parameters, WCS20_NS, "nativeFormat", "image/tiff")
 
 
-@lru_cache(maxsize=64)
+@extent_cached(maxsize=64)
 def describe_coverage_201(registry: LayerRegistry, layer_ids: tuple[str, ...]) -> bytes:
     """WCS 2.0.1 ``wcs:CoverageDescriptions``."""
     nsmap = {

@@ -8,7 +8,6 @@ pipeline. The REST template carries the time dimension:
 from __future__ import annotations
 
 from datetime import date
-from functools import lru_cache
 from urllib.parse import urlencode
 
 from fastapi import Response
@@ -17,6 +16,7 @@ from lxml import etree
 from server.api.dates import time_dimension, utc_today
 from server.api.params import RenderOptions, parse_int
 from server.api.tiles import image_response
+from server.cache.documents import extent_cached
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
 from server.evalscript.contract import SampleType
@@ -150,10 +150,10 @@ def build_capabilities(registry: LayerRegistry, url: str, legend_base: str) -> b
     return _build_capabilities(registry, url, legend_base, utc_today())
 
 
-@lru_cache(maxsize=32)
+@extent_cached(maxsize=32)
 def _build_capabilities(registry: LayerRegistry, url: str, legend_base: str, today: date) -> bytes:
-    """Cached like the WMS one: the registry (hashed by identity) never changes once built, and
-    ``today`` ends a STAC API layer's time extent."""
+    """Cached like the WMS one: per arguments (``today`` ends a STAC API layer's time extent) and
+    per catalogue extent of the layers (``server/cache/documents.py``)."""
     nsmap = {None: WMTS_NS, "ows": OWS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}
     root = etree.Element(f"{{{WMTS_NS}}}Capabilities", nsmap=nsmap, version="1.0.0")
     root.set(

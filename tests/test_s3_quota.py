@@ -47,7 +47,7 @@ def test_concurrent_tiles_hold_at_most_the_configured_connections(config: Path, 
         answers = tile_answers(url, TILES)
         seen = s3.requests()
     assert all(drawn(a) for a in answers), [(a.status_code, a.headers.get("x-eotiler-failed-scenes")) for a in answers]
-    assert len(seen) > 16
+    assert len({entry["path"] for entry in seen}) >= 3  # the three bands' files were read
     assert max(entry["active"] for entry in seen) <= 2
 
 
@@ -62,7 +62,8 @@ def test_a_429_with_retry_after_delays_the_read_and_the_tile_succeeds(config: Pa
         statuses = [entry["status"] for entry in s3.requests()]
     assert drawn(answer) and "x-eotiler-failed-scenes" not in answer.headers
     assert statuses[:2] == [429, 429] and 429 not in statuses[2:]
-    assert elapsed >= 2.0  # Retry-After: 1, honoured twice
+    # Retry-After: 1 held every read back (the tile's three bands may meet the two 429s at once)
+    assert elapsed >= 1.0
 
 
 def test_workers_share_one_gateway_and_no_credential_work_per_tile(
@@ -84,11 +85,17 @@ def test_workers_share_one_gateway_and_no_credential_work_per_tile(
         s3.reset()
         answers = tile_answers(url, TILES)
         seen = s3.requests()
-        metrics = httpx.get(url + "/metrics", timeout=30).text
+        made = 0.0
+        for _ in range(40):  # the supervisor folds the gateway's counters in every few seconds
+            metrics = httpx.get(url + "/metrics", timeout=30).text
+            found = re.search(r"^eotiler_s3_gateway_requests_total ([0-9.e+]+)$", metrics, re.M)
+            made = float(found.group(1)) if found else 0.0
+            if made >= len(seen):
+                break
+            time.sleep(0.25)
     assert all(drawn(a) for a in answers)
     assert max(entry["active"] for entry in seen) <= 3
-    made = re.search(r"^eotiler_s3_gateway_requests_total ([0-9.e+]+)$", metrics, re.M)
-    assert made is not None and float(made.group(1)) >= len(seen) - 1
+    assert made == len(seen)  # every S3 request of both workers went through the one gateway
     text = log.read_text()
     assert "Found credentials" not in text  # botocore's line: no boto3 session was built
     assert "test-secret" not in text

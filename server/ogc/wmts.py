@@ -19,12 +19,12 @@ from server.api.tiles import image_response
 from server.cache.documents import extent_cached
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
-from server.evalscript.contract import SampleType
 from server.grids import get_tms, tile_grid
 from server.models import ImageFormat, RenderRequest, TimeRange, parse_time
 from server.ogc.kvp import KVP
 from server.ogc.wms import INFO_FORMATS, feature_info, parse_format, parse_info_format, pixel_cell
 from server.pipeline import Pipeline
+from server.render.formats import accepted_formats
 
 WMTS_NS = "http://www.opengis.net/wmts/1.0"
 OWS_NS = "http://www.opengis.net/ows/1.1"
@@ -69,9 +69,8 @@ def _operation(parent: etree._Element, name: str, url: str) -> None:
 
 
 def _formats(layer: Layer) -> tuple[str, ...]:
-    if layer.evalscript.output.sample_type is SampleType.FLOAT32:
-        return ("image/tiff",)
-    return ("image/png", "image/jpeg", "image/webp", "image/tiff")
+    """The formats GetTile accepts for the layer (``render.formats``: the encoder's own rule)."""
+    return tuple(fmt.value for fmt in accepted_formats(layer.evalscript.output))
 
 
 def _layer(contents: etree._Element, layer: Layer, url: str, legend_base: str, today: date) -> None:

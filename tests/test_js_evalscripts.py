@@ -339,7 +339,7 @@ def test_units_reflectance_dn_and_scl(pipeline: Pipeline) -> None:
 def test_sentinel1_linear_power_is_the_default_unit(pipeline: Pipeline) -> None:
     layer = pipeline.registry.get("RAW_S1_VH_DB")
     scene = layer.catalogue.scenes[0]
-    grid = Grid(scene.bbox, CRS.from_epsg(4326), 96, 96)
+    grid = Grid(scene.bbox, CRS.from_epsg(4326), 256, 256)  # finer than the layer's max_meters_per_pixel
     source = (
         "//VERSION=3\nfunction setup() { return {input: ['VH'], output: {bands: 1, sampleType: 'FLOAT32'}}; }\n"
         "function evaluatePixel(s) { return [10 * Math.log(s.VH) / Math.LN10]; }"

@@ -28,6 +28,7 @@ from server.evalscript.js_pool import JsLimits
 from server.malloc_arenas import limit_arenas
 from server.ogc import routes as ogc_routes
 from server.ogc.exceptions import ows_exception_xml
+from server.ogcapi import routes as ogcapi_routes
 from server.pipeline import Pipeline
 from server.settings import Settings
 from server.shapi import auth as sh_auth
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(layers.router)
     app.include_router(tiles.router)
     app.include_router(dates.router)
+    app.include_router(ogcapi_routes.router)  # before system's "/": it hands browsers the viewer
     app.include_router(system.router)
     app.include_router(ogc_routes.router)
     app.include_router(sh_catalog.router)

@@ -136,7 +136,7 @@ def test_healthz_docs_and_viewer(client):
     assert docs.status_code == 200 and "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
     assert "cdn" not in docs.text.lower()
     assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
-    page = client.get("/")
+    page = client.get("/", headers={"Accept": "text/html"})  # a browser; other clients get the OGC API landing page
     assert page.status_code == 200 and "/static/vendor/leaflet/leaflet.js" in page.text
     assert client.get("/static/vendor/leaflet/leaflet.js").status_code == 200
 

@@ -52,7 +52,8 @@ def test_viewer_draws_tiles_without_errors(browser, live_url: str, tmp_path):
     assert tiles and all(status == 200 for status, _ in tiles), tiles
     assert drawn_tiles(page) >= 1
     assert page.locator("#layer option").count() >= 10
-    assert page.locator("#time option").count() >= 5
+    # the date list holds the view's days (the largest scene, T29RKH of 2020-02-19), not the catalogue's
+    page.wait_for_function("[...document.querySelectorAll('#time option')].some((o) => o.value === '2020-02-19')")
     page.screenshot(path=os.environ.get("EOTILER_SCREENSHOT", str(tmp_path / "viewer.png")))
     # switch to NDVI through the layer select: legend appears, tiles reload from the NDVI layer
     tiles.clear()
@@ -64,8 +65,9 @@ def test_viewer_draws_tiles_without_errors(browser, live_url: str, tmp_path):
     assert page.evaluate("document.querySelector('#legend').naturalWidth") > 0
     # pick a date: tile URLs carry TIME
     tiles.clear()
-    page.select_option("#time", "2022-10-05")
-    page.wait_for_function("document.querySelectorAll('img.leaflet-tile[src*=\"time=2022-10-05\"]').length >= 1")
+    page.wait_for_function("[...document.querySelectorAll('#time option')].some((o) => o.value === '2020-02-19')")
+    page.select_option("#time", "2020-02-19")
+    page.wait_for_function("document.querySelectorAll('img.leaflet-tile[src*=\"time=2020-02-19\"]').length >= 1")
     assert errors == []
 
 
@@ -93,7 +95,9 @@ def test_viewer_shows_a_stac_api_layer(browser, s3_client, stac):
     assert tiles and all(status == 200 for status, _ in tiles), tiles
     assert drawn_tiles(page) >= 1
     assert len(stac.searches) > searches, "the tiles were found through the STAC API"
-    assert page.is_hidden("#scene-label") and page.is_hidden("#time") and page.is_visible("#day")
+    assert page.is_hidden("#scene-label") and page.is_visible("#day")
+    # the date list comes from the STAC API too: the view's one day
+    page.wait_for_function("[...document.querySelectorAll('#time option')].some((o) => o.value === '2022-10-05')")
     # a typed date reaches the tile URLs, and that day's scene is drawn
     page.fill("#day", "2022-10-05")
     page.wait_for_function(
@@ -102,4 +106,35 @@ def test_viewer_shows_a_stac_api_layer(browser, s3_client, stac):
         timeout=60000,
     )
     assert drawn_tiles(page) >= 1
+    assert errors == []
+
+
+def view_dates(page) -> list[str]:
+    """The days the date list offers (without "latest")."""
+    return page.evaluate("[...document.querySelectorAll('#time option')].map((o) => o.value).filter(Boolean)")
+
+
+def test_date_list_follows_the_view(browser, live_url: str):
+    """The date list holds the days with scenes in the view, cloudy ones marked, and changes when
+    the map moves to another scene; a cloudy day is drawn (maxcc=100 in the tile URLs)."""
+    page, errors, _ = open_viewer(browser, live_url + "/?layer=TRUE_COLOR#map=12/53.12/-8.75")  # over T29UNU
+    page.wait_for_function("document.querySelector('#time').dataset.loaded")
+    assert view_dates(page) == ["2022-10-05"]
+    cloudy = page.locator("#time option[value='2022-10-05']")
+    assert cloudy.get_attribute("class") == "cloudy" and "60 %" in cloudy.inner_text()  # 59.8 % > 30 %
+    page.select_option("#time", "2022-10-05")
+    page.wait_for_function(
+        "document.querySelectorAll('img.leaflet-tile-loaded[src*=\"time=2022-10-05&maxcc=100\"]').length >= 1",
+        timeout=60000,
+    )
+    # move to T29UPU through the scene list: the list now offers that scene's day
+    index = page.evaluate(
+        "[...document.querySelectorAll('#scene option')].findIndex((o) => o.textContent.includes('T29UPU')) - 1"
+    )
+    page.select_option("#scene", str(index))
+    page.wait_for_function(
+        "![...document.querySelectorAll('#time option')].some((o) => o.value === '2022-10-05')", timeout=30000
+    )
+    assert view_dates(page) == ["2017-06-17"]
+    assert page.locator("#time option[value='2017-06-17']").get_attribute("class") != "cloudy"  # 0 %
     assert errors == []

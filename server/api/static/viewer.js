@@ -1,9 +1,12 @@
 // eotiler map viewer: one Leaflet tile layer per configured layer, a TIME selector, scene
 // shortcuts and the legend. Everything is served by eotiler itself (no CDN, no basemap).
 //
-// Layers of a folder catalogue list their scenes and dates (GET /layers/{id}); layers searched
-// through a STAC API list neither ("scenes": null, "times": []): for them the date is typed
-// in, the scene list is hidden and the view is kept (zoomed in to the layer's minzoom).
+// The date list holds the days with scenes in the current view (GET /layers/{id}/dates, asked
+// again when the map stops moving), cloudy ones marked; a cloudy day is drawn with maxcc=100.
+// Layers of a folder catalogue list their scenes (GET /layers/{id}); layers searched through a
+// STAC API do not ("scenes": null): for them a date can also be typed in (a search returns a
+// bounded number of scenes, so older days may be missing from the list), the scene list is
+// hidden and the view is kept (zoomed in to the layer's minzoom).
 // The view is kept in the URL as #map=zoom/lat/lon (OpenStreetMap's convention).
 "use strict";
 
@@ -24,13 +27,21 @@
   const tileLayers = {};
   let current = null;
   let details = null;
+  let datesAsked = null; // the AbortController of the dates request in flight
+  let datesTimer = 0;
+  // Above this cloud cover (%) a day is marked cloudy: the layer's own maxcc, else 30.
+  function cloudLimit() { return details && details.maxcc != null ? details.maxcc : 30; }
 
-  // A listed date when the layer has dates, else the typed one.
-  function timeValue() { return details && !details.times.length ? ui.day.value : ui.time.value; }
+  // A typed date (STAC API layers) wins over the listed one.
+  function timeValue() { return details && details.scenes === null && ui.day.value ? ui.day.value : ui.time.value; }
 
   function tileUrl(id) {
     const time = timeValue();
-    const query = time ? `?time=${encodeURIComponent(time)}` : "";
+    const chosen = ui.time.selectedOptions[0];
+    const params = new URLSearchParams();
+    if (time) params.set("time", time);
+    if (time && time === ui.time.value && chosen && chosen.classList.contains("cloudy")) params.set("maxcc", "100");
+    const query = params.toString() ? `?${params}` : "";
     return `/layers/${encodeURIComponent(id)}/tiles/WebMercatorQuad/{z}/{x}/{y}.png${query}`;
   }
 
@@ -46,13 +57,48 @@
 
   function byId(id) { return Object.values(tileLayers).find((t) => t.options.eotilerId === id); }
 
-  function showDates() {
-    const keep = ui.time.value;
+  function dateOption(day, cloud) {
+    const cloudy = cloud != null && cloud > cloudLimit();
+    const label = cloud == null ? day : `${day}${cloudy ? " \u2601" : ""} ${Math.round(cloud)} %`;
+    const option = new Option(label, day);
+    if (cloudy) { option.className = "cloudy"; option.title = `cloud cover ${cloud} % (above ${cloudLimit()} %)`; }
+    return option;
+  }
+
+  // The days with scenes in the view; the chosen day stays listed (marked) when the view leaves it.
+  async function loadDates() {
+    if (!details) return;
+    if (datesAsked) datesAsked.abort();
+    const asked = new AbortController();
+    datesAsked = asked;
+    const b = map.getBounds();
+    const bbox = [b.getWest(), Math.max(b.getSouth(), -90), b.getEast(), Math.min(b.getNorth(), 90)]
+      .map((v) => v.toFixed(5)).join(",");
+    let found;
+    try {
+      const response = await fetch(`/layers/${encodeURIComponent(details.id)}/dates?bbox=${bbox}&maxcc=100`, { signal: asked.signal });
+      if (!response.ok) return;
+      found = (await response.json()).dates;
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      throw err;
+    }
+    const keep = ui.time.selectedOptions[0];
     ui.time.replaceChildren(new Option("latest", ""));
-    for (const day of details.times) ui.time.add(new Option(day, day));
-    ui.time.value = details.times.includes(keep) ? keep : "";
-    ui.time.hidden = !details.times.length;
-    ui.day.hidden = !!details.times.length;
+    for (const d of found) ui.time.add(dateOption(d.date, d.cloud_cover));
+    if (keep && keep.value && !found.some((d) => d.date === keep.value)) {
+      keep.textContent = `${keep.value} (not in view)`;
+      ui.time.add(keep);
+    }
+    ui.time.value = keep ? keep.value : "";
+    ui.time.dataset.loaded = String(Date.now());
+  }
+
+  function scheduleDates() { clearTimeout(datesTimer); datesTimer = setTimeout(loadDates, 200); }
+
+  function showDates() {
+    ui.time.hidden = false;
+    ui.day.hidden = details.scenes !== null;
   }
 
   function showScenes() {
@@ -101,6 +147,7 @@
     }
     if (fit) fitLayer();
     showZoomHint();
+    scheduleDates();
   }
 
   function area(b) { return (b[2] - b[0]) * (b[3] - b[1]); }
@@ -115,6 +162,7 @@
   map.on("baselayerchange", (e) => { if (e.layer !== current) { current = e.layer; select(e.layer.options.eotilerId, false); } });
   map.on("zoomend", showZoomHint);
   map.on("moveend", () => {
+    scheduleDates();
     const c = map.getCenter();
     history.replaceState(null, "", `#map=${map.getZoom()}/${c.lat.toFixed(5)}/${c.lng.toFixed(5)}`);
   });
@@ -124,7 +172,9 @@
   ui.scene.addEventListener("change", () => {
     const s = (details.scenes || [])[Number(ui.scene.value)];
     if (!s) return;
-    ui.time.value = s.datetime.slice(0, 10);
+    const day = s.datetime.slice(0, 10);
+    if (![...ui.time.options].some((o) => o.value === day)) ui.time.add(dateOption(day, s.cloud_cover));
+    ui.time.value = day;
     refresh();
     fitBox(s.bbox);
   });
@@ -133,5 +183,6 @@
   const view = hashView();
   if (view) map.setView([view[1], view[2]], view[0]);
   await select(params.get("layer") || (layers.find((l) => l.id === "TRUE_COLOR") || layers[0]).id, !view);
+  await loadDates();
   window.eotilerReady = true;
 })().catch((err) => { console.error(err); });

@@ -164,7 +164,11 @@ class Settings(BaseSettings):
         if gateway is None:
             return GdalEnvironment(self.gdal_options(), self.s3())
         local = S3Settings(endpoint=gateway, https=False, region=self.s3_region, no_sign_request=True)
-        return GdalEnvironment(self.gdal_options(), local)
+        # A read waiting in the gateway for the quota receives no byte: that is not a stalled store
+        # (the gateway detects those upstream), so GDAL's stall limit is its whole timeout.
+        options = self.gdal_options()
+        options["GDAL_HTTP_LOW_SPEED_TIME"] = options["GDAL_HTTP_TIMEOUT"]
+        return GdalEnvironment(options, local)
 
     def gateway_options(self, buckets: frozenset[str]) -> GatewayOptions:
         """How the S3 gateway serves ``buckets``: quota, waits bounded by the request budget, caches."""
@@ -174,8 +178,9 @@ class Settings(BaseSettings):
             buckets,
             connections=self.s3_connections,
             requests_per_minute=self.s3_requests_per_minute,
-            budget=timeout,  # quota waits and 429 retries of one read: no longer than GDAL waits for it
+            budget=timeout * 0.8,  # quota waits and 429 retries of one read end before GDAL stops waiting
             timeout=timeout,
+            stall=float(self.s3_stall_timeout),
             index_dir=self.jp2_index_dir,
             redis_url=self.redis_url,
             tile_part_bytes=self.s3_tile_part_cache_mb * 1024**2,

@@ -154,11 +154,13 @@ class OverviewCache:
         tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         method = "nearest" if categorical else "average"
         try:
+            if max_pixels is not None:
+                with rasterio.open(source) as probe:  # the header only: size before any pixel is read
+                    if probe.width * probe.height > max_pixels:
+                        self.skipped += 1
+                        return False
             with Reader(source, options={"nodata": nodata, "resampling_method": method}) as src:
                 ds = src.dataset
-                if max_pixels is not None and ds.width * ds.height > max_pixels:
-                    self.skipped += 1
-                    return False
                 width, height = max(1, round(ds.width / factor)), max(1, round(ds.height / factor))
                 if min(width, height) < _MIN_SIZE < max(ds.width, ds.height):
                     scale = _MIN_SIZE / min(width, height)

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import email.utils
 import hashlib
 import logging
+import os
 import re
 import socket
 import threading
@@ -144,69 +146,88 @@ class IndexStore:
         self._memory: OrderedDict[str, TilePartIndex | None] = OrderedDict()
         self._redis_url = redis_url
         self._redis: Any = None
+        self._redis_broken_until = 0.0
 
     @staticmethod
     def _name(path: str) -> str:
         return hashlib.sha256(path.encode()).hexdigest()
 
     def _client(self) -> Any:
-        if self._redis_url and self._redis is None:
+        if not self._redis_url or time.monotonic() < self._redis_broken_until:
+            return None
+        if self._redis is None:
             import redis
 
             self._redis = redis.Redis.from_url(self._redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         return self._redis
 
+    def _redis_failed(self, exc: Exception) -> None:
+        log.warning("tile-part index store unreachable for 30 s: %s", type(exc).__name__)
+        self._redis_broken_until = time.monotonic() + 30.0
+
     def get(self, path: str) -> TilePartIndex | None | bool:
-        """The stored index of ``path``; ``None`` when known not to need one; ``False`` when unknown."""
-        if path in self._memory:
-            self._memory.move_to_end(path)
-            return self._memory[path]
+        """From memory only (no I/O): the index, ``None`` when it needs none, ``False`` when not there."""
+        if path not in self._memory:
+            return False
+        self._memory.move_to_end(path)
+        return self._memory[path]
+
+    def load(self, path: str) -> TilePartIndex | bool:
+        """From the directory or Redis (blocking I/O: call off the event loop); ``False`` when absent."""
         data = None
         name = self._name(path)
-        if self.directory is not None and (self.directory / name).is_file():
-            data = (self.directory / name).read_bytes()
-        elif self._client() is not None:
+        try:
+            if self.directory is not None and (self.directory / name).is_file():
+                data = (self.directory / name).read_bytes()
+        except OSError as exc:
+            log.warning("tile-part index directory unreadable: %s", exc)
+        client = self._client() if data is None else None
+        if client is not None:
             try:
-                data = self._client().get(f"eotiler:jp2idx:{name}")
+                data = client.get(f"eotiler:jp2idx:{name}")
             except Exception as exc:  # noqa: BLE001 - Redis is an optional level
-                log.warning("tile-part index store unreachable: %s", type(exc).__name__)
+                self._redis_failed(exc)
         if not data:
             return False
         try:
             index = TilePartIndex.from_bytes(data)
         except ValueError:
             return False
-        self._remember(path, index)
+        self.remember(path, index)
         return index
 
-    def _remember(self, path: str, index: TilePartIndex | None) -> None:
+    def remember(self, path: str, index: TilePartIndex | None) -> None:
+        """Keep ``index`` (``None``: the object needs none) in memory."""
         self._memory[path] = index
         self._memory.move_to_end(path)
         while len(self._memory) > INDEX_MEMORY:
             self._memory.popitem(last=False)
 
-    def put(self, path: str, index: TilePartIndex | None) -> None:
-        """Keep ``index`` (``None``: the object needs none) in every level."""
-        self._remember(path, index)
-        if index is None:
-            return
+    def store(self, path: str, index: TilePartIndex) -> None:
+        """Write ``index`` to the directory and Redis (blocking I/O); failures only cost a rebuild later."""
         data, name = index.to_bytes(), self._name(path)
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f".{name}.{threading.get_ident()}"
-            tmp.write_bytes(data)
-            tmp.replace(self.directory / name)
-        if self._client() is not None:
+            tmp = self.directory / f".{name}.{os.getpid()}.{threading.get_ident()}"
             try:
-                self._client().set(f"eotiler:jp2idx:{name}", data, ex=30 * 24 * 3600)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
+                tmp.replace(self.directory / name)
+            except OSError as exc:
+                log.warning("tile-part index not stored on disk: %s", exc)
+                tmp.unlink(missing_ok=True)
+        client = self._client()
+        if client is not None:
+            try:
+                client.set(f"eotiler:jp2idx:{name}", data, ex=30 * 24 * 3600)
             except Exception as exc:  # noqa: BLE001 - Redis is an optional level
-                log.warning("tile-part index store unreachable: %s", type(exc).__name__)
+                self._redis_failed(exc)
 
     def forget(self, path: str) -> None:
         """Drop ``path`` everywhere (its object changed)."""
         self._memory.pop(path, None)
         if self.directory is not None:
-            (self.directory / self._name(path)).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (self.directory / self._name(path)).unlink(missing_ok=True)
 
 
 def s3_buckets(data_roots: Iterable[str]) -> frozenset[str]:
@@ -224,6 +245,7 @@ class GatewayOptions:
     requests_per_minute: int = 2000
     budget: float = 20.0  # seconds one request may wait for the quota and its retries
     timeout: float = 20.0  # seconds one upstream request may take
+    stall: float = 5.0  # seconds without a byte from the store before a request is given up
     index_dir: Path | None = None
     redis_url: str | None = None
     jp2_index: bool = True
@@ -314,6 +336,8 @@ class S3Gateway:
     async def index_for(self, path: str, opening: Upstream | None = None) -> TilePartIndex | None:
         """The index of ``path`` (built once, coalesced); ``None`` when it needs none."""
         known = self.indexes.get(path)
+        if known is False:
+            known = await asyncio.to_thread(self.indexes.load, path)
         if known is not False:
             return known  # type: ignore[return-value]
         building = self._building.get(path)
@@ -323,7 +347,9 @@ class S3Gateway:
         self._building[path] = future
         try:
             index = await self._build(path, opening)
-            self.indexes.put(path, index)
+            self.indexes.remember(path, index)
+            if index is not None:
+                await asyncio.to_thread(self.indexes.store, path, index)
             future.set_result(index)
             return index
         except BaseException as exc:
@@ -385,6 +411,8 @@ class S3Gateway:
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) else None
         index = self.indexes.get(path)
+        if index is False:
+            index = await asyncio.to_thread(self.indexes.load, path)
         if index is False:
             opening = await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
             index = await self.index_for(path, opening)
@@ -519,7 +547,9 @@ class S3Gateway:
             limits = httpx.Limits(
                 max_connections=self.options.connections, max_keepalive_connections=self.options.connections
             )
-            timeout = httpx.Timeout(self.options.timeout, connect=min(5.0, self.options.timeout))
+            # a store that stops sending for ``stall`` seconds is given up (504 to GDAL, which may retry)
+            options = self.options
+            timeout = httpx.Timeout(options.timeout, connect=min(5.0, options.timeout), read=options.stall)
             async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
                 self._client = client
                 started.set()

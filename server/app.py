@@ -33,6 +33,8 @@ from server.pipeline import Pipeline
 from server.settings import Settings
 from server.shapi import auth as sh_auth
 from server.shapi import catalog as sh_catalog
+from server.shapi import process as sh_process
+from server.shapi import statistics as sh_statistics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -81,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(ogc_routes.router)
     app.include_router(sh_catalog.router)
+    app.include_router(sh_process.router)
+    app.include_router(sh_statistics.router)
     app.include_router(sh_auth.router)
     app.state.tokens = sh_auth.TokenAuthority(registry.config.clients, settings.token_secret, settings.token_ttl)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

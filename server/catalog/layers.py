@@ -65,15 +65,19 @@ class Layer:
         ]
         return min(found) if found else 10.0
 
-    def request_script(self, encoded: str | None, parameter: str = "EVALSCRIPT") -> Evalscript | None:
-        """Compile a request's EVALSCRIPT for this layer (``None`` when absent); refused if the layer forbids it."""
+    def request_script(
+        self, encoded: str | None, parameter: str = "EVALSCRIPT", require_default: bool = True
+    ) -> Evalscript | None:
+        """Compile a request's EVALSCRIPT for this layer (``None`` when absent); refused if the layer forbids it.
+
+        ``require_default=False``: a script may lack a ``default`` output (Process and Statistical APIs)."""
         if encoded is None or not encoded.strip():
             return None
         if not (self.config.request_evalscript and self.request_evalscripts):
             raise InvalidParameter(f"layer '{self.id}' does not accept {parameter}", parameter=parameter)
         text = decode_evalscript(encoded, parameter)
         units = self.config.units
-        script = compile_request_script(text, frozenset(self.collection.bands), units, parameter)
+        script = compile_request_script(text, frozenset(self.collection.bands), units, parameter, require_default)
         try:
             check_inputs(script, self.collection)
         except EvalscriptError as exc:

@@ -12,6 +12,7 @@ identifiers its code names, as acorn reads them (comments and strings name none)
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
@@ -120,24 +121,29 @@ def _parse_inputs(value: object, v1_bands: list[str] | None) -> InputSpec:
     return InputSpec(tuple(bands), units_value)
 
 
-def _parse_output(value: object) -> tuple[OutputSpec, tuple[str, ...]]:
+def _parse_output(value: object) -> dict[str, OutputSpec]:
+    """Every output ``setup()`` declares, by id, in declaration order."""
     outputs = value if isinstance(value, list) else [value]
-    ids = []
-    chosen = None
+    found: dict[str, OutputSpec] = {}
     for entry in outputs:
         if not isinstance(entry, dict) or not isinstance(entry.get("bands"), int) or not 1 <= entry["bands"] <= 64:
             raise EvalscriptError("setup().output.bands must be an integer from 1 to 64")
         output_id = str(entry.get("id", "default"))
-        ids.append(output_id)
-        if output_id == "default":
-            chosen = entry
-    if chosen is None:
-        raise EvalscriptError("setup().output has no 'default' output (OGC services return only that one)")
-    try:
-        sample_type = SampleType(str(chosen.get("sampleType", "AUTO")).upper())
-    except ValueError:
-        raise EvalscriptError("setup().output.sampleType must be AUTO, UINT8, UINT16, INT8, INT16 or FLOAT32") from None
-    return OutputSpec(chosen["bands"], sample_type), tuple(ids)
+        try:
+            sample_type = SampleType(str(entry.get("sampleType", "AUTO")).upper())
+        except ValueError:
+            raise EvalscriptError(
+                "setup().output.sampleType must be AUTO, UINT8, UINT16, INT8, INT16 or FLOAT32"
+            ) from None
+        found[output_id] = OutputSpec(entry["bands"], sample_type, output_id)
+    if not found:
+        raise EvalscriptError("setup().output declares no output")
+    return found
+
+
+def _primary(outputs: dict[str, OutputSpec]) -> OutputSpec:
+    """The output maps and coverages draw: ``default``, else the first declared one."""
+    return outputs.get("default") or next(iter(outputs.values()))
 
 
 def script_version(source: str, outline: dict[str, Any] | None) -> int:
@@ -160,7 +166,16 @@ def script_version(source: str, outline: dict[str, Any] | None) -> int:
 class JavaScriptEvalscript:
     """A Sentinel Hub evalscript run in V8 worker processes."""
 
-    def __init__(self, source: str, name: str, band_names: Collection[str], parameter: str | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        name: str,
+        band_names: Collection[str],
+        parameter: str | None = None,
+        require_default: bool = True,
+    ) -> None:
+        """``require_default``: maps and coverages draw the ``default`` output, so a script without
+        one is refused; the Process and Statistical APIs name outputs by id and pass False."""
         self.source = source
         self.name = name
         self.parameter = parameter  # the request parameter the script came in, named in errors
@@ -197,15 +212,34 @@ class JavaScriptEvalscript:
             bands = self._job("probe", {"names": list(self.inputs.bands)})
             if not isinstance(bands, int) or not 1 <= bands <= 64:
                 raise EvalscriptError(f"{name}: the V1 script must return an array of 1 to 64 values")
-            self.output, self.output_ids = OutputSpec(bands, SampleType.AUTO), ("default",)
+            self.outputs = {"default": OutputSpec(bands, SampleType.AUTO)}
         else:
-            self.output, self.output_ids = _parse_output(setup.get("output"))
+            self.outputs = _parse_output(setup.get("output"))
+            if require_default and "default" not in self.outputs:
+                raise EvalscriptError(f"{name}: setup().output has no 'default' output (maps draw only that one)")
+        self.output = _primary(self.outputs)
+        self.output_ids = tuple(self.outputs)
         mosaicking = str(setup.get("mosaicking", "SIMPLE")).upper()
         if mosaicking not in MOSAICKING:
             raise EvalscriptError(f"{name}: setup().mosaicking must be SIMPLE, ORBIT or TILE")
         self.mosaicking = mosaicking
         if ast is not None:
             self._vectorise(ast, names, info.get("globals"))
+
+    def for_output(self, output_id: str) -> JavaScriptEvalscript:
+        """The same script rendering its output ``output_id`` (the Process and Statistical APIs
+        ask for outputs by id); its digest differs, so cache keys tell the outputs apart.
+
+        Only the primary output has the numpy plan (built for it); another output runs in V8,
+        which picks it from what ``evaluatePixel`` returns.
+        """
+        if output_id == self.output.id:
+            return self
+        view = copy.copy(self)
+        view.output = self.outputs[output_id]
+        view.digest = hashlib.sha256(f"{self.digest}\0{output_id}".encode()).hexdigest()
+        view.plan, view.runtime = None, f"v8: output '{output_id}' of a multi-output script"
+        return view
 
     def _vectorise(self, ast: dict[str, Any], names: list[str] | None, report: dict[str, Any] | None) -> None:
         """Build the numpy plan when the script allows one; ``runtime`` says which runs and why."""
@@ -277,7 +311,7 @@ class JavaScriptEvalscript:
             "names": names,
             "n": pixels,
             "bands": self.output.bands,
-            "outputId": "default",
+            "outputId": self.output.id,
             "mosaicking": self.mosaicking,
             "samples": count,
         }

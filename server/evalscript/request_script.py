@@ -65,13 +65,22 @@ def decode_evalscript(encoded: str, parameter: str = "EVALSCRIPT") -> str:
 
 @lru_cache(maxsize=256)
 def compile_request_script(
-    text: str, band_names: frozenset[str], default_units: str, parameter: str = "EVALSCRIPT"
+    text: str,
+    band_names: frozenset[str],
+    default_units: str,
+    parameter: str = "EVALSCRIPT",
+    require_default: bool = True,
 ) -> Evalscript:
-    """Compile decoded request text for a collection's bands (cached: clients repeat scripts per tile)."""
+    """Compile decoded request text for a collection's bands (cached: clients repeat scripts per tile).
+
+    ``require_default=False`` accepts a JavaScript script without a ``default`` output (the
+    Process and Statistical APIs ask for outputs by id)."""
     stripped = text.strip()
     if not stripped.startswith("{") and looks_like_javascript(stripped):
         try:
-            return JavaScriptEvalscript(text, parameter, band_names, parameter=parameter)
+            return JavaScriptEvalscript(
+                text, parameter, band_names, parameter=parameter, require_default=require_default
+            )
         except EvalscriptError as exc:
             raise EvalscriptError(exc.public_message, parameter=parameter) from None
     expression, rescale, colormap, units = stripped, None, None, default_units

@@ -1,0 +1,284 @@
+"""The Sentinel Hub Process API driven by the real sentinelhub-py package.
+
+Only ``SHConfig`` changes, as in sentinelhub-py's documentation examples. Images are compared
+with the server's own WCS output for the same grid and script (the one pipeline must give the
+same pixels whatever the protocol), and with independent rasterio/numpy/shapely computations.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tarfile
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+import shapely.geometry
+from sentinelhub import CRS, BBox, DataCollection, Geometry, MimeType, SentinelHubRequest, SHConfig
+
+from server.models import Grid
+from server.shapi import process as process_module
+from tests.test_pixels import T29UNU, band_file, refl, warp_to
+
+TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
+UTM29 = CRS(32629)
+BOX = (508000, 5880000, 518000, 5886000)  # inside the sample's 29UNU scene of 2022-10-05
+TIME = ("2022-10-01", "2022-10-31")
+SIZE = (200, 120)
+
+TRUE_COLOUR = """//VERSION=3
+function setup() {
+  return {input: ["B02", "B03", "B04"], output: {bands: 3}};
+}
+function evaluatePixel(s) {
+  return [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02];
+}
+"""
+NDVI = """//VERSION=3
+function setup() {
+  return {input: ["B04", "B8A"], output: {bands: 1, sampleType: "FLOAT32"}};
+}
+function evaluatePixel(s) {
+  return [(s.B8A - s.B04) / (s.B8A + s.B04)];
+}
+"""
+BOTH = """//VERSION=3
+function setup() {
+  return {
+    input: ["B02", "B03", "B04", "B8A"],
+    output: [{id: "default", bands: 3}, {id: "ndvi", bands: 1, sampleType: "FLOAT32"}],
+  };
+}
+function evaluatePixel(s) {
+  return {
+    default: [2.5 * s.B04, 2.5 * s.B03, 2.5 * s.B02],
+    ndvi: [(s.B8A - s.B04) / (s.B8A + s.B04)],
+  };
+}
+"""
+
+
+def time_range(first: str, last: str) -> dict[str, str]:
+    return {"from": f"{first}T00:00:00Z", "to": f"{last}T23:59:59Z"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plain_http_oauth() -> Iterator[None]:
+    """oauthlib refuses http:// token URLs unless told; the test servers are plain HTTP on 127.0.0.1."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+        yield
+
+
+def sh_config(base_url: str) -> SHConfig:
+    return SHConfig(
+        sh_base_url=base_url,
+        sh_token_url=base_url + TOKEN_PATH,
+        sh_client_id="any-client",
+        sh_client_secret="any-secret",
+    )
+
+
+def l2a(live_url: str) -> DataCollection:
+    """Sentinel-2 L2A served here: sentinelhub-py sends a collection's requests to its own
+    service_url, so it is defined at this server (as CDSE's examples do for their deployment)."""
+    return DataCollection.SENTINEL2_L2A.define_from("eotiler-s2l2a", service_url=live_url)
+
+
+def sh_request(live_url: str, evalscript: str, responses: list, **bounds) -> SentinelHubRequest:
+    return SentinelHubRequest(
+        evalscript=evalscript,
+        input_data=[SentinelHubRequest.input_data(data_collection=l2a(live_url), time_interval=TIME)],
+        responses=responses,
+        size=bounds.pop("size", SIZE),
+        config=sh_config(live_url),
+        **bounds,
+    )
+
+
+def wcs(client: httpx.Client, evalscript: str, size: tuple[int, int] = SIZE) -> rasterio.io.MemoryFile:
+    """The server's WCS 2.0.1 coverage of TRUE_COLOR's collection with ``evalscript`` on the same grid."""
+    params = [
+        ("SERVICE", "WCS"),
+        ("VERSION", "2.0.1"),
+        ("REQUEST", "GetCoverage"),
+        ("COVERAGEID", "TRUE_COLOR"),
+        ("FORMAT", "image/tiff"),
+        ("SUBSET", f"x({BOX[0]},{BOX[2]})"),
+        ("SUBSET", f"y({BOX[1]},{BOX[3]})"),
+        ("SUBSET", 'time("2022-10-01","2022-10-31")'),
+        ("SUBSETTINGCRS", "http://www.opengis.net/def/crs/EPSG/0/32629"),
+        ("OUTPUTCRS", "http://www.opengis.net/def/crs/EPSG/0/32629"),
+        ("SCALESIZE", f"x({size[0]}),y({size[1]})"),
+        ("EVALSCRIPT", base64.b64encode(evalscript.encode()).decode()),
+    ]
+    response = client.get("/ogc/wcs", params=params)
+    assert response.status_code == 200, response.text[:300]
+    return rasterio.io.MemoryFile(response.content)
+
+
+def wcs_bands(client: httpx.Client, evalscript: str) -> np.ndarray:
+    with wcs(client, evalscript) as memory, memory.open() as src:
+        assert src.crs.to_epsg() == 32629 and (src.width, src.height) == SIZE
+        assert np.allclose(tuple(src.bounds), BOX)
+        return src.read()
+
+
+def test_true_colour_png_equals_wcs(live_url: str, client: httpx.Client):
+    request = sh_request(
+        live_url,
+        TRUE_COLOUR,
+        [SentinelHubRequest.output_response("default", MimeType.PNG)],
+        bbox=BBox(BOX, crs=UTM29),
+    )
+    image = request.get_data()[0]
+    assert image.shape[:2] == (SIZE[1], SIZE[0]) and image.dtype == np.uint8
+    expected = wcs_bands(client, TRUE_COLOUR)  # (3, h, w) uint8
+    assert expected.dtype == np.uint8 and expected.std() > 5  # a real picture, not a blank
+    assert np.array_equal(np.moveaxis(image[:, :, :3], -1, 0), expected)
+
+
+def test_ndvi_float32_tiff_equals_wcs_and_an_independent_ndvi(live_url: str, client: httpx.Client):
+    request = sh_request(
+        live_url, NDVI, [SentinelHubRequest.output_response("default", MimeType.TIFF)], bbox=BBox(BOX, crs=UTM29)
+    )
+    ndvi = request.get_data()[0]
+    assert ndvi.dtype == np.float32 and ndvi.shape == (SIZE[1], SIZE[0])
+    expected = wcs_bands(client, NDVI)[0]
+    assert np.array_equal(ndvi, expected, equal_nan=True)
+    grid = Grid(BOX, rasterio.crs.CRS.from_epsg(32629), *SIZE)
+    b04 = refl(warp_to(band_file(T29UNU, "B04", 60), grid), -1000.0)
+    b8a = refl(warp_to(band_file(T29UNU, "B8A", 60), grid), -1000.0)
+    independent = ((b8a - b04) / (b8a + b04)).astype(np.float32)
+    assert np.isfinite(ndvi).mean() > 0.99 and np.nanstd(ndvi) > 0.05
+    assert np.allclose(ndvi, independent, atol=1e-6, equal_nan=True)
+
+
+def test_multi_response_tar_holds_each_output_named_as_sentinel_hub_does(live_url: str, client: httpx.Client):
+    request = sh_request(
+        live_url,
+        BOTH,
+        [
+            SentinelHubRequest.output_response("default", MimeType.PNG),
+            SentinelHubRequest.output_response("ndvi", MimeType.TIFF),
+            SentinelHubRequest.output_response("userdata", MimeType.JSON),
+        ],
+        bbox=BBox(BOX, crs=UTM29),
+    )
+    members = request.get_data()[0]
+    assert set(members) == {"default.png", "ndvi.tif", "userdata.json"}
+    assert members["userdata.json"] == {}
+    assert np.array_equal(np.moveaxis(members["default.png"][:, :, :3], -1, 0), wcs_bands(client, TRUE_COLOUR))
+    assert np.array_equal(members["ndvi.tif"], wcs_bands(client, NDVI)[0], equal_nan=True)
+
+
+def test_multipart_when_accept_asks(live_url: str, client: httpx.Client):
+    body = {
+        "input": {
+            "bounds": {"bbox": list(BOX), "properties": {"crs": "http://www.opengis.net/def/crs/EPSG/0/32629"}},
+            "data": [{"type": "S2L2A", "dataFilter": {"timeRange": time_range("2022-10-01", "2022-10-31")}}],
+        },
+        "output": {
+            "width": SIZE[0],
+            "height": SIZE[1],
+            "responses": [
+                {"identifier": "default", "format": {"type": "image/png"}},
+                {"identifier": "ndvi", "format": {"type": "image/tiff"}},
+            ],
+        },
+        "evalscript": BOTH,
+    }
+    response = client.post("/api/v1/process", json=body, headers={"Accept": "multipart/mixed"})
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["content-type"].startswith("multipart/mixed; boundary=")
+    boundary = response.headers["content-type"].split('boundary="')[1].rstrip('"').encode()
+    parts = [p for p in response.content.split(b"--" + boundary) if p.strip(b"\r\n-")]
+    names = [p.split(b'filename="')[1].split(b'"')[0] for p in parts]
+    assert names == [b"default.png", b"ndvi.tif"]
+    tif = parts[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]
+    with rasterio.open(io.BytesIO(tif)) as src:
+        assert np.array_equal(src.read(1), wcs_bands(client, NDVI)[0], equal_nan=True)
+    plain = client.post("/api/v1/process", json=body)  # no Accept: a tar, as sentinelhub-py asks
+    assert plain.headers["content-type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(plain.content)) as tar:
+        assert tar.getnames() == ["default.png", "ndvi.tif"]
+
+
+def test_single_response_honours_accept(client: httpx.Client):
+    body = {
+        "input": {
+            "bounds": {"bbox": list(BOX), "properties": {"crs": "http://www.opengis.net/def/crs/EPSG/0/32629"}},
+            "data": [{"type": "sentinel-2-l2a"}],
+        },
+        "output": {"width": 64, "height": 40},
+        "evalscript": TRUE_COLOUR,
+    }
+    png = client.post("/api/v1/process", json=body)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    jpeg = client.post("/api/v1/process", json=body, headers={"Accept": "image/jpeg"})
+    assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg"
+    assert jpeg.content[:3] == b"\xff\xd8\xff"
+
+
+def test_polygon_leaves_pixels_outside_without_data(live_url: str, client: httpx.Client):
+    x0, y0, x1, y1 = BOX
+    ring = [(x0, y0), (x1, y0), (x0 + 2000, y1), (x0, y1), (x0, y0)]  # a quadrilateral leaning right
+    polygon = shapely.geometry.Polygon(ring)
+    request = sh_request(
+        live_url,
+        NDVI,
+        [SentinelHubRequest.output_response("default", MimeType.TIFF)],
+        geometry=Geometry(polygon, crs=UTM29),
+    )
+    clipped = request.get_data()[0]
+    whole = wcs_bands(client, NDVI)[0]  # the polygon's bounds are BOX: the same grid
+    rows, cols = np.mgrid[0 : SIZE[1], 0 : SIZE[0]]
+    xs = x0 + (cols + 0.5) * (x1 - x0) / SIZE[0]
+    ys = y1 - (rows + 0.5) * (y1 - y0) / SIZE[1]
+    inside = shapely.contains_xy(polygon, xs, ys)
+    assert 0.2 < inside.mean() < 0.8
+    assert np.isnan(clipped[~inside]).all()
+    assert np.array_equal(clipped[inside], whole[inside], equal_nan=True)
+    assert np.isfinite(clipped[inside]).mean() > 0.99
+
+
+def test_beyond_2500_pixels_renders_in_strips(client: httpx.Client):
+    width, height = 3000, 1800
+    assert width * height > process_module.STRIP_PIXELS  # more than one strip
+    body = {
+        "input": {
+            "bounds": {"bbox": list(BOX), "properties": {"crs": "http://www.opengis.net/def/crs/EPSG/0/32629"}},
+            "data": [{"type": "sentinel-2-l2a", "dataFilter": {"timeRange": time_range("2022-10-05", "2022-10-05")}}],
+        },
+        "output": {
+            "width": width,
+            "height": height,
+            "responses": [{"identifier": "default", "format": {"type": "image/tiff"}}],
+        },
+        "evalscript": "B04",
+    }
+    response = client.post("/api/v1/process", json=body, timeout=120)
+    assert response.status_code == 200, response.text[:300]
+    with rasterio.open(io.BytesIO(response.content)) as src:
+        assert (src.width, src.height) == (width, height) and src.crs.to_epsg() == 32629
+        got = src.read(1)
+    grid = Grid(BOX, rasterio.crs.CRS.from_epsg(32629), width, height)
+    dn = warp_to(band_file(T29UNU, "B04", 60), grid)
+    expected = np.where(dn == 0, np.nan, refl(dn, -1000.0))
+    close = np.isclose(got, expected, atol=1e-6) | (np.isnan(got) & np.isnan(expected))
+    assert close.mean() > 0.999
+
+
+def test_beyond_the_configured_limit_is_a_400(client: httpx.Client):
+    body = {
+        "input": {"bounds": {"bbox": [-8.9, 53.05, -8.8, 53.1]}, "data": [{"type": "sentinel-2-l2a"}]},
+        "output": {"width": 5000, "height": 100},
+        "evalscript": "B04",
+    }
+    response = client.post("/api/v1/process", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "COMMON_BAD_PAYLOAD"
+    assert "at most 4096" in response.json()["error"]["message"]

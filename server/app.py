@@ -15,6 +15,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from server import __version__, log_redaction
+from server.access.clients import ClientRegistry, with_clients_file
+from server.access.middleware import AccessMiddleware
+from server.access.rate_limit import RateLimiter
 from server.api import dates, layers, system, tiles
 from server.api.errors import install_error_handlers
 from server.api.http_caching import install_http_caching
@@ -49,7 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per STAC API call is noise
     install_access_log()
-    log_redaction.install(settings.secrets())
+    config = with_clients_file(load_config(settings.config), settings.clients_file)
+    clients = ClientRegistry(config.clients)
+    log_redaction.install(settings.secrets() + clients.secrets())
     # GDAL's block cache defaults to 5 % of RAM per process (1.2 GB on a 24 GB machine); it is
     # sized once, at the first read, so it is bounded here at start-up, never per request.
     os.environ.setdefault("GDAL_CACHEMAX", str(settings.gdal_cache_mb))
@@ -58,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     js_limits = JsLimits(settings.js_timeout, settings.js_heap_mb * 1024**2, settings.js_buffer_mb * 1024**2)
     js_pool.configure(settings.js_workers, js_limits, str(settings.js_shm_dir) if settings.js_shm_dir else None)
     js_script.set_vectorize(settings.js_vectorize)
-    registry = LayerRegistry(load_config(settings.config), settings)
+    registry = LayerRegistry(config, settings)
     pipeline = Pipeline(registry, settings)
 
     @asynccontextmanager
@@ -91,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_http_caching(app)
     app.state.metrics = Metrics(pipeline)
-    app.add_middleware(sh_auth.TokenGate, authority=app.state.tokens)
+    app.add_middleware(
+        AccessMiddleware, clients=clients, tokens=app.state.tokens, limiter=RateLimiter(settings.redis_url)
+    )
     app.add_middleware(
         RequestLimitsMiddleware,
         max_url_bytes=settings.max_url_bytes,

@@ -157,3 +157,28 @@ class InvalidPoint(EotilerError):
 
     status = 400
     ogc_code = "InvalidPoint"
+
+
+class NotAuthenticated(EotilerError):
+    """Clients are configured and the request names none (or a credential that is not valid)."""
+
+    status = 401
+    ogc_code = "NoApplicableCode"
+
+
+class Forbidden(EotilerError):
+    """The caller is known but may not use this layer, or may not send its own evalscript."""
+
+    status = 403
+    ogc_code = "NoApplicableCode"
+
+
+class RateLimited(EotilerError):
+    """The caller has used its request-rate limit: come back after ``retry_after`` seconds."""
+
+    status = 429
+    ogc_code = "NoApplicableCode"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
         default=None, description="HS256 key of API tokens (default: derived from the configured client secrets)"
     )
     token_ttl: int = Field(default=3600, ge=60, le=86400, description="seconds an API token stays valid")
+    clients_file: Path | None = Field(
+        default=None, description="YAML mapping of more clients (a mounted secret), merged into the config's clients"
+    )
     render_concurrency: int = Field(default=4, ge=1, le=256, description="renders running at once per process")
     render_queue: int = Field(default=32, ge=0, le=10000, description="renders waiting for a slot before 503")
     request_budget: float = Field(

@@ -114,8 +114,10 @@ def test_api_refuses_missing_bad_expired_and_foreign_tokens(closed_url: str):
         sh_error(http.post(SEARCH, json=body, headers=unsigned), 401, "COMMON_UNAUTHORIZED")
         ghost = signed({**good, "sub": "removed-client"})
         sh_error(http.get("/api/v1/catalog/1.0.0/collections", headers=ghost), 403, "COMMON_INSUFFICIENT_PERMISSIONS")
-        # the OGC services and the token endpoint stay reachable without a token
-        assert http.get("/ogc/wfs", params={"SERVICE": "WFS", "REQUEST": "GetCapabilities"}).status_code == 200
+        # with clients configured the OGC services need a credential too, and a token is one (issue 21)
+        capabilities = {"SERVICE": "WFS", "REQUEST": "GetCapabilities"}
+        assert http.get("/ogc/wfs", params=capabilities).status_code == 401
+        assert http.get("/ogc/wfs", params=capabilities, headers=signed(good)).status_code == 200
 
 
 def test_workers_without_a_token_secret_agree_on_the_key(closed_config: Path):

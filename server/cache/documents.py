@@ -34,7 +34,8 @@ def extent_state(args: tuple[object, ...]) -> Hashable:
     state: list[Hashable] = []
     for arg in args:
         if isinstance(arg, LayerRegistry):
-            state.append(tuple(layer_extent_state(layer) for layer in arg.layers.values()))
+            # keyed by layer id too: ``layers`` is what the request's caller may see (server/access)
+            state.append(tuple((lid, layer_extent_state(layer)) for lid, layer in arg.layers.items()))
         elif isinstance(arg, Layer):
             state.append(layer_extent_state(arg))
     return tuple(state)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from server.access.clients import current_caller
 from server.catalog.catalogue import Catalogue
 from server.catalog.stac_api import StacApiCatalogue
 from server.catalog.static import StaticCatalogue
 from server.config.models import CollectionConfig, Config, LayerConfig, LegendConfig
 from server.config.models import StaticCatalogue as StaticCatalogueConfig
-from server.errors import ConfigError, EotilerError, EvalscriptError, InvalidParameter, LayerNotDefined
+from server.errors import ConfigError, EotilerError, EvalscriptError, Forbidden, InvalidParameter, LayerNotDefined
 from server.evalscript.contract import Evalscript, Samples
 from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.js_script import JavaScriptEvalscript, SceneInfo
@@ -75,6 +76,9 @@ class Layer:
             return None
         if not (self.config.request_evalscript and self.request_evalscripts):
             raise InvalidParameter(f"layer '{self.id}' does not accept {parameter}", parameter=parameter)
+        caller = current_caller.get()
+        if caller is not None and not caller.evalscripts:
+            raise Forbidden(f"this client may not send its own {parameter}", parameter=parameter)
         text = decode_evalscript(encoded, parameter)
         units = self.config.units
         script = compile_request_script(text, frozenset(self.collection.bands), units, parameter, require_default)
@@ -171,7 +175,7 @@ class LayerRegistry:
                     ),
                 )
         self.catalogues = catalogues  # by collection id, layers or not (Catalog API, WFS)
-        self.layers: dict[str, Layer] = {}
+        self.all_layers: dict[str, Layer] = {}  # ``layers`` is what the current caller may see
         for lid, layer in config.layers.items():
             collection = config.collections[layer.collection]
             script = compile_evalscript(lid, layer, collection, config.evalscripts_dir)
@@ -180,7 +184,7 @@ class LayerRegistry:
                 default_time = parse_time(layer.default_time, "default_time")
             except EotilerError as exc:
                 raise ConfigError(f"layers.{lid}.default_time: {exc.public_message}") from None
-            self.layers[lid] = Layer(
+            self.all_layers[lid] = Layer(
                 lid,
                 layer,
                 layer.collection,
@@ -191,9 +195,36 @@ class LayerRegistry:
                 config.request_evalscripts,
             )
 
+    @property
+    def layers(self) -> dict[str, Layer]:
+        """The layers the caller of the current request may use (all of them outside a request).
+
+        Capabilities, layer lists and feature types are built from this, so each client sees
+        only its own layers; ``all_layers`` is the whole configuration.
+        """
+        caller = current_caller.get()
+        if caller is None or caller.layers is None:
+            return self.all_layers
+        return {lid: layer for lid, layer in self.all_layers.items() if lid in caller.layers}
+
+    def find(self, layer_id: str, parameter: str = "layer") -> Layer | None:
+        """The layer, ``None`` when no such layer exists, ``Forbidden`` when the caller may not use it.
+
+        The one place a request's layer name is checked against the caller's layers: every
+        protocol resolves layers here (``get``), or here first when it reports unknown names
+        in its own words (WCS coverages, WFS feature types).
+        """
+        layer = self.all_layers.get(layer_id)
+        if layer is None:
+            return None
+        caller = current_caller.get()
+        if caller is not None and not caller.may_use(layer_id):
+            raise Forbidden(f"{parameter}: this client may not use layer '{layer_id[:64]}'", parameter=parameter)
+        return layer
+
     def get(self, layer_id: str, parameter: str = "layer") -> Layer:
-        """Return a layer or raise ``LayerNotDefined`` naming the parameter."""
-        try:
-            return self.layers[layer_id]
-        except KeyError:
-            raise LayerNotDefined(f"{parameter}: unknown layer '{layer_id[:64]}'", parameter=parameter) from None
+        """Return a layer or raise ``LayerNotDefined`` (``Forbidden``) naming the parameter."""
+        layer = self.find(layer_id, parameter)
+        if layer is None:
+            raise LayerNotDefined(f"{parameter}: unknown layer '{layer_id[:64]}'", parameter=parameter)
+        return layer

@@ -172,12 +172,39 @@ class LayerConfig(_Strict):
 
 
 class ClientConfig(_Strict):
-    """An API client (OAuth2 client credentials): what it authenticates with.
+    """A client of the server: what it authenticates with and what it may do.
 
-    Keyed by client id in ``clients:``; per-client rules (layers, rate limits) belong here too.
+    Keyed by client id in ``clients:``. The same registry serves the OAuth2 token endpoint of
+    the Sentinel Hub APIs (``secret``) and every other endpoint (a token, an API key or the
+    ``instance_id`` in the URL); ``server/access`` enforces ``layers``, ``evalscripts`` and
+    ``rate_limit``.
     """
 
-    secret: SecretStr = Field(min_length=16, description="the client secret (at least 16 characters)")
+    secret: SecretStr | None = Field(
+        default=None, min_length=16, description="the OAuth2 client secret (at least 16 characters)"
+    )
+    api_keys: list[SecretStr] = Field(default_factory=list, description="keys sent as X-API-Key or key=")
+    # Sentinel Hub's configuration instance id: /ogc/wms/<instance_id>, /<instance_id>/layers/...
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{7,63}$")
+    # Layer ids the client may use; null: every layer.
+    layers: list[str] | None = None
+    # Whether the client may replace a layer's script with its own EVALSCRIPT.
+    evalscripts: bool = True
+    # Requests per minute, shared by every worker and replica through Redis; null: no limit.
+    rate_limit: int | None = Field(default=None, ge=1, le=100_000)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("every API key needs at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> ClientConfig:
+        if self.secret is None and not self.api_keys and self.instance_id is None:
+            raise ValueError("give a secret, api_keys or an instance_id")
+        return self
 
 
 class Config(_Strict):
@@ -189,7 +216,23 @@ class Config(_Strict):
     evalscripts_dir: Path = Path("../evalscripts")
     collections: dict[Annotated[str, Field(pattern=_ID)], CollectionConfig] = Field(min_length=1)
     layers: dict[Annotated[str, Field(pattern=_ID)], LayerConfig] = Field(min_length=1)
-    # OAuth2 clients of the Sentinel Hub APIs (/api/v1/*): none means those APIs are open.
+    # Clients of every endpoint (tokens, API keys, instance ids; docs/access.md): none means the
+    # server is open to anyone.
     clients: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@\-]{0,127}$")], ClientConfig] = Field(
         default_factory=dict
     )
+
+    @model_validator(mode="after")
+    def _client_references(self) -> Config:
+        seen: dict[str, str] = {}
+        for cid, client in self.clients.items():
+            unknown = [lid for lid in client.layers or [] if lid not in self.layers]
+            if unknown:
+                raise ValueError(f"clients.{cid}.layers: unknown layer(s) {', '.join(unknown)}")
+            credentials = [k.get_secret_value() for k in client.api_keys]
+            credentials += [client.instance_id] if client.instance_id else []
+            for value in credentials:
+                if value in seen:  # never print the value: it is a credential
+                    raise ValueError(f"clients.{cid}: an API key or instance id is also used by {seen[value]}")
+                seen[value] = cid
+        return self

@@ -10,6 +10,7 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 
+from server.access.middleware import service_url
 from server.api.tiles import PipelineDep, image_response
 from server.errors import EotilerError, InvalidParameter, OperationNotSupported
 from server.ogc import wcs, wcs_documents, wfs, wms, wmts
@@ -36,7 +37,7 @@ def allowed_crs(pipeline: Pipeline) -> tuple[str, ...]:
 
 
 def _service_url(request: Request) -> str:
-    return str(request.url.replace(query=None))
+    return service_url(request)  # under the caller's instance id, when it has one
 
 
 def _wms_error(error: EotilerError, kvp: KVP | None, version: str) -> Response:

@@ -129,7 +129,7 @@ def coverage_domain(layer: Layer) -> Domain:
 
 def coverage_layer(pipeline: Pipeline, name: str, parameter: str) -> Layer:
     """The layer behind a coverage id; ``NoSuchCoverage`` (CoverageNotDefined in 1.0.0) otherwise."""
-    layer = pipeline.registry.layers.get(name.strip())
+    layer = pipeline.registry.find(name.strip(), parameter)  # Forbidden for another client's layer
     if layer is None:
         raise NoSuchCoverage(f"{parameter}: unknown coverage '{name.strip()[:64]}'", parameter=parameter)
     return layer

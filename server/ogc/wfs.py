@@ -81,6 +81,7 @@ def resolve_type(registry: LayerRegistry, text: str, parameter: str = "TYPENAMES
     types = feature_types(registry)
     found = types.get(name) or types.get(SH_TYPE_NAMES.get(name.upper(), ""))
     if found is None:
+        registry.find(name, parameter)  # Forbidden for a layer the caller may not use
         raise InvalidParameter(f"{parameter}: unknown feature type '{name[:64]}'", parameter=parameter)
     return found
 

@@ -1,9 +1,10 @@
-"""OAuth2 client credentials for the Sentinel Hub APIs: the token endpoint and the ``/api/v1`` gate.
+"""OAuth2 client credentials: the token endpoint and the tokens' checks.
 
 Why: sentinelhub-py fetches a token before any call, so the server must issue one. Tokens are
 short-lived HS256 JWTs (PyJWT) naming the client; with clients configured, ``/api/v1/*`` needs a
-valid one. With no clients configured the API is open and the endpoint issues a token to any
-caller, so sentinelhub-py works unchanged against the bundled sample.
+credential, and a token is one on every endpoint (``server/access/middleware.py`` checks them).
+With no clients configured the API is open and the endpoint issues a token to any caller, so
+sentinelhub-py works unchanged against the bundled sample.
 
 The signing key is ``EOTILER_TOKEN_SECRET`` when set. Otherwise it is derived from the configured
 client secrets, so every worker process (and a restart) agrees on it, and changing any client
@@ -28,17 +29,15 @@ import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.config.models import ClientConfig
-from server.shapi.errors import ShApiError, sh_error_response
+from server.shapi.errors import ShApiError
 
 TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"  # Sentinel Hub's path, under this server
 GATED_PREFIX = "/api/v1/"
 _ISSUER = "eotiler"
 _ALGORITHM = "HS256"
 _MAX_FORM_BYTES = 8192
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="eotiler"'}
 
 router = APIRouter(tags=["sentinel-hub"])
 
@@ -60,7 +59,7 @@ class TokenAuthority:
         if secret is not None:
             self._key = secret.get_secret_value().encode()
         elif self.clients:
-            material = "\n".join(f"{cid}\n{c.secret.get_secret_value()}" for cid, c in sorted(self.clients.items()))
+            material = "\n".join(f"{cid}\n{_credential_material(c)}" for cid, c in sorted(self.clients.items()))
             self._key = hmac.new(b"eotiler token signing key", material.encode(), hashlib.sha256).digest()
         else:
             self._key = secrets.token_bytes(32)
@@ -74,9 +73,10 @@ class TokenAuthority:
         """A token response for valid credentials (any credentials while the API is open)."""
         if not self.open:
             client = self.clients.get(client_id)
-            # compare_digest on both paths: an unknown id takes as long as a wrong secret
-            expected = client.secret.get_secret_value() if client else secrets.token_urlsafe(32)
-            if not hmac.compare_digest(expected.encode(), client_secret.encode()) or client is None:
+            # compare_digest on both paths: an unknown id (or one without a secret) takes as long as a wrong secret
+            known = client is not None and client.secret is not None
+            expected = client.secret.get_secret_value() if known else secrets.token_urlsafe(32)  # type: ignore[union-attr]
+            if not hmac.compare_digest(expected.encode(), client_secret.encode()) or not known:
                 raise TokenRefused(401, "invalid_client", "Invalid client or Invalid client credentials")
         now = int(time.time())
         claims = {"iss": _ISSUER, "sub": client_id, "iat": now, "exp": now + self.ttl, "jti": uuid.uuid4().hex}
@@ -103,6 +103,13 @@ class TokenAuthority:
         if client_id not in self.clients:
             raise ShApiError(403, "the token's client is not allowed here", parameter="token")
         return client_id
+
+
+def _credential_material(client: ClientConfig) -> str:
+    """What the derived signing key depends on: the client's secret, else its other credentials."""
+    if client.secret is not None:
+        return client.secret.get_secret_value()
+    return "\n".join([k.get_secret_value() for k in client.api_keys] + [client.instance_id or ""])
 
 
 def _credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
@@ -148,35 +155,3 @@ async def token(request: Request) -> JSONResponse:
             headers.update({"WWW-Authenticate": 'Basic realm="eotiler"'})
         body = {"error": refused.error, "error_description": refused.description}
         return JSONResponse(body, status_code=refused.status, headers=headers)
-
-
-class TokenGate:
-    """Pure ASGI middleware: ``/api/v1/*`` answers 401/403 without a valid token when clients exist.
-
-    A middleware rather than a dependency so every router under the prefix (Catalog, Process,
-    Statistical) is covered without each declaring it. The client id is left in the request
-    state (``client_id``) for per-client rules.
-    """
-
-    def __init__(self, app: ASGIApp, authority: TokenAuthority) -> None:
-        self.app = app
-        self.authority = authority
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the token of gated requests; pass everything else through."""
-        if (
-            scope["type"] != "http"
-            or self.authority.open
-            or scope.get("method") == "OPTIONS"
-            or not str(scope.get("path", "")).startswith(GATED_PREFIX)
-        ):
-            await self.app(scope, receive, send)
-            return
-        header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), None)
-        try:
-            client_id = self.authority.verify(header.decode("latin-1") if header is not None else None)
-        except ShApiError as error:
-            await sh_error_response(error, _CHALLENGE)(scope, receive, send)
-            return
-        scope.setdefault("state", {})["client_id"] = client_id
-        await self.app(scope, receive, send)

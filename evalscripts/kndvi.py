@@ -1,11 +1,14 @@
 """kNDVI = tanh(NDVI^2) (Camps-Valls et al. 2021), coloured white to dark green."""
 
+from pathlib import Path
+
 import numpy as np
 
-from server.evalscript.helpers import colorBlend, hex_rgb, index
+from server.evalscript.colour_ramp import js_colour_ramp
+from server.evalscript.helpers import colorBlend, index
 
-STOPS = [0.0, 0.2, 0.4, 0.6, 0.8]
-COLORS = [hex_rgb(c) for c in ("#f7fcf5", "#c7e9c0", "#74c476", "#238b45", "#00441b")]
+# The ramp lives in the JavaScript twin (kndvi.js), the script Sentinel Hub can run as it is.
+STOPS, COLORS = js_colour_ramp(Path(__file__).with_suffix(".js"))
 
 
 def setup():

@@ -1,9 +1,12 @@
 """Moisture index (NDMI) = (B8A - B11) / (B8A + B11), red (dry) to blue (wet)."""
 
-from server.evalscript.helpers import colorBlend, hex_rgb, index
+from pathlib import Path
 
-STOPS = [-0.8, -0.24, -0.032, 0.032, 0.24, 0.8]
-COLORS = [hex_rgb(c) for c in ("#800000", "#ff0000", "#ffff00", "#00ffff", "#0000ff", "#000080")]
+from server.evalscript.colour_ramp import js_colour_ramp
+from server.evalscript.helpers import colorBlend, index
+
+# The ramp lives in the JavaScript twin (moisture_index.js), the script Sentinel Hub can run as it is.
+STOPS, COLORS = js_colour_ramp(Path(__file__).with_suffix(".js"))
 
 
 def setup():

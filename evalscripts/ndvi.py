@@ -1,9 +1,12 @@
-"""NDVI, coloured with a brown-to-green ramp (the same stops as the layer's legend)."""
+"""NDVI, coloured with a brown-to-green ramp (the stops of ndvi.js and of the layer's legend)."""
 
-from server.evalscript.helpers import colorBlend, hex_rgb, index
+from pathlib import Path
 
-STOPS = [-0.5, 0.0, 0.2, 0.4, 0.6, 1.0]
-COLORS = [hex_rgb(c) for c in ("#0c0c0c", "#eaeaea", "#91bf51", "#4f892d", "#0f540a", "#004400")]
+from server.evalscript.colour_ramp import js_colour_ramp
+from server.evalscript.helpers import colorBlend, index
+
+# The ramp lives in the JavaScript twin (ndvi.js), the script Sentinel Hub can run as it is.
+STOPS, COLORS = js_colour_ramp(Path(__file__).with_suffix(".js"))
 
 
 def setup():

@@ -1,9 +1,12 @@
 """NDWI (McFeeters) = (B03 - B08) / (B03 + B08): open water is positive, shown blue."""
 
-from server.evalscript.helpers import colorBlend, hex_rgb, index
+from pathlib import Path
 
-STOPS = [-0.8, 0.0, 0.8]
-COLORS = [hex_rgb(c) for c in ("#008000", "#ffffff", "#0000cc")]
+from server.evalscript.colour_ramp import js_colour_ramp
+from server.evalscript.helpers import colorBlend, index
+
+# The ramp lives in the JavaScript twin (ndwi.js), the script Sentinel Hub can run as it is.
+STOPS, COLORS = js_colour_ramp(Path(__file__).with_suffix(".js"))
 
 
 def setup():

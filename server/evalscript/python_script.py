@@ -69,7 +69,9 @@ class PythonEvalscript:
     def __init__(self, path: Path) -> None:
         source = path.read_bytes()
         self.name = path.name
-        self.digest = hashlib.sha256(source).hexdigest()
+        # A JavaScript twin next to the file is part of it: twins read their colour ramp from it.
+        twin = path.with_suffix(".js")
+        self.digest = hashlib.sha256(source + (twin.read_bytes() if twin.is_file() else b"")).hexdigest()
         module = _load_module(path, self.digest)
         for func in ("setup", "evaluatePixel"):
             if not callable(getattr(module, func, None)):

@@ -15,8 +15,8 @@ from server.resources import default_config_path
 from server.sources.gdal_env import GdalEnvironment, S3Settings
 from server.sources.s3_gateway import GatewayOptions
 
-# GDAL options for cloud reads; values and reasons in docs/architecture.md and
-# ../shared/notes/performance.md (measured there: each removes requests per tile).
+# GDAL options for cloud reads; values, reasons and the request counts measured for each in
+# docs/eodata-performance.md (each removes requests per tile).
 CLOUD_GDAL_OPTIONS: dict[str, object] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no LIST request per open
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2,.xml",  # .xml: granule angles (sources/angles.py)

@@ -1,1 +1,2 @@
-"""Rendered-image caching: keys (``keys.py``) and the two-level tile cache (``tile_cache.py``)."""
+"""Caching: keys (``keys.py``), the two-level tile cache (``tile_cache.py``), renders through it
+(``render_cache.py``), documents that live as long as the catalogue extent (``documents.py``)."""

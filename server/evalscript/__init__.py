@@ -1,7 +1,8 @@
 """Evalscripts: declared inputs and outputs plus a vectorised evaluate over whole tiles.
 
-Python evalscript files (trusted, from the configuration) and inline expressions (safe enough
-for requests) implement the same ``Evalscript`` contract; JavaScript scripts will too.
+Python evalscript files (trusted, from the configuration), inline expressions and Sentinel Hub
+JavaScript evalscripts (V8 or their exact numpy runtime; the last two also from requests)
+implement the same ``Evalscript`` contract.
 """
 
 from server.evalscript.contract import Evalscript, InputSpec, OutputSpec, Samples, SampleType

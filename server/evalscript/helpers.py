@@ -1,7 +1,7 @@
 """Vectorised versions of the Sentinel Hub evalscript helpers users know.
 
-Semantics follow the Sentinel Hub utility-function documentation (see
-``../shared/notes/evalscript-v3-semantics.md``): ``index`` returns 0 where the sum is 0,
+Semantics follow Sentinel Hub's documentation of the evalscript V3 utility functions:
+``index`` returns 0 where the sum is 0,
 ``valueMap`` intervals are (from, to], ``valueInterpolate``/``colorBlend`` clamp to the end
 values. Each helper takes numpy arrays (or scalars) and returns arrays of the same shape, so a
 script runs once per tile instead of once per pixel.

@@ -1,1 +1,2 @@
-"""OGC services (WMS today) on top of the one pipeline: parse KVP -> RenderRequest -> response."""
+"""OGC services (WMS, WMTS, WCS, WFS) on the one pipeline: parse KVP -> typed request ->
+``Pipeline.render`` -> response (or an OGC exception report)."""

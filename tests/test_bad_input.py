@@ -731,3 +731,194 @@ def test_wfs_bad_input(bad_client: TestClient, endpoint: str, params, code: str)
     assert root.tag == "{http://www.opengis.net/ows/1.1}ExceptionReport" and root.get("version") == "2.0.0"
     assert root[0].get("exceptionCode") == code, response.text[:300]
     assert root[0].get("locator") or code == "NoApplicableCode"
+
+
+# ---- Sentinel Hub Process and Statistical APIs: bodies ------------------------------------------
+# Every case is a 4xx in Sentinel Hub's error shape naming the offending member, never a 500.
+
+PROCESS = "/api/v1/process"
+STATISTICS = "/api/v1/statistics"
+_DROP = object()
+_JS_NDVI = (
+    "//VERSION=3\nfunction setup() { return {input: ['B04', 'B8A', 'dataMask'], output: ["
+    "{id: 'default', bands: 1, sampleType: 'FLOAT32'}, {id: 'dataMask', bands: 1}]}; }\n"
+    "function evaluatePixel(s) { return {default: [(s.B8A - s.B04) / (s.B8A + s.B04)], dataMask: [s.dataMask]}; }"
+)
+_INPUT = {
+    "bounds": {"bbox": [-8.9, 53.05, -8.8, 53.1], "properties": {"crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
+    "data": [{"type": "sentinel-2-l2a", "dataFilter": {"timeRange": {"from": "2022-10-01T00:00:00Z",
+                                                                     "to": "2022-10-31T23:59:59Z"}}}],
+}
+PROCESS_OK = {
+    "input": _INPUT,
+    "output": {"width": 32, "height": 32, "responses": [{"identifier": "default", "format": {"type": "image/tiff"}}]},
+    "evalscript": _JS_NDVI,
+}
+STATISTICS_OK = {
+    "input": _INPUT,
+    "aggregation": {
+        "timeRange": {"from": "2022-10-01T00:00:00Z", "to": "2022-10-10T00:00:00Z"},
+        "aggregationInterval": {"of": "P1D"},
+        "width": 32,
+        "height": 32,
+        "evalscript": _JS_NDVI,
+    },
+}
+
+
+def _with(base: dict, path: str, value: object) -> dict:
+    """A deep copy of ``base`` with the dotted ``path`` set to ``value`` (removed for ``_DROP``)."""
+    body = json.loads(json.dumps(base))
+    node = body
+    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
+    for key in keys[:-1]:
+        node = node[key]
+    if value is _DROP:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return body
+
+
+_SHARED_BAD = [  # (path, value, parameter): input members, the same in both APIs
+    ("input", _DROP, "input"),
+    ("input", [1], "input"),
+    ("input.bounds", _DROP, "input.bounds"),
+    ("input.bounds", "x", "input.bounds"),
+    ("input.bounds.bbox", [1, 2, 3], "input.bounds.bbox"),
+    ("input.bounds.bbox", ["a", 0, 1, 1], "input.bounds.bbox"),
+    ("input.bounds.bbox", [-8.8, 53.1, -8.9, 53.05], "input.bounds.bbox"),
+    ("input.bounds.bbox", [0, 0, 1e308, 1e308], "input.bounds.bbox"),
+    ("input.bounds.bbox", "0,0,1,1", "input.bounds.bbox"),
+    ("input.bounds.properties.crs", "http://www.opengis.net/def/crs/EPSG/0/999999", "input.bounds.properties.crs"),
+    ("input.bounds.properties.crs", "nonsense", "input.bounds.properties.crs"),
+    ("input.bounds.properties.crs", 4326, "input.bounds.properties.crs"),
+    ("input.bounds.bbox", _DROP, "input.bounds"),
+    ("input.bounds.geometry", {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}, "input.bounds.geometry"),
+    ("input.bounds.geometry", {"type": "Polygon", "coordinates": [[["a", 0], [1, 1], [0, 1]]]},
+     "input.bounds.geometry"),
+    ("input.bounds.geometry", {"type": "Polygon", "coordinates": [[[0, 0]] * 20001]}, "input.bounds.geometry"),
+    ("input.bounds.geometry", {"type": "Polygon"}, "input.bounds.geometry"),
+    ("input.data", _DROP, "input.data"),
+    ("input.data", [], "input.data"),
+    ("input.data", [{"type": "sentinel-2-l2a"}, {"type": "sentinel-1-grd"}], "input.data"),
+    ("input.data", ["sentinel-2-l2a"], "input.data"),
+    ("input.data.0.type", _DROP, "input.data[0].type"),
+    ("input.data.0.type", 5, "input.data[0].type"),
+    ("input.data.0.type", "sentinel-9-nope", "input.data[0].type"),
+    ("input.data.0.dataFilter.maxCloudCoverage", 101, "input.data[0].dataFilter.maxCloudCoverage"),
+    ("input.data.0.dataFilter.maxCloudCoverage", "x", "input.data[0].dataFilter.maxCloudCoverage"),
+    ("input.data.0.dataFilter.mosaickingOrder", "newest", "input.data[0].dataFilter.mosaickingOrder"),
+    ("input.data.0.dataFilter.timeRange", {"from": "yesterday"}, "input.data[0].dataFilter.timeRange"),
+    ("input.data.0.dataFilter.timeRange", {"from": "2022-10-05", "to": "2022-01-01"},
+     "input.data[0].dataFilter.timeRange"),
+    ("input.data.0.dataFilter.timeRange", "2022", "input.data[0].dataFilter.timeRange"),
+    ("input.data.0.processing", {"upsampling": "LANCZOS"}, "input.data[0].processing.upsampling"),
+]
+PROCESS_BAD = [(_with(PROCESS_OK, p, v), 400, name) for p, v, name in _SHARED_BAD] + [
+    (b"{", 400, "body"),
+    (b"[]", 400, "body"),
+    (b"[" * 100000, 400, "body"),
+    (_with(PROCESS_OK, "output.width", 0), 400, "output.width"),
+    (_with(PROCESS_OK, "output.width", "32"), 400, "output.width"),
+    (_with(PROCESS_OK, "output.width", 100000), 400, "output.width"),
+    (_with(_with(PROCESS_OK, "output.width", 16384), "output.height", 16384), 400, "output.width"),
+    (_with(PROCESS_OK, "output.resx", 0.001), 400, "output.width"),
+    (_with(_with(PROCESS_OK, "output.width", _DROP), "output.height", _DROP), 400, "output.width"),
+    (_with(_with(_with(PROCESS_OK, "output.width", _DROP), "output.height", _DROP), "output.resx", -1), 400,
+     "output.resx"),
+    (_with(_with(_with(PROCESS_OK, "output.width", _DROP), "output.height", _DROP), "output.resx", 1e-9), 400,
+     "output.width"),
+    (_with(PROCESS_OK, "input.bounds.bbox", [-20, 35, 20, 60]), 400, "output.width"),  # beyond the layer's floor
+    (_with(PROCESS_OK, "output.responses", []), 400, "output.responses"),
+    (_with(PROCESS_OK, "output.responses", "default"), 400, "output.responses"),
+    (_with(PROCESS_OK, "output.responses", [{"identifier": "default"}] * 17), 400, "output.responses"),
+    (_with(PROCESS_OK, "output.responses.0.format.type", "image/bmp"), 400, "output.responses[0].format.type"),
+    (_with(PROCESS_OK, "output.responses.0.format.type", 7), 400, "output.responses[0].format.type"),
+    (_with(PROCESS_OK, "output.responses.0.format", "png"), 400, "output.responses[0].format"),
+    (_with(PROCESS_OK, "output.responses.0.identifier", "nope"), 400, "evalscript"),
+    (_with(PROCESS_OK, "output.responses.0", {"identifier": "userdata", "format": {"type": "image/png"}}), 400,
+     "output.responses[0]"),
+    (_with(PROCESS_OK, "output.responses", [{"identifier": "default"}, {"identifier": "default"}]), 400,
+     "output.responses[1]"),
+    (_with(PROCESS_OK, "output.responses.0.format.type", "image/png"), 400, "format"),  # float32 needs a TIFF
+    (_with(PROCESS_OK, "evalscript", _DROP), 400, "evalscript"),
+    (_with(PROCESS_OK, "evalscript", 5), 400, "evalscript"),
+    (_with(PROCESS_OK, "evalscript", "   "), 400, "evalscript"),
+    (_with(PROCESS_OK, "evalscript", "//VERSION=3\nfunction setup( {"), 400, "evalscript"),
+    (_with(PROCESS_OK, "evalscript", "B04 +* B03"), 400, "evalscript"),
+    (_with(PROCESS_OK, "evalscript", "//" + "x" * 40000 + "\nreturn [B04];"), 400, "evalscript"),
+    (_with(PROCESS_OK, "evalscript", "return [B99];"), 400, "evalscript"),
+]
+STATISTICS_BAD = [(_with(STATISTICS_OK, p, v), 400, name) for p, v, name in _SHARED_BAD] + [
+    (b"{", 400, "body"),
+    (b"null", 400, "body"),
+    (_with(STATISTICS_OK, "aggregation", _DROP), 400, "aggregation"),
+    (_with(STATISTICS_OK, "aggregation", []), 400, "aggregation"),
+    (_with(STATISTICS_OK, "aggregation.timeRange", _DROP), 400, "aggregation.timeRange"),
+    (_with(STATISTICS_OK, "aggregation.timeRange.from", _DROP), 400, "aggregation.timeRange.from"),
+    (_with(STATISTICS_OK, "aggregation.timeRange.to", 20221010), 400, "aggregation.timeRange.to"),
+    (_with(STATISTICS_OK, "aggregation.timeRange.from", "2022-13-01"), 400, "aggregation.timeRange"),
+    (_with(STATISTICS_OK, "aggregation.timeRange.from", "2023-01-01"), 400, "aggregation.timeRange"),
+    (_with(STATISTICS_OK, "aggregation.aggregationInterval", _DROP), 400, "aggregation.aggregationInterval"),
+    (_with(STATISTICS_OK, "aggregation.aggregationInterval.of", "P1X"), 400, "aggregation.aggregationInterval.of"),
+    (_with(STATISTICS_OK, "aggregation.aggregationInterval.of", "P0D"), 400, "aggregation.aggregationInterval.of"),
+    (_with(STATISTICS_OK, "aggregation.aggregationInterval.of", "PT1S"), 400, "aggregation.aggregationInterval.of"),
+    (_with(STATISTICS_OK, "aggregation.aggregationInterval.of", 1), 400, "aggregation.aggregationInterval.of"),
+    (_with(STATISTICS_OK, "aggregation.aggregationInterval.of", "P" + "9" * 30 + "D"), 400,
+     "aggregation.aggregationInterval.of"),
+    (_with(STATISTICS_OK, "aggregation.aggregationInterval.lastIntervalBehavior", "DROP"), 400,
+     "aggregation.aggregationInterval.lastIntervalBehavior"),
+    (_with(STATISTICS_OK, "aggregation.timeRange.from", "1990-01-01T00:00:00Z"), 400,
+     "aggregation.aggregationInterval.of"),  # more than 1000 daily intervals
+    (_with(STATISTICS_OK, "aggregation.width", 100000), 400, "aggregation.width"),
+    (_with(STATISTICS_OK, "aggregation.width", -3), 400, "aggregation.width"),
+    (_with(STATISTICS_OK, "aggregation.evalscript", _DROP), 400, "aggregation.evalscript"),
+    (_with(STATISTICS_OK, "aggregation.evalscript", _JS_NDVI.replace("{id: 'default', bands: 1, sampleType: "
+                                                                     "'FLOAT32'}, ", "")), 400,
+     "aggregation.evalscript"),
+    (_with(STATISTICS_OK, "calculations", "all"), 400, "calculations"),
+    (_with(STATISTICS_OK, "calculations", {"nope": {}}), 400, "calculations.nope"),
+    (_with(STATISTICS_OK, "calculations", {"default": []}), 400, "calculations.default"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"statistics": {"B0": {"percentiles": {"k": [101]}}}}}), 400,
+     "calculations.default.statistics.B0.percentiles"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"statistics": {"B0": {"percentiles": {}}}}}), 400,
+     "calculations.default.statistics.B0.percentiles.k"),
+    (_with(STATISTICS_OK, "calculations",
+           {"default": {"statistics": {"B0": {"percentiles": {"k": [5], "interpolation": "cubic"}}}}}), 400,
+     "calculations.default.statistics.B0.percentiles.interpolation"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"histograms": {"B0": {}}}}), 400,
+     "calculations.default.histograms.B0"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"histograms": {"B0": {"nBins": 10**7}}}}), 400,
+     "calculations.default.histograms.B0.nBins"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"histograms": {"B0": {"nBins": 2.5}}}}), 400,
+     "calculations.default.histograms.B0.nBins"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"histograms": {"B0": {"bins": [1, 0.5]}}}}), 400,
+     "calculations.default.histograms.B0.bins"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"histograms": {"B0": {"binWidth": 1e-9, "lowEdge": 0,
+                                                                              "highEdge": 1}}}}), 400,
+     "calculations.default.histograms.B0.binWidth"),
+    (_with(STATISTICS_OK, "calculations", {"default": {"histograms": {"B0": {"nBins": 4, "lowEdge": 1,
+                                                                              "highEdge": 0}}}}), 400,
+     "calculations.default.histograms.B0.lowEdge"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "parameter"), PROCESS_BAD)
+def test_process_bad_input(bad_client: TestClient, body, status: int, parameter: str):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = bad_client.post(PROCESS, content=content, headers={"Content-Type": "application/json"})
+    _sh_error(response, status, parameter)
+
+
+@pytest.mark.parametrize(("body", "status", "parameter"), STATISTICS_BAD)
+def test_statistics_bad_input(bad_client: TestClient, body, status: int, parameter: str):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = bad_client.post(STATISTICS, content=content, headers={"Content-Type": "application/json"})
+    _sh_error(response, status, parameter)
+
+
+@pytest.mark.parametrize(("endpoint", "body"), [(PROCESS, PROCESS_OK), (STATISTICS, STATISTICS_OK)])
+def test_process_and_statistics_good_bodies_are_served(bad_client: TestClient, endpoint: str, body: dict):
+    response = bad_client.post(endpoint, json=body)
+    assert response.status_code == 200, response.text[:300]

@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from server.api.tiles import PipelineDep
-from server.errors import EotilerError, InvalidParameter, MissingParameter, UpstreamTimeout
+from server.errors import EotilerError, InvalidParameter, UpstreamTimeout
 from server.evalscript.contract import Evalscript
 from server.models import Grid, ImageFormat, RenderRequest, TimeRange, parse_time
 from server.pipeline import Pipeline
@@ -254,7 +254,9 @@ def parse(pipeline: Pipeline, body: dict[str, Any]) -> StatisticsRequest:
     declared = shr.outputs(script)
     outputs = tuple(o for o in declared if o != DATA_MASK)
     if not outputs:
-        raise MissingParameter("aggregation.evalscript declares no output but dataMask", parameter="aggregation")
+        raise InvalidParameter(
+            "aggregation.evalscript declares no output but dataMask", parameter="aggregation.evalscript"
+        )
     found = intervals(aggregation)
     calculations = parse_calculations(body.get("calculations"), declared)
     return StatisticsRequest(data, bounds, shr.grid(bounds, size), script, outputs, found, calculations)

@@ -1,4 +1,5 @@
-"""Add eotiler's WMS, WMTS, WCS and WFS to QGIS (PyQGIS, headless) and render every layer.
+"""Add eotiler's WMS, WMTS, WCS and WFS to QGIS (PyQGIS, headless) and render every layer; step
+a WMS-T layer through three dates with the temporal controller's settings.
 
 Run by hand with Debian's QGIS (``apt-get install qgis python3-qgis``): ``make qgis-check``.
 It is not part of ``make test``: QGIS is a 1 GB install. The script starts ``eotiler serve`` on a
@@ -12,6 +13,8 @@ Usage: /usr/bin/python3 tests/clients/qgis_check.py [--eotiler .venv/bin/eotiler
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import os
 import re
@@ -26,23 +29,34 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import yaml  # noqa: E402 - python3-yaml, a dependency of Debian's QGIS
 from qgis.core import (  # noqa: E402 - the platform must be chosen before Qt loads
     Qgis,
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsDateTimeRange,
     QgsMapRendererSequentialJob,
     QgsMapSettings,
     QgsProject,
+    QgsRasterDataProviderTemporalCapabilities,
     QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QSize  # noqa: E402
+from qgis.PyQt.QtCore import QDate, QDateTime, QSize, Qt, QTime  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
 
 AREA = (-8.9, 53.0, -8.6, 53.2)  # lon/lat inside the bundled 2022 T29UNU scene
 TIME = "2022-10-05"
+ROOT = Path(__file__).resolve().parents[2]
+# The temporal check's catalogue: the T29UNU item on three days, each with its visible bands in
+# another order, so that each day draws another image of the same place.
+TEMPORAL_DAYS = {
+    "2022-10-05": {},
+    "2022-10-15": {"B02": "B04", "B04": "B02"},
+    "2022-10-25": {"B02": "B03", "B03": "B02"},
+}
 
 
 def free_port() -> int:
@@ -51,10 +65,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(eotiler: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(eotiler: str, port: int, log: Path, config: Path | None = None) -> subprocess.Popen:
     handle = log.open("w")
+    command = [eotiler, "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
-        [eotiler, "serve", "--host", "127.0.0.1", "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT
+        command + (["--config", str(config)] if config else []), stdout=handle, stderr=subprocess.STDOUT
     )
     for _ in range(100):
         try:
@@ -118,8 +133,13 @@ def layer_uris(base: str) -> dict[str, tuple[str, str]]:
     }
 
 
-def render(layer: QgsRasterLayer | QgsVectorLayer, out: Path) -> dict[str, object]:
+def render(
+    layer: QgsRasterLayer | QgsVectorLayer, out: Path, frame: QgsDateTimeRange | None = None
+) -> dict[str, object]:
     settings = QgsMapSettings()
+    if frame is not None:  # what the temporal controller sets on the canvas for one frame
+        settings.setIsTemporal(True)
+        settings.setTemporalRange(frame)
     settings.setLayers([layer])
     settings.setBackgroundColor(QColor(0, 0, 0, 0))
     settings.setOutputSize(QSize(800, 600))
@@ -142,6 +162,87 @@ def render(layer: QgsRasterLayer | QgsVectorLayer, out: Path) -> dict[str, objec
     samples = (image.height() // 4) * (image.width() // 4)
     errors = [e.what() for e in job.errors()]
     return {"drawn_share": round(drawn / samples, 3), "errors": errors}
+
+
+def temporal_config(directory: Path) -> Path:
+    """The bundled configuration with the Sentinel-2 collection reading ``TEMPORAL_DAYS``'s items."""
+    base = ROOT / "config"
+    raw = yaml.safe_load((base / "eotiler.yaml").read_text())
+    raw["evalscripts_dir"] = str((base / raw["evalscripts_dir"]).resolve())
+    for collection in raw["collections"].values():
+        collection["catalogue"]["path"] = str((base / collection["catalogue"]["path"]).resolve())
+        collection["data_root"] = str((base / collection["data_root"]).resolve())
+    source = Path(raw["collections"]["sentinel-2-l2a"]["catalogue"]["path"])
+    item = next(
+        doc
+        for doc in (json.loads(p.read_text()) for p in sorted(source.glob("*.json")))
+        if doc.get("type") == "Feature" and "_T29UNU_" in doc["id"]
+    )
+    items = directory / "items"
+    items.mkdir(parents=True, exist_ok=True)
+    for day, swap in TEMPORAL_DAYS.items():
+        copied = copy.deepcopy(item)
+        copied["id"] = f"{item['id']}_{day}"
+        copied["properties"]["datetime"] = f"{day}T11:54:11Z"
+        copied["properties"]["eo:cloud_cover"] = 0.0
+        for key, asset in item["assets"].items():
+            band, _, rest = key.partition("_")
+            if band in swap:
+                copied["assets"][key] = {**asset, "href": item["assets"][f"{swap[band]}_{rest}"]["href"]}
+        (items / f"{copied['id']}.json").write_text(json.dumps(copied))
+    raw["collections"]["sentinel-2-l2a"]["catalogue"]["path"] = str(items)
+    path = directory / "temporal.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def temporal_check(eotiler: str, out: Path) -> dict[str, object]:
+    """A WMS-T layer as QGIS's WMS dialog adds it, rendered once per day of ``TEMPORAL_DAYS`` with
+    the map settings the temporal controller sets: three days, three different images."""
+    port = free_port()
+    log = out / "server-temporal.log"
+    server = start_server(eotiler, port, log, temporal_config(out / "temporal"))
+    days = list(TEMPORAL_DAYS)
+    try:
+        uri = (
+            "allowTemporalUpdates=true&temporalSource=provider&type=wmst"
+            f"&timeDimensionExtent={','.join(days)}&contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7"
+            f"&format=image/png&layers=TRUE_COLOR&styles=&url=http://127.0.0.1:{port}/ogc/wms"
+        )
+        layer = QgsRasterLayer(uri, "WMS-T TRUE_COLOR", "wms")
+        entry: dict[str, object] = {"uri": uri, "valid": layer.isValid(), "frames": {}}
+        if not layer.isValid():
+            entry["error"] = layer.error().summary()
+            return entry
+        layer.temporalProperties().setIsActive(True)
+        # The layer's "time slice mode" set to the whole frame (Layer Properties > Temporal), as
+        # for daily data: QGIS sends TIME=start/end; at its default (the frame's start) it sends
+        # TIME=<day>T00:00:00Z, an instant no scene of that day is taken at.
+        layer.temporalProperties().setIntervalHandlingMethod(
+            QgsRasterDataProviderTemporalCapabilities.MatchUsingWholeRange
+        )
+        digests = set()
+        for day in days:
+            date = QDate.fromString(day, "yyyy-MM-dd")
+            start = QDateTime(date, QTime(0, 0, 0), Qt.UTC)
+            frame = QgsDateTimeRange(start, start.addSecs(24 * 3600 - 1))
+            image_path = out / f"wms_t_{day}.png"
+            result = render(layer, image_path, frame)
+            result["sha256"] = hashlib.sha256(image_path.read_bytes()).hexdigest()[:16]
+            digests.add(result["sha256"])
+            entry["frames"][day] = result  # type: ignore[index]
+        time.sleep(0.3)  # let the access log flush
+        sent = re.findall(r"[?&]TIME=([^& \"]+)", log.read_text(), flags=re.IGNORECASE)
+        entry["times_sent"] = sorted(set(sent))
+        frames = entry["frames"].values()  # type: ignore[union-attr]
+        entry["ok"] = len(digests) == len(days) and all(
+            float(f["drawn_share"]) > 0.2 and not f["errors"] for f in frames
+        )
+        return entry
+    finally:
+        layer = None  # released before QGIS exits
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def summarise(log: Path, start: int) -> list[str]:
@@ -201,6 +302,13 @@ def main() -> int:
             print(f"{'OK  ' if ok else 'FAIL'} {name}: valid={entry['valid']} drawn={entry.get('drawn_share')}")
             for line in entry["requests"]:  # type: ignore[union-attr]
                 print("      " + line)
+        temporal = temporal_check(args.eotiler, out)
+        report["temporal"] = temporal
+        failures += 0 if temporal.get("ok") else 1
+        print(f"{'OK  ' if temporal.get('ok') else 'FAIL'} WMS-T stepped through {len(TEMPORAL_DAYS)} dates:")
+        for day, frame in temporal.get("frames", {}).items():  # type: ignore[union-attr]
+            print(f"      {day}: drawn={frame['drawn_share']} sha256={frame['sha256']}")
+        print(f"      TIME values QGIS sent: {temporal.get('times_sent')}")
     finally:
         app.exitQgis()
         server.terminate()

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from server.api.params import RenderOptions, parse_int, parse_tile_name, query_params
+from server.api.tile_request import XYZ, TileRequest
 from server.cache.tile_cache import content_etag
-from server.grids import get_tms, tile_grid
-from server.models import ImageFormat, RenderRequest, RenderResult
+from server.grids import get_tms
+from server.models import ImageFormat, RenderResult
 from server.pipeline import Pipeline
 
 router = APIRouter(tags=["tiles"])
@@ -81,16 +82,12 @@ async def tile(
     target = pipeline.registry.get(layer)
     matrices = get_tms(tms)
     y_text, scale, fmt = parse_tile_name(y, pipeline.settings.max_tile_scale)
-    zoom = parse_int(z, "z", matrices.minzoom, matrices.maxzoom)
-    col = parse_int(x, "x", -(10**9), 10**9)
-    row = parse_int(y_text, "y", -(10**9), 10**9)
     options = RenderOptions.from_request(request)
-    grid = tile_grid(matrices, zoom, col, row, scale)
+    tile = TileRequest.parse(target, matrices, z, x, y_text, fmt, options, XYZ, scale)
     # Compiling a script may wait for V8 (its setup(), a worker start): never on the event loop.
     script = await run_in_threadpool(options.script, target, "evalscript") if options.evalscript else None
-    req = RenderRequest(target.id, grid, fmt, options.time, options.maxcc, options.priority, script=script)
-    # Below the layer's minzoom a tile would read too much data: it is drawn empty instead.
-    if zoom < target.config.minzoom:
+    req = tile.render_request(script)
+    if tile.below_minzoom:
         return image_response(await run_in_threadpool(pipeline.render_empty, req))
     # A tile in this process's memory is answered on the event loop; anything that may read
     # data, Redis or a STAC API runs in the thread pool.

@@ -15,12 +15,13 @@ from lxml import etree
 
 from server.api.dates import time_dimension, utc_today
 from server.api.params import RenderOptions, parse_int
+from server.api.tile_request import WMTS, TileRequest
 from server.api.tiles import image_response
 from server.cache.documents import extent_cached
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
-from server.grids import get_tms, tile_grid
-from server.models import ImageFormat, RenderRequest, TimeRange, parse_time
+from server.grids import get_tms
+from server.models import ImageFormat, TimeRange, parse_time
 from server.ogc.kvp import KVP
 from server.ogc.wms import INFO_FORMATS, feature_info, parse_format, parse_info_format, pixel_cell
 from server.pipeline import Pipeline
@@ -230,15 +231,11 @@ def get_tile(
     if tms_id not in TILE_MATRIX_SETS:
         raise InvalidParameter(f"TILEMATRIXSET must be one of {', '.join(TILE_MATRIX_SETS)}", parameter="TILEMATRIXSET")
     tms = get_tms(tms_id, "TILEMATRIXSET")
-    zoom = _index(matrix, "TILEMATRIX")
-    if not tms.minzoom <= zoom <= tms.maxzoom:
-        raise InvalidParameter("TILEMATRIX is not in the TileMatrixSet", parameter="TILEMATRIX")
-    grid = tile_grid(tms, zoom, _index(col, "TILECOL"), _index(row, "TILEROW"), parameter="TILECOL/TILEROW")
     options = RenderOptions.from_kvp({"MAXCC": maxcc, "PRIORITY": priority, "EVALSCRIPT": evalscript}.get)
-    req = RenderRequest(
-        layer.id, grid, fmt, _time(time), options.maxcc, options.priority, script=options.script(layer)
-    )
-    return image_response(pipeline.render_empty(req) if zoom < layer.config.minzoom else pipeline.render(req))
+    options.time = _time(time)
+    tile = TileRequest.parse(layer, tms, matrix.strip(), col.strip(), row.strip(), fmt, options, WMTS)
+    req = tile.render_request(options.script(layer))
+    return image_response(pipeline.render_empty(req) if tile.below_minzoom else pipeline.render(req))
 
 
 def get_tile_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
@@ -268,19 +265,14 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
     if tms_id not in TILE_MATRIX_SETS:
         raise InvalidParameter("unknown TILEMATRIXSET", parameter="TILEMATRIXSET")
     tms = get_tms(tms_id, "TILEMATRIXSET")
-    grid = tile_grid(
-        tms,
-        _index(kvp.require("TILEMATRIX"), "TILEMATRIX"),
-        _index(kvp.require("TILECOL"), "TILECOL"),
-        _index(kvp.require("TILEROW"), "TILEROW"),
-        parameter="TILECOL/TILEROW",
-    )
+    position = [kvp.require(name).strip() for name in ("TILEMATRIX", "TILECOL", "TILEROW")]
+    options = RenderOptions.from_kvp(lambda name: None if name == "TIME" else kvp.get(name))
+    grid = TileRequest.parse(layer, tms, *position, ImageFormat.GTIFF, options, WMTS).grid
     i, j = _index(kvp.require("I"), "I"), _index(kvp.require("J"), "J")
     # WMTS names it INFOFORMAT; the WMS spelling INFO_FORMAT is read when INFOFORMAT is absent.
     info_parameter = "INFOFORMAT" if "INFOFORMAT" in kvp else "INFO_FORMAT"
     if not (0 <= i < grid.width and 0 <= j < grid.height):
         raise InvalidPoint("I/J is outside the tile", parameter="I")
-    options = RenderOptions.from_kvp(lambda name: None if name == "TIME" else kvp.get(name))
     return feature_info(
         pipeline,
         (layer.id,),

@@ -17,11 +17,8 @@ from server.ogc import wcs, wcs_documents, wfs, wms, wmts
 from server.ogc.capabilities import build_capabilities
 from server.ogc.crs import DEFAULT_CRS, normalise_code
 from server.ogc.exceptions import (
-    blank_exception,
-    inimage_exception,
     ows_exception_xml,
     wcs_exception_xml,
-    wms_exception_xml,
 )
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
@@ -40,27 +37,6 @@ def _service_url(request: Request) -> str:
     return service_url(request)  # under the caller's instance id, when it has one
 
 
-def _wms_error(error: EotilerError, kvp: KVP | None, version: str) -> Response:
-    try:
-        mode = wms.parse_exceptions(kvp) if kvp is not None else "XML"
-    except InvalidParameter:  # a bad EXCEPTIONS is itself reported, in the default format
-        mode = "XML"
-    if mode != "XML" and kvp is not None:
-        width = (kvp.get("WIDTH") or "256").strip()
-        height = (kvp.get("HEIGHT") or "256").strip()
-        size = [int(v) if v.isdigit() else 256 for v in (width, height)]
-        fmt = (kvp.get("FORMAT") or "image/png").split(";")[0].strip().lower()
-        if mode == "INIMAGE":
-            return inimage_exception(error, size[0], size[1], fmt)
-        transparent = (kvp.get("TRANSPARENT") or "").upper() == "TRUE"
-        try:
-            background = None if transparent else wms.parse_bgcolor(kvp)
-        except EotilerError:
-            background = (255, 255, 255)
-        return blank_exception(size[0], size[1], fmt, background)
-    return wms_exception_xml(error, version)
-
-
 def _check_service(kvp: KVP, endpoint: str) -> None:
     """A SERVICE other than the endpoint's own is refused, never served as this service.
 
@@ -73,10 +49,9 @@ def _check_service(kvp: KVP, endpoint: str) -> None:
         raise InvalidParameter(message, parameter="SERVICE")
 
 
-def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
-    """Dispatch a WMS request by REQUEST."""
+def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline, version: str) -> Response:
+    """Dispatch a WMS request by REQUEST (``version``: negotiated once, by ``wms.parse_version``)."""
     _check_service(kvp, "WMS")
-    version = wms.parse_version(kvp)
     operation = (kvp.get("REQUEST") or "").strip().lower()
     if operation in ("getcapabilities", "capabilities"):
         body = build_capabilities(
@@ -85,9 +60,9 @@ def handle_wms(kvp: KVP, request: Request, pipeline: Pipeline) -> Response:
         media = "text/xml" if version == "1.3.0" else "application/vnd.ogc.wms_xml"
         return Response(body, media_type=media)
     if operation in ("getmap", "map"):
-        return wms.get_map(wms.parse_map_request(kvp, pipeline, allowed_crs(pipeline)), pipeline)
+        return wms.get_map(wms.parse_map_request(kvp, pipeline, allowed_crs(pipeline), version), pipeline)
     if operation == "getfeatureinfo":
-        return wms.get_feature_info(kvp, pipeline, allowed_crs(pipeline))
+        return wms.get_feature_info(kvp, pipeline, allowed_crs(pipeline), version)
     if operation == "getlegendgraphic":
         return wms.get_legend_graphic(kvp, pipeline)
     if not operation:
@@ -173,7 +148,7 @@ def _ogc_error(error: EotilerError, name: str, kvp: KVP | None, version: str) ->
         return ows_exception_xml(error, "2.0.0")
     if name == "WCS":
         return wcs_exception_xml(error, version)
-    return _wms_error(error, kvp, version) if kvp is not None else wms_exception_xml(error, version)
+    return wms.exception_response(error, kvp, version)
 
 
 def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
@@ -196,7 +171,7 @@ def _run(request: Request, pipeline: Pipeline, service: str | None) -> Response:
             asked, name = name, "WMS"
             message = f"SERVICE '{asked[:20]}' is not offered here (WMS, WMTS, WCS, WFS)"
             raise InvalidParameter(message, parameter="SERVICE")
-        return handle_wms(kvp, request, pipeline)
+        return handle_wms(kvp, request, pipeline, version)
     except EotilerError as error:
         return _retry_after(_ogc_error(error, name, kvp, version), error)
     except Exception:  # noqa: BLE001 - an OGC endpoint answers with an OGC report, never a 500 page

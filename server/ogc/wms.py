@@ -16,6 +16,7 @@ from fastapi import Response
 from server.api.params import RenderOptions, parse_format, parse_int, parse_size
 from server.api.tiles import image_response
 from server.errors import (
+    EotilerError,
     InvalidFormat,
     InvalidParameter,
     InvalidPoint,
@@ -32,6 +33,7 @@ from server.models import (
     request_grid,
 )
 from server.ogc.crs import is_northing_first, parse_bbox, parse_crs
+from server.ogc.exceptions import blank_exception, inimage_exception, wms_exception_xml
 from server.ogc.kvp import KVP
 from server.pipeline import Pipeline
 from server.render.composite import CompositeRequest
@@ -95,12 +97,12 @@ def parse_version(kvp: KVP) -> str:
     return "1.3.0" if asked >= (1, 3, 0) else "1.1.1"
 
 
-def require_version(kvp: KVP) -> str:
+def require_version(kvp: KVP, negotiated: str | None = None) -> str:
     """The version of a GetMap or GetFeatureInfo: VERSION must name one this server implements.
 
     Negotiation is for GetCapabilities only; a map request in another version would be read with
     the wrong rules (axis order, SRS vs CRS, X/Y vs I/J). An absent VERSION means 1.3.0, as some
-    clients omit it on GetMap.
+    clients omit it on GetMap. ``negotiated`` is ``parse_version``'s answer when the caller has it.
     """
     text = (kvp.get("VERSION") or "").strip()
     if text and text not in VERSIONS:
@@ -108,7 +110,7 @@ def require_version(kvp: KVP) -> str:
             f"VERSION '{text[:20]}' is not supported: this server implements WMS {' and '.join(VERSIONS)}",
             parameter="VERSION",
         )
-    return parse_version(kvp)
+    return negotiated or parse_version(kvp)
 
 
 def parse_exceptions(kvp: KVP) -> str:
@@ -150,9 +152,14 @@ def _check_styles(kvp: KVP, layers: tuple[str, ...]) -> None:
             raise StyleNotDefined(f"style '{name[:40]}' is not defined (use 'default')", parameter="STYLES")
 
 
-def parse_map_request(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]) -> WmsMapRequest:
-    """Parse GetMap parameters; every problem raises an error that names the parameter."""
-    version = require_version(kvp)
+def parse_map_request(
+    kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...], version: str | None = None
+) -> WmsMapRequest:
+    """Parse GetMap parameters; every problem raises an error that names the parameter.
+
+    ``version`` is the one ``parse_version`` negotiated for the request (parsed again if absent).
+    """
+    version = require_version(kvp, version)
     names = tuple(n.strip() for n in kvp.require("LAYERS").split(",") if n.strip())
     if not names:
         raise InvalidParameter("LAYERS is empty", parameter="LAYERS")
@@ -192,6 +199,32 @@ def get_map(req: WmsMapRequest, pipeline: Pipeline) -> Response:
     return image_response(pipeline.render(req.image_request(pipeline)))
 
 
+def exception_response(error: EotilerError, kvp: KVP | None, version: str) -> Response:
+    """The error as the request's EXCEPTIONS asks: an XML report, or INIMAGE / BLANK images.
+
+    Read leniently from the raw KVP: the error may be that the strict parse of these very
+    parameters failed (a bad EXCEPTIONS is itself reported, as XML; a bad size or colour falls
+    back to 256 px and white).
+    """
+    try:
+        mode = parse_exceptions(kvp) if kvp is not None else "XML"
+    except InvalidParameter:
+        mode = "XML"
+    if mode == "XML" or kvp is None:
+        return wms_exception_xml(error, version)
+    width, height = ((kvp.get(name) or "256").strip() for name in ("WIDTH", "HEIGHT"))
+    size = [int(v) if v.isdigit() else 256 for v in (width, height)]
+    fmt = (kvp.get("FORMAT") or "image/png").split(";")[0].strip().lower()
+    if mode == "INIMAGE":
+        return inimage_exception(error, size[0], size[1], fmt)
+    transparent = (kvp.get("TRANSPARENT") or "").upper() == "TRUE"
+    try:
+        background = None if transparent else parse_bgcolor(kvp)
+    except EotilerError:
+        background = (255, 255, 255)
+    return blank_exception(size[0], size[1], fmt, background)
+
+
 def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:
     names = ("X", "Y") if version == "1.1.1" else ("I", "J")
     values = []
@@ -207,9 +240,11 @@ def _pixel(kvp: KVP, version: str, req: WmsMapRequest) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def get_feature_info(kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...]) -> Response:
+def get_feature_info(
+    kvp: KVP, pipeline: Pipeline, allowed_crs: tuple[str, ...], version: str | None = None
+) -> Response:
     """Evalscript output and raw band values at one pixel, with the scene that supplied it."""
-    req = parse_map_request(kvp, pipeline, allowed_crs)
+    req = parse_map_request(kvp, pipeline, allowed_crs, version)
     # Mandatory in both versions: which of the map's layers to query is the client's choice.
     query = tuple(n.strip() for n in kvp.require("QUERY_LAYERS").split(",") if n.strip())
     if not query:

@@ -7,6 +7,7 @@ and the server's whole log output are searched for the canary key id and secret.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from tests.conftest import EODATA
+from tests.conftest import EODATA, write_test_config
 from tests.support.s3_fixtures import MOSAIC_ITEMS, S1_ITEMS, S2_ITEMS, s3_config
 from tests.support.s3_server import S3Server
 from tests.support.serve_process import eotiler_process
@@ -23,6 +25,7 @@ from tests.support.stac_api import StacApi
 
 KEY_ID = "AKIACANARY7Q2W9XKEYID"
 SECRET = "canary/Secret+Value9f3b2c1d0e"  # noqa: S105 - a canary, not a credential
+TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +109,62 @@ def test_log_filter_redacts_secrets_from_messages_and_tracebacks():
     text = stream.getvalue()
     assert "<AWSAccessKeyId>***</AWSAccessKeyId>" in text and "signing with *** failed" in text
     assert KEY_ID not in text and SECRET not in text
+
+
+CLIENT_SECRET = "canary-client-secret-6d2f9e8a1b"  # noqa: S105 - canaries, not credentials
+API_KEY = "canary-api-key-3c7b1a9e5d0f"
+INSTANCE = "c0ffee00-canary-instance"
+WRONG_KEY = "canary-wrong-key-8e1d4c2b7a"
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """``eotiler serve`` with a client whose secret, key and instance id are canaries (clients file)."""
+    directory = tmp_path_factory.mktemp("guarded")
+    config = write_test_config(directory)
+    clients = directory / "clients.yaml"
+    client = {"secret": CLIENT_SECRET, "api_keys": [API_KEY], "instance_id": INSTANCE, "layers": ["TRUE_COLOR"]}
+    clients.write_text(yaml.safe_dump({"canary": client}))
+    log_path = directory / "server.log"
+    env = {**os.environ, "EOTILER_CLIENTS_FILE": str(clients), "EOTILER_LOG_LEVEL": "debug"}
+    env.pop("EOTILER_REDIS_URL", None)
+    with log_path.open("w") as log, eotiler_process(config, env=env, output=log) as (url, _):
+        yield url, log_path
+
+
+def test_client_credentials_stay_out_of_responses_and_logs(guarded_server: tuple[str, Path]):
+    url, log_path = guarded_server
+    tile = "/layers/TRUE_COLOR/tiles/WebMercatorQuad/11/974/666.png"
+    caps = "/ogc/wms?SERVICE=WMS&REQUEST=GetCapabilities"
+    basic = base64.b64encode(f"canary:{CLIENT_SECRET}".encode()).decode()
+    with httpx.Client(base_url=url, timeout=60) as http:
+        form = {"grant_type": "client_credentials", "client_id": "canary", "client_secret": CLIENT_SECRET}
+        token = http.post(TOKEN_PATH, data=form).json()["access_token"]
+        sent = [
+            (f"{tile}?key={API_KEY}", {}, 200),
+            (tile, {"X-API-Key": API_KEY}, 200),
+            (tile, {"Authorization": f"Basic {basic}"}, 200),
+            (tile, {"Authorization": f"Bearer {token}"}, 200),
+            (f"/{INSTANCE}{tile}", {}, 200),
+            (f"/ogc/wms/{INSTANCE}?SERVICE=WMS&REQUEST=GetCapabilities", {}, 200),
+            (f"{caps}&key={API_KEY}", {}, 200),
+            ("/layers/FALSE_COLOR/tiles/WebMercatorQuad/11/974/666.png", {"X-API-Key": API_KEY}, 403),
+            (f"{tile}?key={WRONG_KEY}", {}, 401),
+            (tile, {"X-API-Key": WRONG_KEY}, 401),
+            (f"/ogc/wms/{WRONG_KEY}?SERVICE=WMS&REQUEST=GetCapabilities", {}, 401),
+            (f"{caps}&key={WRONG_KEY}", {}, 401),
+            (caps, {}, 401),
+        ]
+        for path, headers, status in sent:
+            response = http.get(path, headers=headers)
+            assert response.status_code == status, (path, response.text[:200])
+            seen = response.text + "".join(f"{k}: {v}\n" for k, v in response.headers.items())
+            for canary in (CLIENT_SECRET, API_KEY, WRONG_KEY, token):
+                assert canary not in seen, path
+            if "GetCapabilities" not in path or status != 200:
+                assert INSTANCE not in seen, path  # only the client's own capabilities carry its instance id
+    time.sleep(0.5)  # let the server flush its log
+    log = log_path.read_text()
+    assert '"status": 401' in log and '"status": 200' in log  # the requests were logged...
+    for canary in (CLIENT_SECRET, API_KEY, INSTANCE, WRONG_KEY, token):
+        assert canary not in log  # ...without any credential, right or wrong

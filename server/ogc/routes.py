@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from server.access.middleware import service_url
 from server.api.tiles import PipelineDep, image_response
 from server.errors import EotilerError, InvalidParameter, OperationNotSupported
-from server.ogc import wcs, wcs_documents, wfs, wms, wmts
+from server.ogc import wcs, wcs_201, wcs_documents, wfs, wms, wmts
 from server.ogc.capabilities import build_capabilities
 from server.ogc.crs import DEFAULT_CRS, normalise_code
 from server.ogc.exceptions import (
@@ -124,7 +124,7 @@ def handle_wcs(kvp: KVP, request: Request, pipeline: Pipeline, version: str) -> 
             body = wcs_documents.describe_coverage_201(registry, ids)
         return Response(body, media_type="application/xml")
     if operation == "getcoverage":
-        parse = wcs.parse_get_coverage_100 if version == "1.0.0" else wcs.parse_get_coverage_201
+        parse = wcs.parse_get_coverage_100 if version == "1.0.0" else wcs_201.parse_get_coverage_201
         render = parse(kvp, pipeline, allowed_crs(pipeline))
         response = image_response(pipeline.render(render))
         response.headers["Content-Disposition"] = f'inline; filename="{render.layer}.tif"'

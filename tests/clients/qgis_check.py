@@ -38,6 +38,7 @@ from qgis.core import (  # noqa: E402 - the platform must be chosen before Qt lo
     QgsDateTimeRange,
     QgsMapRendererSequentialJob,
     QgsMapSettings,
+    QgsNetworkAccessManager,
     QgsProject,
     QgsRasterDataProviderTemporalCapabilities,
     QgsRasterLayer,
@@ -65,11 +66,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(eotiler: str, port: int, log: Path, config: Path | None = None) -> subprocess.Popen:
+def start_server(
+    eotiler: str, port: int, log: Path, config: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     handle = log.open("w")
     command = [eotiler, "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
-        command + (["--config", str(config)] if config else []), stdout=handle, stderr=subprocess.STDOUT
+        command + (["--config", str(config)] if config else []),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     for _ in range(100):
         try:
@@ -245,6 +251,88 @@ def temporal_check(eotiler: str, out: Path) -> dict[str, object]:
         server.wait(timeout=10)
 
 
+# The access check's client (docs/access.md): QGIS 3.22 sends a key in the URL (kept on every
+# request, as vendor parameters are), an instance id in the path, or HTTP Basic from the
+# dialog's user name and password (its only way to send a header without an auth plugin).
+ACCESS_CLIENT, ACCESS_KEY, ACCESS_INSTANCE = "qgis-team", "qgis-check-key-5b0e7d1c9a", "9d4e2c1a-qgis-check"
+
+
+def access_uris(base: str) -> dict[str, tuple[str, str, bool]]:
+    """(provider, URI, should it draw) for each way QGIS can send the client's credential."""
+    plain = "contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&styles="
+    wmts = "contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&styles=default&tileMatrixSet=WebMercatorQuad"
+    caps = "SERVICE=WMTS&REQUEST=GetCapabilities"
+    return {
+        "WMS, key= in the URL": ("wms", f"{plain}&layers=TRUE_COLOR&url={base}/ogc/wms?key={ACCESS_KEY}", True),
+        "WMS, instance id in the path": (
+            "wms",
+            f"{plain}&layers=TRUE_COLOR&url={base}/ogc/wms/{ACCESS_INSTANCE}",
+            True,
+        ),
+        "WMS, Basic user name + key (Authorization header)": (
+            "wms",
+            f"{plain}&layers=TRUE_COLOR&username={ACCESS_CLIENT}&password={ACCESS_KEY}&url={base}/ogc/wms",
+            True,
+        ),
+        "WMTS, key= in the capabilities URL": (
+            "wms",
+            f"{wmts}&layers=TRUE_COLOR&url={quote(f'{base}/ogc/wmts?{caps}&key={ACCESS_KEY}', safe=':/')}",
+            True,
+        ),
+        "WMTS, instance id in the path": (
+            "wms",
+            f"{wmts}&layers=TRUE_COLOR&url={quote(f'{base}/ogc/wmts/{ACCESS_INSTANCE}?{caps}', safe=':/')}",
+            True,
+        ),
+        "WCS 1.0.0, key= in the URL": (
+            "wcs",
+            f"cache=AlwaysNetwork&crs=EPSG:4326&format=GeoTIFF&identifier=TRUE_COLOR&time={TIME}"
+            f"&url={base}/ogc/wcs?key={ACCESS_KEY}",
+            True,
+        ),
+        "WMS, a layer the client may not use": (
+            "wms",
+            f"{plain}&layers=FALSE_COLOR&url={base}/ogc/wms?key={ACCESS_KEY}",
+            False,
+        ),
+        "WMS, no credential": ("wms", f"{plain}&layers=TRUE_COLOR&url={base}/ogc/wms", False),
+    }
+
+
+def access_check(eotiler: str, out: Path) -> dict[str, object]:
+    """Each credential form as QGIS sends it: the client's layer draws, another layer and no
+    credential give no layer (the capabilities do not list it; 401 without a credential)."""
+    directory = out / "access"
+    directory.mkdir(parents=True, exist_ok=True)
+    clients = directory / "clients.yaml"
+    client = {"api_keys": [ACCESS_KEY], "instance_id": ACCESS_INSTANCE, "layers": ["TRUE_COLOR", "NDVI"]}
+    clients.write_text(yaml.safe_dump({ACCESS_CLIENT: client}))
+    port = free_port()
+    log = out / "server-access.log"
+    server = start_server(eotiler, port, log, env={"EOTILER_CLIENTS_FILE": str(clients)})
+    entries: dict[str, object] = {}
+    try:
+        for name, (provider, uri, should_draw) in access_uris(f"http://127.0.0.1:{port}").items():
+            # QGIS's HTTP cache is keyed by URL: the Basic case's answers would serve the next one
+            QgsNetworkAccessManager.instance().cache().clear()
+            layer = QgsRasterLayer(uri, name, provider)
+            entry: dict[str, object] = {"uri": uri.replace(ACCESS_KEY, "<key>"), "valid": layer.isValid()}
+            if layer.isValid():
+                slug = re.sub(r"\W+", "_", name).strip("_").lower()
+                entry.update(render(layer, out / f"access_{slug}.png"))
+            drew = bool(entry["valid"]) and float(entry.get("drawn_share", 0)) > 0.2 and not entry.get("errors")
+            entry["ok"] = drew if should_draw else not entry["valid"]
+            entries[name] = entry
+            layer = None
+        time.sleep(0.3)  # let the access log flush
+        text = log.read_text()
+        statuses = Counter(re.findall(r'"status": (\d+)', text))
+        return {"layers": entries, "statuses": dict(statuses), "key_in_log": ACCESS_KEY in text}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def summarise(log: Path, start: int) -> list[str]:
     """One line per distinct (path, REQUEST, key set) QGIS sent, with a count and one example."""
     seen: Counter[str] = Counter()
@@ -309,6 +397,14 @@ def main() -> int:
         for day, frame in temporal.get("frames", {}).items():  # type: ignore[union-attr]
             print(f"      {day}: drawn={frame['drawn_share']} sha256={frame['sha256']}")
         print(f"      TIME values QGIS sent: {temporal.get('times_sent')}")
+        access = access_check(args.eotiler, out)
+        report["access"] = access
+        for name, entry in access["layers"].items():  # type: ignore[union-attr]
+            failures += 0 if entry["ok"] else 1
+            drawn = entry.get("drawn_share")
+            print(f"{'OK  ' if entry['ok'] else 'FAIL'} {name}: valid={entry['valid']} drawn={drawn}")
+        failures += 1 if access["key_in_log"] else 0
+        print(f"      HTTP statuses: {access['statuses']}; key in the server log: {access['key_in_log']}")
     finally:
         app.exitQgis()
         server.terminate()

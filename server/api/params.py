@@ -94,15 +94,21 @@ class RenderOptions:
         self.evalscript = evalscript
 
     @classmethod
-    def parse(cls, get: Callable[[str], str | None], upper: bool = False) -> RenderOptions:
+    def parse(
+        cls, get: Callable[[str], str | None], upper: bool = False, no_time: tuple[str, ...] = ()
+    ) -> RenderOptions:
         """Read the four parameters through ``get`` (a query lookup by name); ``upper`` names
-        them as OGC does (``TIME``) in errors, else as the REST API does (``time``)."""
+        them as OGC does (``TIME``) in errors, else as the REST API does (``time``). TIME values
+        in ``no_time`` (lower case) mean no TIME, e.g. WMTS's ``default``."""
 
         def name(text: str) -> str:
             return text.upper() if upper else text
 
+        time = get(name("time"))
+        if time is not None and time.strip().lower() in no_time:
+            time = None
         return cls(
-            time=parse_time(get(name("time")), name("time")),
+            time=parse_time(time, name("time")),
             maxcc=parse_maxcc(get(name("maxcc")), name("maxcc")),
             priority=parse_priority(get(name("priority")), name("priority")),
             evalscript=get(name("evalscript")),
@@ -114,9 +120,9 @@ class RenderOptions:
         return cls.parse(query_params(request).get)
 
     @classmethod
-    def from_kvp(cls, get: Callable[[str], str | None]) -> RenderOptions:
+    def from_kvp(cls, get: Callable[[str], str | None], no_time: tuple[str, ...] = ()) -> RenderOptions:
         """Read ``TIME``, ``MAXCC``, ``PRIORITY`` and ``EVALSCRIPT`` from OGC KVP (``KVP.get``)."""
-        return cls.parse(get, upper=True)
+        return cls.parse(get, upper=True, no_time=no_time)
 
     def script(self, layer: Layer, parameter: str = "EVALSCRIPT") -> Evalscript | None:
         """The request's EVALSCRIPT compiled for ``layer`` (``None`` when absent).

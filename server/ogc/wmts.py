@@ -21,7 +21,7 @@ from server.cache.documents import extent_cached
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter, InvalidPoint, StyleNotDefined
 from server.grids import get_tms
-from server.models import ImageFormat, TimeRange, parse_time
+from server.models import ImageFormat
 from server.ogc.kvp import KVP
 from server.ogc.wms import INFO_FORMATS, feature_info, parse_format, parse_info_format, pixel_cell
 from server.pipeline import Pipeline
@@ -206,8 +206,8 @@ def _index(value: str, name: str) -> int:
     return parse_int(value.strip(), name, -(10**9), 10**9)
 
 
-def _time(value: str | None) -> TimeRange | None:
-    return None if value is None or value.strip().lower() in ("", "default") else parse_time(value, "TIME")
+# TIME values that mean the dimension's default (no TIME): the capabilities advertise "default".
+DEFAULT_TIME = ("default",)
 
 
 def get_tile(
@@ -231,8 +231,8 @@ def get_tile(
     if tms_id not in TILE_MATRIX_SETS:
         raise InvalidParameter(f"TILEMATRIXSET must be one of {', '.join(TILE_MATRIX_SETS)}", parameter="TILEMATRIXSET")
     tms = get_tms(tms_id, "TILEMATRIXSET")
-    options = RenderOptions.from_kvp({"MAXCC": maxcc, "PRIORITY": priority, "EVALSCRIPT": evalscript}.get)
-    options.time = _time(time)
+    values = {"TIME": time, "MAXCC": maxcc, "PRIORITY": priority, "EVALSCRIPT": evalscript}
+    options = RenderOptions.from_kvp(values.get, DEFAULT_TIME)
     tile = TileRequest.parse(layer, tms, matrix.strip(), col.strip(), row.strip(), fmt, options, WMTS)
     req = tile.render_request(options.script(layer))
     return image_response(pipeline.render_empty(req) if tile.below_minzoom else pipeline.render(req))
@@ -266,7 +266,7 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
         raise InvalidParameter("unknown TILEMATRIXSET", parameter="TILEMATRIXSET")
     tms = get_tms(tms_id, "TILEMATRIXSET")
     position = [kvp.require(name).strip() for name in ("TILEMATRIX", "TILECOL", "TILEROW")]
-    options = RenderOptions.from_kvp(lambda name: None if name == "TIME" else kvp.get(name))
+    options = RenderOptions.from_kvp(kvp.get, DEFAULT_TIME)
     grid = TileRequest.parse(layer, tms, *position, ImageFormat.GTIFF, options, WMTS).grid
     i, j = _index(kvp.require("I"), "I"), _index(kvp.require("J"), "J")
     # WMTS names it INFOFORMAT; the WMS spelling INFO_FORMAT is read when INFOFORMAT is absent.
@@ -277,7 +277,7 @@ def get_feature_info_kvp(kvp: KVP, pipeline: Pipeline) -> Response:
         pipeline,
         (layer.id,),
         pixel_cell(grid, i, j),
-        _time(kvp.get("TIME")),
+        options.time,
         options.maxcc,
         options.priority,
         parse_info_format(kvp, "application/json", info_parameter),

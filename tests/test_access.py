@@ -334,7 +334,10 @@ def test_rate_limit_answers_429_with_retry_after(closed_url: str):
         tile = http.get(TILE.format(layer="TRUE_COLOR"), headers={"X-API-Key": CAROL_KEY})
         assert tile.status_code == 429 and "3 requests per minute" in json_detail(tile)
         # other clients are not held back by carol's limit
-        assert http.get(TILE.format(layer="TRUE_COLOR"), headers={"X-API-Key": BOB_KEY}).status_code == 200
+        bob = http.get(TILE.format(layer="TRUE_COLOR"), headers={"X-API-Key": BOB_KEY})
+        assert bob.status_code == 200
+        # a client's tiles are for its own cache only, never a shared proxy's
+        assert bob.headers["cache-control"].startswith("private, max-age=")
 
 
 def test_open_server_accepts_instance_paths(settings: Settings):

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.access.clients import Caller, ClientRegistry, current_caller
 from server.access.rate_limit import RateLimiter
@@ -84,7 +84,7 @@ class AccessMiddleware:
             scope["root_path"] = scope.get("root_path", "") + "/" + caller.instance_id
         token = current_caller.set(caller)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _private(send))
         finally:
             current_caller.reset(token)
 
@@ -168,6 +168,22 @@ class AccessMiddleware:
         if client is None or not any(matches):
             raise NotAuthenticated("the Basic credentials are not valid", parameter="Authorization")
         return self.clients.callers[user]
+
+
+def _private(send: Send) -> Send:
+    """A client's answers may be stored by its own browser, never by a shared cache (a proxy or
+    CDN would hand a header-authenticated client's tiles to anyone asking the same URL)."""
+
+    async def send_private(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, v.replace(b"public", b"private")) if k.lower() == b"cache-control" else (k, v)
+                for k, v in message.get("headers", [])
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_private
 
 
 def _public(path: str) -> bool:

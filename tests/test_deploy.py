@@ -20,11 +20,11 @@ from server.access.clients import with_clients_file
 from server.config.models import Config
 from server.settings import Settings
 from tests.conftest import ROOT
+from tests.support.compose import COMPOSE, compose, compose_environment
 
 helm = pytest.importorskip("helm_python")
 
 CHART = ROOT / "deploy" / "helm" / "eotiler"
-COMPOSE = ROOT / "deploy" / "compose.yaml"
 KUBERNETES = "1.30"  # the oldest Kubernetes the chart is checked against (autoscaling/v2, policy/v1)
 S3 = {"accessKeyId": "chart-test-key-id", "secretAccessKey": "chart-test-secret"}
 CLIENTS = {
@@ -174,15 +174,6 @@ def test_redis_bundled_or_external_and_scaling():
     assert container_env(external)["EOTILER_REDIS_URL"] == "redis://r:6379/2"
     assert ("Deployment", "demo-eotiler-redis") not in external
     assert external[("Deployment", "demo-eotiler")]["spec"]["replicas"] == 3
-
-
-def compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())
-
-
-def compose_environment() -> dict[str, str]:
-    """The replicas' environment in compose.yaml (what tests/test_replicas.py runs with)."""
-    return {k: str(v) for k, v in compose()["services"]["eotiler"]["environment"].items()}
 
 
 def test_compose_runs_three_replicas_behind_a_balancer_with_redis():

@@ -29,10 +29,10 @@ import pytest
 import yaml
 
 from tests.conftest import EODATA
+from tests.support.compose import compose_environment
 from tests.support.s3_server import S3Server
 from tests.support.serve_process import eotiler_process
 from tests.test_cache import RedisServer
-from tests.test_deploy import compose_environment
 
 LOADER_KEY = "replica-loader-key-0123456789"
 METERED_KEY = "replica-metered-key-987654321"

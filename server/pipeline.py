@@ -128,6 +128,8 @@ class Pipeline:
             self.gateway.stop()
         self.reads.executor.shutdown(wait=False, cancel_futures=True)
         self.renders.close()
+        if self.overviews is not None:
+            self.overviews.close()
         self.datasets.close()
 
     def find_scenes(self, layer: Layer, req: RenderRequest) -> list[Scene]:

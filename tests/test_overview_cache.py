@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import morecantile
@@ -71,10 +70,13 @@ def test_warm_overview_needs_no_s3_request(config: Path, s3: S3Server, tree: dic
     pipe = make_pipeline(config, s3, tmp_path / "ov")
     try:
         s3.reset()
-        first = render(pipe, product, 10)
-        assert s3.requests()  # built from S3 once
-        assert pipe.overviews is not None and pipe.overviews.stats()["builds"] == 1
-        got = first.filled(np.nan)
+        render(pipe, product, 10)  # cold: reads the source, queues the level
+        assert s3.requests()
+        assert pipe.overviews is not None and pipe.overviews.drain()
+        assert pipe.overviews.stats()["builds"] == 1  # built from S3 once, off the request
+        s3.reset()
+        got = render(pipe, product, 10).filled(np.nan)
+        assert s3.requests() == []
         expected = expected_z10(tree, product)
         both = ~np.isnan(got) & ~np.isnan(expected)
         assert both.mean() > 0.3 and np.array_equal(np.isnan(got), np.isnan(expected))
@@ -111,8 +113,11 @@ def test_unusable_directory_never_fails_the_request(config: Path, s3: S3Server, 
     pipe = make_pipeline(config, s3, blocker)
     try:
         product = tree["requests"]["jp2"][2]
+        assert pipe.overviews is not None
         assert render(pipe, product, 10).count() > 0
+        assert pipe.overviews.drain()
         assert render(pipe, product, 10).count() > 0
+        assert pipe.overviews.drain()
         stats = pipe.overviews.stats() if pipe.overviews else {}
         assert stats["skipped"] == 2 and stats["files"] == 0
     finally:
@@ -125,11 +130,13 @@ def test_disk_bound_evicts_least_recently_used(config: Path, s3: S3Server, tree:
     try:
         for product in tree["requests"]["jp2"][3:5]:
             assert render(pipe, product, 10).count() > 0
+            assert pipe.overviews is not None and pipe.overviews.drain()
         files = list((tmp_path / "ov").glob("*.tif"))
         assert len(files) == 1 and files[0].stat().st_size <= one_level
         tiny = make_pipeline(config, s3, tmp_path / "tiny", max_bytes=1000)  # no level fits: skip, still serve
         try:
             assert render(tiny, tree["requests"]["jp2"][5], 10).count() > 0
+            assert tiny.overviews is not None and tiny.overviews.drain()
             assert list((tmp_path / "tiny").glob("*")) == []
         finally:
             tiny.close()
@@ -148,12 +155,9 @@ def test_zoom_between_one_and_two_times_the_file_is_copied_in_the_background(
         s3.reset()
         first = render(pipe, product, 12)
         assert s3.requests()
-        assert pipe.overviews is not None
-        for _ in range(300):  # the copy runs on the cache's own thread
-            if pipe.overviews.stats()["builds"] == 1:
-                break
-            time.sleep(0.05)
-        assert pipe.overviews.stats()["builds"] == 1 and pipe.overviews.stats()["files"] == 1
+        assert pipe.overviews is not None and pipe.overviews.drain()  # the copy runs on the cache's thread
+        # the 20 m band copied for this zoom, and the 60 m band prefetched for the views zoomed out of it
+        assert pipe.overviews.stats()["builds"] == 2 and pipe.overviews.stats()["files"] == 2
     finally:
         pipe.close()
     other = make_pipeline(config, s3, tmp_path / "ov")
@@ -165,3 +169,22 @@ def test_zoom_between_one_and_two_times_the_file_is_copied_in_the_background(
         assert np.array_equal(again.filled(np.nan), first.filled(np.nan), equal_nan=True)
     finally:
         other.close()
+
+
+def test_a_first_view_prefetches_the_coarsest_file_so_zooming_out_is_local(
+    config: Path, s3: S3Server, tree: dict, tmp_path: Path
+):
+    """z13 reads the 10 m file; the 60 m file is copied meanwhile, and z10 then reads no S3 byte."""
+    product = tree["requests"]["levels"][0]
+    pipe = make_pipeline(config, s3, tmp_path / "ov")
+    try:
+        render(pipe, product, 13)
+        assert pipe.overviews is not None and pipe.overviews.drain()
+        # the 10 m band itself (small enough in this fixture to copy whole) and the prefetched 60 m band
+        assert pipe.overviews.stats()["builds"] == 2
+        s3.reset()
+        zoomed_out = render(pipe, product, 10)
+        assert s3.requests() == []
+        assert zoomed_out.count() > 1000
+    finally:
+        pipe.close()

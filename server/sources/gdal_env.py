@@ -17,6 +17,8 @@ import rasterio
 from pydantic import SecretStr
 from rasterio.session import Session
 
+PRIORITY_HEADER = "X-Eotiler-Priority"
+
 
 @dataclass(frozen=True, slots=True)
 class S3Settings:
@@ -105,6 +107,14 @@ class GdalEnvironment:
         if "GDAL_HTTP_LOW_SPEED_TIME" in options:
             options["GDAL_HTTP_LOW_SPEED_TIME"] = stall
         return GdalEnvironment(options, self.s3)
+
+    def background(self) -> GdalEnvironment:
+        """This environment for work no request waits for (overview builds, prefetch).
+
+        Its S3 requests carry ``X-Eotiler-Priority: background``: the S3 gateway lets them use one
+        connection of the quota at most, so they never crowd out the views people wait for.
+        """
+        return GdalEnvironment({**self.options, "GDAL_HTTP_HEADERS": f"{PRIORITY_HEADER}: background"}, self.s3)
 
     def _seconds(self, name: str, default: int) -> int:
         """An integer GDAL option (seconds or a count)."""

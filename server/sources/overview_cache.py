@@ -3,11 +3,14 @@
 Why: a JPEG2000 resolution level lives inside every tile-part, so a zoomed-out tile downloads
 whole tile-parts and decodes them again on every request (a cold z9 tile of a 10980 px band
 took ~5 s and 76 range requests over S3 in ``docs/eodata-performance.md``). The first request
-that needs a band at least twice coarser than its file reads the file once at a power-of-two
-reduction (GDAL uses the JPEG2000 resolution levels for that) and keeps the result as a local
-COG; later requests read the COG from local disk and make no S3 request at all. Between the
-file's resolution and twice it (z10 at 53 N over a 60 m file), the band is copied whole at its
-own resolution, in the background, so every zoom coarser than a file is served locally.
+that needs a band coarser than its file reads the source, as any reader would, and queues a
+level for the cache's own thread: the file read once at the power-of-two reduction at or finer
+than the request (GDAL uses the JPEG2000 resolution levels for that), or, between 1x and 2x the
+file's resolution (z10 at 53 N over a 60 m file), the whole band at its own resolution. Later
+requests, in any process, read the local COG and make no S3 request. The band's coarsest file
+(60 m) is also queued as soon as any resolution of the band is read (``prefetch``), so zooming
+out of a first view is local already. Builds run one at a time and read through the S3 gateway
+at background priority (one connection of the quota at most).
 
 Files are keyed by the source path and the level's resolution (``<sha>_<res>m.tif``), written
 to a temporary name and renamed, so concurrent workers never see half a file. The directory is
@@ -23,6 +26,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -46,9 +50,8 @@ class OverviewCache:
         self.directory = directory
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._building: dict[str, threading.Lock] = {}
         self._queued: set[str] = set()
-        self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview-copy")
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview")
         self._failing = False  # logged once per outage, as the tile cache does for Redis
         self.builds = 0
         self.hits = 0
@@ -87,10 +90,13 @@ class OverviewCache:
         nodata: float | None,
         environment: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> str | None:
-        """A local COG serving ``source`` at ``ground_res`` (built now if needed), or None to read the source.
+        """A local COG serving ``source`` at ``ground_res``, or None to read the source this time.
 
-        Call inside the request's GDAL environment: building reads ``source``. ``environment``
-        makes that environment again on the thread that copies whole bands in the background.
+        A missing level is queued for the cache's own thread (``environment`` makes the request's
+        GDAL environment again there; without it nothing is built): the request at hand reads the
+        source as any reader would, and only the following ones gain from the copy. Waiting for a
+        copy of the whole band would cost the first view the whole file (a z11 tile of a 10980 px
+        band: tens of MB where the tile needs a few).
         """
         res = self.level(native_res, ground_res)
         if res is None or not self.applies(source):
@@ -105,48 +111,68 @@ class OverviewCache:
             res /= 2
         res = self.level(native_res, ground_res)
         assert res is not None
-        target = self._file(source, res)
-        fill = 0.0 if nodata is None else nodata
-        if res == native_res:  # a whole band at full resolution: copied in the background, read as is now
-            if environment is not None:
-                self._copy_later(source, target, categorical, fill, environment)
-            return None
-        with self._lock:
-            building = self._building.setdefault(str(target), threading.Lock())
-        with building:  # one build per file; the others wait and then read it
-            if target.exists():
-                self.hits += 1
-                return str(target)
-            return str(target) if self._build(source, target, res / native_res, categorical, fill) else None
+        if environment is not None:
+            self.build_later(source, res, native_res, categorical, nodata, environment)
+        return None
 
-    def _copy_later(
+    def prefetch(
         self,
         source: str,
-        target: Path,
+        native_res: float,
         categorical: bool,
-        nodata: float,
+        nodata: float | None,
         environment: Callable[[], AbstractContextManager[object]],
     ) -> None:
-        """Queue a full-resolution copy of ``source`` (once), built on the cache's own thread.
+        """Queue a full-resolution copy of a band's coarsest file, before any view asks for it.
 
-        Why in the background: the request at hand needs about the file's own resolution anyway,
-        so it gains nothing from waiting for a copy of the whole band; the next ones (and other
-        processes) read the local COG instead of the object store.
+        Why: a map session zooms out sooner or later; the coarse files (60 m: a few MB) are cheap
+        to copy while the user looks at the first view, and the zoomed-out views then read locally.
         """
+        if self.applies(source):
+            self.build_later(source, native_res, native_res, categorical, nodata, environment)
+
+    def build_later(
+        self,
+        source: str,
+        res: float,
+        native_res: float,
+        categorical: bool,
+        nodata: float | None,
+        environment: Callable[[], AbstractContextManager[object]],
+    ) -> None:
+        """Queue the level of ``source`` at ``res`` (once) for the cache's own thread."""
+        target = self._file(source, res)
+        factor = res / native_res
         with self._lock:
-            if str(target) in self._queued:
+            if str(target) in self._queued or target.exists():
                 return
             self._queued.add(str(target))
+        fill = 0.0 if nodata is None else nodata
+        limit = FULL_COPY_PIXELS if factor == 1 else None
 
-        def copy() -> None:
+        def build() -> None:
             try:
                 with environment():
-                    self._build(source, target, 1.0, categorical, nodata, max_pixels=FULL_COPY_PIXELS)
+                    self._build(source, target, factor, categorical, fill, max_pixels=limit)
             finally:
                 with self._lock:
                     self._queued.discard(str(target))
 
-        self._copier.submit(copy)
+        self._builder.submit(build)
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until every queued build has ended (tests, shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._queued:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        """Stop the builder thread (queued builds are dropped)."""
+        self._builder.shutdown(wait=False, cancel_futures=True)
 
     def _build(
         self, source: str, target: Path, factor: float, categorical: bool, nodata: float, max_pixels: int | None = None

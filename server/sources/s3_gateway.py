@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import email.utils
 import hashlib
 import logging
@@ -44,12 +45,13 @@ from typing import Any
 import httpx
 import uvicorn
 
-from server.sources.gdal_env import S3Settings
+from server.sources.gdal_env import PRIORITY_HEADER, S3Settings
 from server.sources.jp2_index import NotIndexable, TilePartIndex, build_index
 from server.sources.s3_governor import Governor, QuotaWaitTimeout
 from server.sources.s3_signing import sign_headers
 
 log = logging.getLogger(__name__)
+_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("eotiler_s3_background", default=False)
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _PASS_HEADERS = ("content-type", "etag", "last-modified", "accept-ranges")
@@ -302,7 +304,7 @@ class S3Gateway:
                     s3.secret_access_key.get_secret_value(),
                     s3.region,
                 )
-            async with self.governor.slot(deadline):
+            async with self.governor.slot(deadline, background=_BACKGROUND.get()):
                 response = await self._client.request(method, url, headers=headers)
             answer = Upstream(
                 response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
@@ -513,7 +515,10 @@ class S3Gateway:
         if method not in ("GET", "HEAD") or bucket not in self.options.buckets or "/../" in path:
             await _respond(send, Upstream(403, {}, b""), method)
             return
-        byte_range = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"range"), None)
+        headers = dict(scope["headers"])
+        byte_range = headers[b"range"].decode("latin-1") if b"range" in headers else None
+        # what this request fetches, in tasks created below too, runs at the priority it asked for
+        _BACKGROUND.set(headers.get(PRIORITY_HEADER.lower().encode()) == b"background")
         try:
             answer = None
             if self.options.jp2_index and path.lower().endswith(".jp2"):

@@ -80,6 +80,7 @@ class Governor:
         self.per_minute = per_minute
         self.stats = GovernorStats()
         self._slots = asyncio.Semaphore(connections)
+        self._background = asyncio.Semaphore(1)
         self._recent: collections.deque[float] = collections.deque()
         self._pause_until = 0.0
         self._redis_url = redis_url
@@ -149,11 +150,17 @@ class Governor:
             self._redis_failed(exc)
 
     @asynccontextmanager
-    async def slot(self, deadline: float) -> AsyncIterator[None]:
+    async def slot(self, deadline: float, background: bool = False) -> AsyncIterator[None]:
         """Hold one connection slot and one request of the budget until the block ends.
 
+        ``background`` requests (no client waits for them) hold at most one slot between them.
         Raises ``QuotaWaitTimeout`` when the deadline (``time.monotonic()``) passes first.
         """
+        if background:
+            async with self._background:
+                async with self.slot(deadline) as held:
+                    yield held
+            return
         start = time.monotonic()
         await self._local_rate(deadline)  # a pause or a full minute holds requests before they take a slot
         try:

@@ -9,10 +9,12 @@ Categorical bands (SCL) are always resampled with nearest neighbour.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from xml.sax.saxutils import escape
@@ -237,6 +239,38 @@ def _read_stack(
     return [image.array[i] for i in range(len(paths))]
 
 
+def _through_overviews(
+    paths: list[str],
+    unit: list[tuple[str, BandConfig, BandSource]],
+    scene: Scene,
+    collection: CollectionConfig,
+    ground_res: float,
+    gdal: GdalEnvironment | None,
+    overviews: OverviewCache,
+) -> list[str]:
+    """The local levels that serve ``paths`` (or the paths themselves), queuing what is missing.
+
+    Also queues copies of the remote bands' coarsest files (the views zoomed out of this one).
+    Builds run in the background, with ``gdal``'s settings at background priority.
+    """
+    background = gdal.background() if gdal is not None else None
+
+    def environment(path: str) -> Callable[[], AbstractContextManager[object]]:
+        return partial(background.env, path) if background is not None else rasterio.Env
+
+    for name, band, source in unit:
+        coarsest = choose_source(name, band, scene, math.inf)
+        if coarsest is not None and coarsest.resolution > source.resolution:
+            path = gdal_path(scene.assets[coarsest.asset_key], collection.href_prefix, collection.data_root)
+            if path.startswith("/vsi"):
+                overviews.prefetch(path, coarsest.resolution, band.categorical, band.nodata, environment(path))
+    return [
+        overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata, environment(path))
+        or path
+        for path, (_, band, source) in zip(paths, unit, strict=True)
+    ]
+
+
 def read_scene(
     scene: Scene,
     collection: CollectionConfig,
@@ -283,18 +317,7 @@ def read_scene(
         paths = [gdal_path(scene.assets[s.asset_key], collection.href_prefix, collection.data_root) for _, _, s in unit]
         with gdal.env(paths[0]) if gdal is not None else rasterio.Env():
             if overviews is not None and not gcps:
-                paths = [
-                    overviews.local_path(
-                        path,
-                        source.resolution,
-                        ground_res,
-                        band.categorical,
-                        band.nodata,
-                        partial(gdal.env, path) if gdal is not None else rasterio.Env,
-                    )
-                    or path
-                    for path, (_, band, source) in zip(paths, unit, strict=True)
-                ]
+                paths = _through_overviews(paths, unit, scene, collection, ground_res, gdal, overviews)
             if len(unit) > 1:
                 stacked = _read_stack(paths, unit[0][1], grid, resampling, pool, identity)
                 if stacked is not None:

@@ -73,14 +73,15 @@ def _shared_s3_gateway(registry) -> Iterator[None]:  # noqa: ANN001 - LayerRegis
 
     from server.api.observability import REFRESH_SECONDS, GatewayMetrics
     from server.settings import Settings
-    from server.sources.s3_gateway import S3Gateway, s3_buckets
+    from server.sources.s3_gateway import s3_buckets
+    from server.sources.s3_gateway_process import GatewayProcess
 
     settings = Settings()
     buckets = s3_buckets(layer.collection.data_root for layer in registry.layers.values())
     if not buckets or not settings.s3_gateway or settings.s3_gateway_address:
         yield
         return
-    gateway = S3Gateway(settings.gateway_options(buckets))
+    gateway = GatewayProcess(settings.gateway_options(buckets))
     os.environ["EOTILER_S3_GATEWAY_ADDRESS"] = gateway.start()
     stop = GatewayMetrics(gateway.stats, CollectorRegistry()).run_every(REFRESH_SECONDS)
     try:

@@ -39,7 +39,8 @@ from server.render.store_breakers import StoreBreakers
 from server.settings import Settings
 from server.sources.dataset_pool import DatasetPool
 from server.sources.overview_cache import OverviewCache
-from server.sources.s3_gateway import S3Gateway, s3_buckets
+from server.sources.s3_gateway import s3_buckets
+from server.sources.s3_gateway_process import GatewayProcess
 from server.upstream_breaker import CircuitBreaker
 
 __all__ = ["Lookup", "Mosaic", "Pipeline", "RenderedData", "scene_info"]
@@ -113,12 +114,12 @@ class Pipeline:
         return self.breakers.for_root(layer.collection.data_root)
 
     @staticmethod
-    def _gateway(registry: LayerRegistry, settings: Settings) -> S3Gateway | None:
+    def _gateway(registry: LayerRegistry, settings: Settings) -> GatewayProcess | None:
         """The S3 gateway this process starts: when layers read ``/vsis3/`` and no shared one runs."""
         buckets = s3_buckets(layer.collection.data_root for layer in registry.layers.values())
         if not buckets or not settings.s3_gateway or settings.s3_gateway_address:
             return None
-        gateway = S3Gateway(settings.gateway_options(buckets))
+        gateway = GatewayProcess(settings.gateway_options(buckets))
         gateway.start()
         return gateway
 

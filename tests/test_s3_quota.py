@@ -16,7 +16,12 @@ from pathlib import Path
 import httpx
 import morecantile
 import pytest
+from rasterio.crs import CRS
 
+from server.catalog.layers import LayerRegistry
+from server.config import load_config
+from server.models import Grid, ImageFormat, RenderRequest, parse_time
+from server.pipeline import Pipeline
 from tests.conftest import serve
 from tests.support.s3_fixtures import s3_settings
 from tests.support.s3_server import S3Server
@@ -66,9 +71,7 @@ def test_a_429_with_retry_after_delays_the_read_and_the_tile_succeeds(config: Pa
     assert elapsed >= 1.0
 
 
-def test_workers_share_one_gateway_and_no_credential_work_per_tile(
-    config: Path, s3: S3Server, tmp_path: Path
-) -> None:
+def test_workers_share_one_gateway_and_no_credential_work_per_tile(config: Path, s3: S3Server, tmp_path: Path) -> None:
     """Two workers, documented AWS_* credentials: the quota holds for the whole server."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EOTILER_"))},
@@ -105,3 +108,34 @@ def test_workers_share_one_gateway_and_no_credential_work_per_tile(
 def _healed(s3: S3Server):
     yield
     s3.set_fault("none")
+
+
+def test_the_gateway_is_a_process_of_its_own_and_comes_back_when_killed(config: Path, s3: S3Server) -> None:
+    """A GDAL call that keeps the GIL (a decimated GeoTIFF read: the Sentinel-1 layer) cannot stall a
+    gateway in another process; a gateway that dies is started again on the same port."""
+    settings = s3_settings(config, s3, s3_gateway=True)
+    pipeline = Pipeline(LayerRegistry(load_config(config), settings), settings)
+    try:
+        gateway = pipeline.gateway
+        assert gateway is not None and gateway.alive()
+        start = time.monotonic()
+        s1 = pipeline.render(RenderRequest("S1_VH_DB", tile_grid(8, 182, 120), ImageFormat.PNG))
+        assert s1.scenes and not s1.failed
+        assert time.monotonic() - start < 5  # a thread gateway waited out GDAL's 10 s timeout here
+        gateway._process.kill()  # type: ignore[union-attr]
+        for _ in range(200):
+            if gateway.restarts == 1 and gateway.alive():
+                break
+            time.sleep(0.05)
+        assert gateway.restarts == 1 and gateway.alive()
+        s2 = pipeline.render(
+            RenderRequest("TRUE_COLOR", tile_grid(12, 1947, 1331), ImageFormat.PNG, time=parse_time("2022-10-05"))
+        )
+        assert s2.scenes and not s2.failed
+    finally:
+        pipeline.close()
+
+
+def tile_grid(z: int, x: int, y: int) -> Grid:
+    b = WEBMERCATOR.xy_bounds(morecantile.Tile(x, y, z))
+    return Grid((b.left, b.bottom, b.right, b.top), CRS.from_epsg(3857), 256, 256)

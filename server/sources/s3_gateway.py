@@ -30,10 +30,12 @@ import contextlib
 import contextvars
 import email.utils
 import hashlib
+import json
 import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -44,6 +46,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from server.sources.gdal_env import PRIORITY_HEADER, S3Settings
 from server.sources.jp2_index import NotIndexable, TilePartIndex, build_index
@@ -511,6 +514,10 @@ class S3Gateway:
             return
         method = scope["method"]
         path = scope["path"]
+        if path == "/_stats":  # bucket names never start with "_"
+            body = json.dumps(self.stats()).encode()
+            await _respond(send, Upstream(200, {"content-type": "application/json"}, body), method)
+            return
         bucket = path.lstrip("/").partition("/")[0]
         if method not in ("GET", "HEAD") or bucket not in self.options.buckets or "/../" in path:
             await _respond(send, Upstream(403, {}, b""), method)
@@ -537,11 +544,15 @@ class S3Gateway:
         await _respond(send, answer, method)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> str:
-        """Serve on 127.0.0.1 (a free port) on a thread of its own; returns ``host:port``."""
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1 (``port``, or a free one) on a thread of its own; returns ``host:port``.
+
+        The server runs it in a process of its own (``s3_gateway_process.py``); a thread is for
+        tests that drive the gateway with their own client.
+        """
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         self.address = f"127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(self, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=60)
         self._server = uvicorn.Server(config)
@@ -613,3 +624,54 @@ async def _respond(send: Any, answer: Upstream, method: str) -> None:
         headers.append((b"content-length", length.encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})
+
+
+def options_to_json(options: GatewayOptions) -> str:
+    """The options as one JSON line for the gateway process (secrets included: stdin only)."""
+    s3 = options.s3
+    fields = {
+        "s3": {
+            "endpoint": s3.endpoint,
+            "https": s3.https,
+            "virtual_hosting": s3.virtual_hosting,
+            "region": s3.region,
+            "access_key_id": s3.access_key_id.get_secret_value() if s3.access_key_id else None,
+            "secret_access_key": s3.secret_access_key.get_secret_value() if s3.secret_access_key else None,
+            "no_sign_request": s3.no_sign_request,
+        },
+        "buckets": sorted(options.buckets),
+        "index_dir": str(options.index_dir) if options.index_dir is not None else None,
+    }
+    for name in ("connections", "requests_per_minute", "budget", "timeout", "stall", "redis_url", "jp2_index"):
+        fields[name] = getattr(options, name)
+    fields["tile_part_bytes"] = options.tile_part_bytes
+    return json.dumps(fields)
+
+
+def options_from_json(text: str) -> GatewayOptions:
+    """The inverse of ``options_to_json``."""
+    fields = json.loads(text)
+    raw = fields.pop("s3")
+    secrets = {k: SecretStr(raw[k]) if raw[k] else None for k in ("access_key_id", "secret_access_key")}
+    s3 = S3Settings(**{**raw, **secrets})
+    index_dir = fields.pop("index_dir")
+    buckets = frozenset(fields.pop("buckets"))
+    return GatewayOptions(s3, buckets, index_dir=Path(index_dir) if index_dir else None, **fields)
+
+
+def main() -> None:
+    """``python -m server.sources.s3_gateway PORT``: options on stdin, ``READY`` on stdout.
+
+    The gateway lives as long as its stdin: when the server that started it closes it, or dies,
+    the gateway stops too.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = options_from_json(sys.stdin.readline())
+    gateway = S3Gateway(options)
+    print(f"READY {gateway.start(int(sys.argv[1]))}", flush=True)
+    sys.stdin.read()  # until EOF
+    gateway.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,7 @@ from sentinelhub import CRS, BBox, DataCollection, Geometry, MimeType, SentinelH
 
 from server.models import Grid
 from server.shapi import process as process_module
+from tests.support.sh_collections import sentinel2_l2a_at
 from tests.test_pixels import T29UNU, band_file, refl, warp_to
 
 TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
@@ -85,7 +86,7 @@ def sh_config(base_url: str) -> SHConfig:
 def l2a(live_url: str) -> DataCollection:
     """Sentinel-2 L2A served here: sentinelhub-py sends a collection's requests to its own
     service_url, so it is defined at this server (as CDSE's examples do for their deployment)."""
-    return DataCollection.SENTINEL2_L2A.define_from("eotiler-s2l2a", service_url=live_url)
+    return sentinel2_l2a_at(live_url)
 
 
 def sh_request(live_url: str, evalscript: str, responses: list, **bounds) -> SentinelHubRequest:

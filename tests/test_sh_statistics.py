@@ -18,6 +18,7 @@ import shapely.geometry
 from sentinelhub import CRS, BBox, DataCollection, Geometry, SentinelHubStatistical, SHConfig
 
 from server.models import Grid
+from tests.support.sh_collections import sentinel2_l2a_at
 from tests.test_pixels import T29UNU, T35VPK, band_file, img_data, warp_to
 
 TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
@@ -58,7 +59,7 @@ def sh_config(base_url: str) -> SHConfig:
 
 def l2a_here(live_url: str) -> DataCollection:
     """Sentinel-2 L2A defined at this server (sentinelhub-py sends requests to a collection's service_url)."""
-    return DataCollection.SENTINEL2_L2A.define_from("eotiler-s2l2a", service_url=live_url)
+    return sentinel2_l2a_at(live_url)
 
 
 def independent_ndvi(folder: Path, nir: str, res: int, grid: Grid) -> np.ndarray:

@@ -22,6 +22,8 @@ from owslib.wfs import WebFeatureService as OwsWfs
 from pyproj import Transformer
 from sentinelhub import CRS, BBox, DataCollection, SHConfig, WebFeatureService
 
+from tests.support.sh_collections import sentinel2_l2a_at
+
 SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "stac"
 NS = {
     "wfs": "http://www.opengis.net/wfs/2.0",
@@ -59,7 +61,7 @@ def sh_config(live_url: str) -> Iterator[SHConfig]:
 
 def l2a(config: SHConfig) -> DataCollection:
     """Sentinel-2 L2A served at ``sh_base_url``, as sentinelhub-py's CDSE examples define it."""
-    return DataCollection.SENTINEL2_L2A.define_from("eotiler-sentinel-2-l2a", service_url=config.sh_base_url)
+    return sentinel2_l2a_at(config.sh_base_url)
 
 
 def test_sentinelhub_footprints_dates_and_cloud_cover(sh_config: SHConfig):

@@ -387,5 +387,7 @@ def test_inimage_and_blank_exceptions(client):
 
 def test_generic_ogc_endpoint_dispatches_on_service(client):
     assert client.get("/ogc", params={"SERVICE": "WMS", "REQUEST": "GetCapabilities"}).status_code == 200
-    response = client.get("/ogc", params={"SERVICE": "WFS", "REQUEST": "GetCapabilities"})
+    wfs = client.get("/ogc", params={"SERVICE": "WFS", "REQUEST": "GetCapabilities"})
+    assert etree.fromstring(wfs.content).tag == "{http://www.opengis.net/wfs/2.0}WFS_Capabilities"
+    response = client.get("/ogc", params={"SERVICE": "WPS", "REQUEST": "GetCapabilities"})
     assert exception_code(response) == "InvalidParameterValue"

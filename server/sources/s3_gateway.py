@@ -266,7 +266,9 @@ class S3Gateway:
         identity = hashlib.sha256(
             f"{s3.endpoint}|{s3.access_key_id.get_secret_value() if s3.access_key_id else ''}".encode()
         ).hexdigest()[:16]
-        self.governor = Governor(options.connections, options.requests_per_minute, identity, options.redis_url)
+        # a request holds a connection at most its timeout (plus a stall): a dead replica's slots lapse then
+        lease = options.timeout + options.stall + 1.0
+        self.governor = Governor(options.connections, options.requests_per_minute, identity, options.redis_url, lease)
         self.indexes = IndexStore(options.index_dir, options.redis_url)
         self.coalesced = 0
         self.index_reads = 0  # upstream requests spent walking tile-part chains

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120  # a connection lease outlives any request; a crashed holder frees it then
+LEASE_SECONDS = 30.0  # default lease: longer than any one request may take; a dead holder's lapses then
 POLL_SECONDS = 0.02  # how often a waiter asks Redis again while every slot is taken
 
-# KEYS: leases, request times, pause; ARGV: lease id, lease seconds, connections, per minute.
+# KEYS: leases, request times, pause; ARGV: lease id, lease milliseconds, connections, per minute.
 # Returns 0 when the caller may go, else how many milliseconds to wait before asking again.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -39,10 +39,10 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   return math.max(1, tonumber(oldest[2]) + 60000 - now)
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]) * 1000, ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], 61000)
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 1000)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 0
 """
 # KEYS: pause; ARGV: milliseconds. The pause only ever grows.
@@ -75,7 +75,20 @@ class GovernorStats:
 class Governor:
     """Connection slots, a sliding-window request budget and a shared pause, per credential."""
 
-    def __init__(self, connections: int, per_minute: int, identity: str, redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        connections: int,
+        per_minute: int,
+        identity: str,
+        redis_url: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        """``lease_seconds``: how long a shared connection slot outlives a holder that died with it.
+
+        It must exceed the longest request (the gateway's timeout); shorter is better, since a
+        replica that crashes mid-request keeps its slots from everyone until they lapse.
+        """
+        self._lease_ms = int(lease_seconds * 1000)
         self.connections = connections
         self.per_minute = per_minute
         self.stats = GovernorStats()
@@ -127,9 +140,8 @@ class Governor:
             return False
         while True:
             try:
-                wait_ms = int(
-                    await client.eval(_ACQUIRE, 3, *self._keys, lease, LEASE_SECONDS, self.connections, self.per_minute)
-                )  # type: ignore[attr-defined]
+                limits = (self._lease_ms, self.connections, self.per_minute)
+                wait_ms = int(await client.eval(_ACQUIRE, 3, *self._keys, lease, *limits))  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - any Redis failure: local limits only
                 self._redis_failed(exc)
                 return False

@@ -15,15 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 import shapely.geometry
-from sentinelhub import CRS, BBox, DataCollection, SentinelHubCatalog, SHConfig
+from sentinelhub import CRS, BBox, DataCollection, SentinelHubCatalog
 from sentinelhub.exceptions import DownloadFailedException
 
 from server.settings import Settings
 from tests.conftest import serve
 from tests.support.s3_fixtures import S2_ITEMS, s3_config
+from tests.support.sentinelhub_client import plain_http_oauth, sh_config  # noqa: F401 - fixture
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "stac"
-TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
 WORLD = BBox((-180, -90, 180, 90), crs=CRS.WGS84)
 ALL_TIME = ("2015-01-01", "2030-12-31")
 
@@ -32,23 +32,6 @@ def items(collection: str) -> list[dict]:
     return [
         json.loads(p.read_text()) for p in sorted((SAMPLE / collection).glob("*.json")) if "collection" not in p.name
     ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def plain_http_oauth() -> Iterator[None]:
-    """oauthlib refuses http:// token URLs unless told; the test servers are plain HTTP on 127.0.0.1."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-        yield
-
-
-def sh_config(base_url: str) -> SHConfig:
-    return SHConfig(
-        sh_base_url=base_url,
-        sh_token_url=base_url + TOKEN_PATH,
-        sh_client_id="any-client",
-        sh_client_secret="any-secret",
-    )
 
 
 @pytest.fixture(scope="module")

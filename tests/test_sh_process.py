@@ -10,21 +10,18 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
-import pytest
 import rasterio
 import shapely.geometry
-from sentinelhub import CRS, BBox, DataCollection, Geometry, MimeType, SentinelHubRequest, SHConfig
+from sentinelhub import CRS, BBox, DataCollection, Geometry, MimeType, SentinelHubRequest
 
 from server.models import Grid
 from server.shapi import process as process_module
-from tests.support.sh_collections import sentinel2_l2a_at
+from tests.support.sentinelhub_client import plain_http_oauth, sentinel2_l2a_at, sh_config  # noqa: F401 - fixture
 from tests.test_pixels import T29UNU, band_file, refl, warp_to
 
-TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
 UTM29 = CRS(32629)
 BOX = (508000, 5880000, 518000, 5886000)  # inside the sample's 29UNU scene of 2022-10-05
 TIME = ("2022-10-01", "2022-10-31")
@@ -64,23 +61,6 @@ function evaluatePixel(s) {
 
 def time_range(first: str, last: str) -> dict[str, str]:
     return {"from": f"{first}T00:00:00Z", "to": f"{last}T23:59:59Z"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def plain_http_oauth() -> Iterator[None]:
-    """oauthlib refuses http:// token URLs unless told; the test servers are plain HTTP on 127.0.0.1."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-        yield
-
-
-def sh_config(base_url: str) -> SHConfig:
-    return SHConfig(
-        sh_base_url=base_url,
-        sh_token_url=base_url + TOKEN_PATH,
-        sh_client_id="any-client",
-        sh_client_secret="any-secret",
-    )
 
 
 def l2a(live_url: str) -> DataCollection:

@@ -7,7 +7,6 @@ polygon's pixels chosen by their centres with shapely.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,13 +14,12 @@ import numpy as np
 import pytest
 import rasterio
 import shapely.geometry
-from sentinelhub import CRS, BBox, DataCollection, Geometry, SentinelHubStatistical, SHConfig
+from sentinelhub import CRS, BBox, DataCollection, Geometry, SentinelHubStatistical
 
 from server.models import Grid
-from tests.support.sh_collections import sentinel2_l2a_at
+from tests.support.sentinelhub_client import plain_http_oauth, sentinel2_l2a_at, sh_config  # noqa: F401 - fixture
 from tests.test_pixels import T29UNU, T35VPK, band_file, img_data, warp_to
 
-TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
 T35VPK_2017 = img_data("2017/09/24", "S2B_MSIL2A_20170924T093020_N0500_R136_T35VPK")
 # Both bundled 35VPK crops (2017-09-24 and 2018-02-04, 15 km apart) on their own 10 m pixel grid.
 VPK_BOX = (668400.0, 6953220.0, 684000.0, 6971220.0)
@@ -38,23 +36,6 @@ function evaluatePixel(s) {
   return {ndvi: [(s.%(nir)s - s.B04) / (s.%(nir)s + s.B04)], dataMask: [s.dataMask]};
 }
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def plain_http_oauth() -> Iterator[None]:
-    """oauthlib refuses http:// token URLs unless told; the test servers are plain HTTP on 127.0.0.1."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-        yield
-
-
-def sh_config(base_url: str) -> SHConfig:
-    return SHConfig(
-        sh_base_url=base_url,
-        sh_token_url=base_url + TOKEN_PATH,
-        sh_client_id="any-client",
-        sh_client_secret="any-secret",
-    )
 
 
 def l2a_here(live_url: str) -> DataCollection:

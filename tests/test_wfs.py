@@ -22,7 +22,7 @@ from owslib.wfs import WebFeatureService as OwsWfs
 from pyproj import Transformer
 from sentinelhub import CRS, BBox, DataCollection, SHConfig, WebFeatureService
 
-from tests.support.sh_collections import sentinel2_l2a_at
+from tests.support.sentinelhub_client import sentinel2_l2a_at
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "stac"
 NS = {

@@ -88,3 +88,12 @@ def test_every_layer_advertises_exactly_the_formats_it_accepts(client: httpx.Cli
         if formats != drawn:
             mismatched[layer] = (sorted(formats), sorted(drawn))
     assert not mismatched, f"advertised vs accepted: {mismatched}"
+
+
+def test_ogc_api_tilesets_offer_exactly_the_formats_the_layer_accepts(client: httpx.Client) -> None:
+    """OGC API tile links follow the same rule (a 16-bit or two-band output is not offered as JPEG)."""
+    names = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
+    for layer in ("UINT16_RGB", "TWO_BANDS", "TRUE_COLOR", "NDVI_FLOAT"):
+        document = client.get(f"/collections/{layer}/tiles/WebMercatorQuad", params={"f": "json"}).json()
+        offered = {names[item["href"].rsplit("f=", 1)[1]] for item in document["links"] if item["rel"] == "item"}
+        assert offered == accepted(client, layer), layer

@@ -16,8 +16,8 @@ from morecantile import TileMatrixSet
 from server import __version__
 from server.api.dates import time_dimension, utc_today
 from server.catalog.layers import Layer, LayerRegistry
-from server.evalscript.contract import SampleType
 from server.grids import get_tms
+from server.render.formats import accepted_formats
 
 REL = "http://www.opengis.net/def/rel/ogc/1.0/"
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -84,10 +84,8 @@ def self_links(url: str, media: str) -> list[dict[str, Any]]:
 
 
 def image_formats(layer: Layer) -> tuple[str, ...]:
-    """The media types a layer's images come in (float32 output: GeoTIFF only), as XYZ offers them."""
-    if layer.evalscript.output.sample_type is SampleType.FLOAT32:
-        return ("image/tiff",)
-    return ("image/png", "image/jpeg", "image/webp", "image/tiff")
+    """The media types a layer's images come in: exactly those its output can be encoded in."""
+    return tuple(fmt.value for fmt in accepted_formats(layer.evalscript.output))
 
 
 def link_type(media: str) -> str:

@@ -92,7 +92,8 @@ async def render_map(pipeline: Pipeline, layer_id: str, request: Request) -> Res
     width, height = _size(query, bbox, out_crs, pipeline.settings.max_image_size)
     grid = request_grid(bbox, out_crs, width, height, "bbox")
     options = RenderOptions.from_request(request)
-    script = layer.request_script(options.evalscript, "evalscript")
+    # compiling a script may wait for V8 (setup(), a worker start): never on the event loop
+    script = await run_in_threadpool(options.script, layer, "evalscript") if options.evalscript else None
     req = RenderRequest(
         layer.id, grid, fmt, request_time(request, options), options.maxcc, options.priority, script=script
     )

@@ -41,7 +41,8 @@ async def render_tile(
     fmt = ImageFormat(negotiate(request, image_formats(layer)))
     options = RenderOptions.from_request(request)
     time = request_time(request, options)
-    script = layer.request_script(options.evalscript, "evalscript")
+    # compiling a script may wait for V8 (setup(), a worker start): never on the event loop
+    script = await run_in_threadpool(options.script, layer, "evalscript") if options.evalscript else None
     req = RenderRequest(layer.id, grid, fmt, time, options.maxcc, options.priority, script=script)
     if zoom < layer.config.minzoom:
         return image_response(await run_in_threadpool(pipeline.render_empty, req))

@@ -9,7 +9,7 @@ than the request (GDAL uses the JPEG2000 resolution levels for that), or, betwee
 file's resolution (z10 at 53 N over a 60 m file), the whole band at its own resolution. Later
 requests, in any process, read the local COG and make no S3 request. The band's coarsest file
 (60 m) is also queued as soon as any resolution of the band is read (``prefetch``), so zooming
-out of a first view is local already. Builds run one at a time and read through the S3 gateway
+out of a first view is local already. Prefetches and levels each have one thread; both read through the S3 gateway
 at background priority (one connection of the quota at most).
 
 Files are keyed by the source path and the level's resolution (``<sha>_<res>m.tif``), written
@@ -52,6 +52,7 @@ class OverviewCache:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview")
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-prefetch")
         self._failing = False  # logged once per outage, as the tile cache does for Redis
         self.builds = 0
         self.hits = 0
@@ -129,7 +130,7 @@ class OverviewCache:
         to copy while the user looks at the first view, and the zoomed-out views then read locally.
         """
         if self.applies(source):
-            self.build_later(source, native_res, native_res, categorical, nodata, environment)
+            self.build_later(source, native_res, native_res, categorical, nodata, environment, self._prefetcher)
 
     def build_later(
         self,
@@ -139,8 +140,13 @@ class OverviewCache:
         categorical: bool,
         nodata: float | None,
         environment: Callable[[], AbstractContextManager[object]],
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
-        """Queue the level of ``source`` at ``res`` (once) for the cache's own thread."""
+        """Queue the level of ``source`` at ``res`` (once) for one of the cache's threads.
+
+        Prefetched coarse files have a thread of their own: they are small and wanted soon, and
+        must not wait behind whole 10 or 20 m bands being copied.
+        """
         target = self._file(source, res)
         factor = res / native_res
         with self._lock:
@@ -158,7 +164,7 @@ class OverviewCache:
                 with self._lock:
                     self._queued.discard(str(target))
 
-        self._builder.submit(build)
+        (executor or self._builder).submit(build)
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every queued build has ended (tests, shutdown); False on timeout."""
@@ -171,8 +177,9 @@ class OverviewCache:
         return False
 
     def close(self) -> None:
-        """Stop the builder thread (queued builds are dropped)."""
+        """Stop the builder threads (queued builds are dropped)."""
         self._builder.shutdown(wait=False, cancel_futures=True)
+        self._prefetcher.shutdown(wait=False, cancel_futures=True)
 
     def _build(
         self, source: str, target: Path, factor: float, categorical: bool, nodata: float, max_pixels: int | None = None

@@ -11,13 +11,44 @@ Credentials live only in ``pydantic.SecretStr`` values until this point, so they
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 
 import rasterio
+import rasterio._env as _rasterio_env
 from pydantic import SecretStr
 from rasterio.session import Session
 
 PRIORITY_HEADER = "X-Eotiler-Priority"
+
+
+def _proj_search_paths_set_once() -> None:
+    """Make rasterio set PROJ's search paths once per process, not once per thread.
+
+    rasterio calls ``OSRSetPROJSearchPaths`` (process-wide) the first time each thread enters a
+    GDAL environment; GDAL then drops the PROJ objects it caches for every thread, and a warp
+    running on another thread at that moment crashed the server (segfault in a tile read while a
+    new render thread started, seen under 16 concurrent tiles). The paths never change after
+    rasterio's import, so a call with the paths already set is skipped.
+    """
+    original = _rasterio_env.set_proj_data_search_path
+    if getattr(original, "eotiler_once", False):
+        return
+    done: set[str] = set()
+    lock = threading.Lock()
+
+    def once(path: str) -> None:
+        with lock:
+            if path in done:
+                return
+            done.add(path)
+        original(path)
+
+    once.eotiler_once = True  # type: ignore[attr-defined]
+    _rasterio_env.set_proj_data_search_path = once
+
+
+_proj_search_paths_set_once()
 
 
 @dataclass(frozen=True, slots=True)

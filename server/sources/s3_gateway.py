@@ -570,6 +570,7 @@ class S3Gateway:
             timeout = httpx.Timeout(options.timeout, connect=min(5.0, options.timeout), read=options.stall)
             async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
                 self._client = client
+                await self._warm_up()
                 started.set()
                 assert self._server is not None
                 await self._server.serve(sockets=[sock])
@@ -581,6 +582,14 @@ class S3Gateway:
         while not self._server.started and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.address
+
+    async def _warm_up(self) -> None:
+        """One unsigned request to the store's root as the gateway starts, so the first read of a
+        new process does not also pay for the HTTP client's first request (measured: ~30 ms)."""
+        url, _, _ = self._url_and_host("/")
+        with contextlib.suppress(httpx.HTTPError):
+            assert self._client is not None
+            await self._client.head(url, timeout=1.0)  # an unreachable store must not hold the start
 
     def stop(self) -> None:
         """Stop serving and wait for the thread."""

@@ -4,12 +4,17 @@ TIME/MAXCC/PRIORITY, and every bad-input case answering a 4xx JSON that names th
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
+import httpx
 import morecantile
 import numpy as np
 import pytest
 import rasterio
 from PIL import Image
+
+from server.settings import Settings
+from tests.conftest import serve
 
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
 T29UNU_TILE = WEB_MERCATOR.tile(-8.75, 53.12, 12)
@@ -47,6 +52,20 @@ def test_layer_details_list_scenes(client):
     assert {s["id"][:10] for s in body["scenes"]} == {"S2A_MSIL2A", "S2B_MSIL2A"}
 
 
+@pytest.fixture(scope="module")
+def uncached_client(settings: Settings) -> Iterator[httpx.Client]:
+    """A server of its own without a tile cache, so every tile it answers is read and rendered.
+
+    The session server's memory cache holds whatever other modules requested (WMTS, WMS and OGC
+    API tests ask for the same T29UNU tile), and a cached tile has no read to time.
+    """
+    with (
+        serve(settings.model_copy(update={"cache_memory_bytes": 0})) as url,
+        httpx.Client(base_url=url, timeout=60) as http,
+    ):
+        yield http
+
+
 @pytest.mark.parametrize(
     ("suffix", "media_type", "size"),
     [
@@ -56,8 +75,8 @@ def test_layer_details_list_scenes(client):
         (".webp", "image/webp", 256),
     ],
 )
-def test_tile_formats_and_sizes(client, suffix: str, media_type: str, size: int):
-    response = client.get(f"/layers/TRUE_COLOR/tiles/WebMercatorQuad/{T29UNU_PATH}{suffix}")
+def test_tile_formats_and_sizes(uncached_client: httpx.Client, suffix: str, media_type: str, size: int):
+    response = uncached_client.get(f"/layers/TRUE_COLOR/tiles/WebMercatorQuad/{T29UNU_PATH}{suffix}")
     assert response.status_code == 200
     assert response.headers["content-type"] == media_type
     assert "read;dur=" in response.headers["server-timing"]

@@ -23,7 +23,7 @@ import time
 
 import httpx
 
-from server.sources.s3_gateway import GatewayOptions, options_to_json
+from server.sources.s3_gateway_options import GatewayOptions, options_to_json
 
 log = logging.getLogger(__name__)
 

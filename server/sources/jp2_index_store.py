@@ -1,0 +1,116 @@
+"""Where the S3 gateway keeps JPEG2000 tile-part indexes: memory, then a directory, then Redis.
+
+An index (``jp2_index.py``, a few KB) is built once per object by walking its tile-part chain;
+kept on disk it serves a restarted gateway, kept in Redis every replica. Each level is optional
+and a failure at one only costs a rebuild.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from server.sources.jp2_index import TilePartIndex
+
+log = logging.getLogger(__name__)
+
+INDEX_MEMORY = 4096  # indexes (a few KB each) kept in memory
+
+
+class IndexStore:
+    """Tile-part indexes: memory, then a directory, then Redis (shared by replicas)."""
+
+    def __init__(self, directory: Path | None, redis_url: str | None) -> None:
+        self.directory = directory
+        self._memory: OrderedDict[str, TilePartIndex | None] = OrderedDict()
+        self._redis_url = redis_url
+        self._redis: Any = None
+        self._redis_broken_until = 0.0
+
+    @staticmethod
+    def _name(path: str) -> str:
+        return hashlib.sha256(path.encode()).hexdigest()
+
+    def _client(self) -> Any:
+        if not self._redis_url or time.monotonic() < self._redis_broken_until:
+            return None
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(self._redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return self._redis
+
+    def _redis_failed(self, exc: Exception) -> None:
+        log.warning("tile-part index store unreachable for 30 s: %s", type(exc).__name__)
+        self._redis_broken_until = time.monotonic() + 30.0
+
+    def get(self, path: str) -> TilePartIndex | None | bool:
+        """From memory only (no I/O): the index, ``None`` when it needs none, ``False`` when not there."""
+        if path not in self._memory:
+            return False
+        self._memory.move_to_end(path)
+        return self._memory[path]
+
+    def load(self, path: str) -> TilePartIndex | bool:
+        """From the directory or Redis (blocking I/O: call off the event loop); ``False`` when absent."""
+        data = None
+        name = self._name(path)
+        try:
+            if self.directory is not None and (self.directory / name).is_file():
+                data = (self.directory / name).read_bytes()
+        except OSError as exc:
+            log.warning("tile-part index directory unreadable: %s", exc)
+        client = self._client() if data is None else None
+        if client is not None:
+            try:
+                data = client.get(f"eotiler:jp2idx:{name}")
+            except Exception as exc:  # noqa: BLE001 - Redis is an optional level
+                self._redis_failed(exc)
+        if not data:
+            return False
+        try:
+            index = TilePartIndex.from_bytes(data)
+        except ValueError:
+            return False
+        self.remember(path, index)
+        return index
+
+    def remember(self, path: str, index: TilePartIndex | None) -> None:
+        """Keep ``index`` (``None``: the object needs none) in memory."""
+        self._memory[path] = index
+        self._memory.move_to_end(path)
+        while len(self._memory) > INDEX_MEMORY:
+            self._memory.popitem(last=False)
+
+    def store(self, path: str, index: TilePartIndex) -> None:
+        """Write ``index`` to the directory and Redis (blocking I/O); failures only cost a rebuild later."""
+        data, name = index.to_bytes(), self._name(path)
+        if self.directory is not None:
+            tmp = self.directory / f".{name}.{os.getpid()}.{threading.get_ident()}"
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
+                tmp.replace(self.directory / name)
+            except OSError as exc:
+                log.warning("tile-part index not stored on disk: %s", exc)
+                tmp.unlink(missing_ok=True)
+        client = self._client()
+        if client is not None:
+            try:
+                client.set(f"eotiler:jp2idx:{name}", data, ex=30 * 24 * 3600)
+            except Exception as exc:  # noqa: BLE001 - Redis is an optional level
+                self._redis_failed(exc)
+
+    def forget(self, path: str) -> None:
+        """Drop ``path`` everywhere (its object changed)."""
+        self._memory.pop(path, None)
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                (self.directory / self._name(path)).unlink(missing_ok=True)

@@ -1,0 +1,217 @@
+"""Sentinel-2 JPEG2000 objects served with a synthesized TLM marker, a whole tile-part at a time.
+
+ESA's JPEG2000 files carry no TLM marker, so GDAL finds a tile by walking the tile-part chain
+from the start of the file, one small range read per tile-part (tens of requests per cold read
+over S3). The gateway builds each object's tile-part index once (``jp2_index.py``, kept by
+``jp2_index_store.py`` keyed on the ETag) and answers GDAL with a *virtual* object: the original
+main header with a TLM marker added, then the original tile-parts. GDAL then seeks straight to
+the tile-parts a window needs, which are fetched whole and kept (``s3_tile_part_cache.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from server.sources.jp2_index import NotIndexable, TilePartIndex, build_index
+from server.sources.jp2_index_store import INDEX_MEMORY, IndexStore
+from server.sources.s3_tile_part_cache import BytesLru
+from server.sources.s3_upstream import PassedOn, Upstream, slice_answer
+
+log = logging.getLogger(__name__)
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+READ_AHEAD_BYTES = 256 * 1024  # a run of small tile-parts is fetched up to this size (~13 ms at 20 MB/s)
+OPEN_BYTES = 65536  # what GDAL reads at open: one upstream request learns size and ETag
+
+Fetch = Callable[[str, str, str | None], Awaitable[Upstream]]
+
+
+class Changed(Exception):
+    """The object's ETag is not the one its index was built for."""
+
+
+class TlmServing:
+    """Answers GDAL's reads of JPEG2000 objects from their tile-part index (one per gateway)."""
+
+    def __init__(self, fetch: Fetch, indexes: IndexStore, tile_part_bytes: int) -> None:
+        """``fetch(method, path, range)``: one store request through the gateway's governor."""
+        self.fetch = fetch
+        self.indexes = indexes
+        self.tile_parts = BytesLru(tile_part_bytes)
+        self.index_reads = 0  # upstream requests spent walking tile-part chains
+        self._building: dict[str, asyncio.Future[TilePartIndex | None]] = {}
+        self._part_lists: dict[tuple[str, str], list[tuple[int, int]]] = {}
+
+    async def index_for(self, path: str, opening: Upstream | None = None) -> TilePartIndex | None:
+        """The index of ``path`` (built once, coalesced); ``None`` when it needs none."""
+        known = self.indexes.get(path)
+        if known is False:
+            known = await asyncio.to_thread(self.indexes.load, path)
+        if known is not False:
+            return known  # type: ignore[return-value]
+        building = self._building.get(path)
+        if building is not None:
+            return await asyncio.shield(building)
+        future: asyncio.Future[TilePartIndex | None] = asyncio.get_running_loop().create_future()
+        self._building[path] = future
+        try:
+            index = await self._build(path, opening)
+            self.indexes.remember(path, index)
+            if index is not None:
+                await asyncio.to_thread(self.indexes.store, path, index)
+            future.set_result(index)
+            return index
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            self._building.pop(path, None)
+
+    async def _build(self, path: str, opening: Upstream | None) -> TilePartIndex | None:
+        first = opening or await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
+        size = first.total_size()
+        if first.status not in (200, 206) or size is None:
+            raise PassedOn(first)
+        loop = asyncio.get_running_loop()
+        cached = first.body
+
+        def read(offset: int, length: int) -> bytes:
+            if offset + length <= len(cached):
+                return cached[offset : offset + length]
+            answer = asyncio.run_coroutine_threadsafe(
+                self.fetch("GET", path, f"bytes={offset}-{offset + length - 1}"), loop
+            ).result()
+            if answer.status != 206 or answer.etag != first.etag:
+                raise NotIndexable("the object changed or could not be read while it was indexed")
+            self.index_reads += 1
+            return answer.body
+
+        try:
+            index, requests = await asyncio.to_thread(build_index, read, size, first.etag)
+        except NotIndexable as exc:
+            log.info("no tile-part index for %s: %s", path.rsplit("/", 1)[-1], exc)
+            return None
+        log.info("tile-part index of %s built with %d range reads", path.rsplit("/", 1)[-1], requests)
+        return index
+
+    async def serve(self, method: str, path: str, byte_range: str | None) -> Upstream | None:
+        """The answer for a JPEG2000 object seen with its TLM marker; ``None``: serve it as it is.
+
+        An object whose ETag is no longer the index's (it was replaced) is indexed again, once.
+        """
+        try:
+            return await self._serve_virtual(method, path, byte_range)
+        except Changed:
+            log.info("object %s changed: its tile-part index is rebuilt", path.rsplit("/", 1)[-1])
+            self.indexes.forget(path)
+            return await self._serve_virtual(method, path, byte_range)
+
+    async def _serve_virtual(self, method: str, path: str, byte_range: str | None) -> Upstream | None:
+        match = _RANGE.match(byte_range or "")
+        if method == "HEAD" or match is None:
+            index = await self.index_for(path)
+            if index is None:
+                return None
+            if method == "HEAD":
+                return Upstream(200, {"content-length": str(index.virtual_size), "etag": index.etag}, b"")
+            match = _RANGE.match(f"bytes=0-{index.virtual_size - 1}")  # a whole-object GET: rare
+        assert match is not None
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) else None
+        index = self.indexes.get(path)
+        if index is False:
+            index = await asyncio.to_thread(self.indexes.load, path)
+        if index is False:
+            opening = await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
+            index = await self.index_for(path, opening)
+            if index is None:  # served as it is: the bytes just fetched answer GDAL's open
+                return slice_answer(opening, start, end)
+        elif start == 0 and index is not None:  # GDAL opens the file: is it still the object we indexed?
+            probe = await self.fetch("GET", path, "bytes=0-0")
+            if probe.status not in (200, 206):
+                return probe
+            if probe.etag != index.etag:
+                raise Changed
+        if index is None:
+            return None
+        assert isinstance(index, TilePartIndex)
+        stop = index.virtual_size - 1 if end is None else min(end, index.virtual_size - 1)
+        if start > stop:
+            return Upstream(416, {"content-range": f"bytes */{index.virtual_size}"}, b"")
+        chunks = [
+            index.prefix[first : last + 1] if from_prefix else await self._original(path, index, first, last)
+            for from_prefix, first, last in index.pieces(start, stop)
+        ]
+        headers = {"content-range": f"bytes {start}-{stop}/{index.virtual_size}", "etag": index.etag}
+        return Upstream(206, headers, b"".join(chunks))
+
+    async def _original(self, path: str, index: TilePartIndex, first: int, last: int) -> bytes:
+        """Original bytes ``first..last``, fetched a whole tile-part at a time (and kept).
+
+        GDAL reads a tile-part in growing chunks (16 KB, 32 KB, ...), one request each; fetching
+        and keeping the whole tile-part once makes a tile-part cost one request in every process.
+        Bytes outside every tile-part (the final EOC marker) are fetched as asked.
+        """
+        parts = self._parts(path, index)
+        starts = [offset for offset, _ in parts]
+        spans: list[tuple[int, int, int, int]] = []  # (part offset, part length, first, last)
+        position = first
+        while position <= last:
+            i = bisect.bisect_right(starts, position) - 1
+            offset, length = parts[i] if i >= 0 else (position, last - position + 1)
+            if position >= offset + length:  # past the last tile-part
+                offset, length = position, last - position + 1
+            end = min(last, offset + length - 1)
+            spans.append((offset, length, position, end))
+            position = end + 1
+        # consecutive tile-parts not in memory are fetched together, one request per run, and a
+        # short run reads ahead into the next tile-parts (GDAL asks for them next along a row)
+        runs: list[list[tuple[int, int]]] = []
+        for offset, length, _, _ in spans:
+            if self.tile_parts.get((path, index.etag, offset, length)) is not None:
+                continue
+            if runs and runs[-1][-1][0] + runs[-1][-1][1] == offset:
+                runs[-1].append((offset, length))
+            else:
+                runs.append([(offset, length)])
+        for run in runs:
+            following = bisect.bisect_right(starts, run[-1][0])
+            while sum(n for _, n in run) < READ_AHEAD_BYTES and following < len(parts):
+                if self.tile_parts.get((path, index.etag, *parts[following])) is not None:
+                    break
+                run.append(parts[following])
+                following += 1
+        await asyncio.gather(*(self._fetch_parts(path, index.etag, run) for run in runs))
+        out = []
+        for offset, length, a, b in spans:
+            blob = self.tile_parts.get((path, index.etag, offset, length))
+            if blob is None:  # larger than the memory bound allows: fetched for this answer only
+                blob = (await self._fetch_parts(path, index.etag, [(offset, length)]))[0]
+            out.append(blob[a - offset : b - offset + 1])
+        return b"".join(out)
+
+    def _parts(self, path: str, index: TilePartIndex) -> list[tuple[int, int]]:
+        key = (path, index.etag)
+        if key not in self._part_lists:
+            if len(self._part_lists) >= INDEX_MEMORY:
+                self._part_lists.pop(next(iter(self._part_lists)))
+            self._part_lists[key] = index.tile_parts()
+        return self._part_lists[key]
+
+    async def _fetch_parts(self, path: str, etag: str, run: list[tuple[int, int]]) -> list[bytes]:
+        """Consecutive tile-parts (or byte spans) of the original object in one request, kept in memory."""
+        first, last = run[0][0], run[-1][0] + run[-1][1] - 1
+        answer = await self.fetch("GET", path, f"bytes={first}-{last}")
+        if answer.status in (200, 206) and answer.etag != etag:
+            raise Changed
+        if answer.status != 206 or len(answer.body) != last - first + 1:
+            raise PassedOn(answer)
+        blobs = [answer.body[offset - first : offset - first + length] for offset, length in run]
+        for (offset, length), blob in zip(run, blobs, strict=True):
+            self.tile_parts.put((path, etag, offset, length), blob)
+        return blobs

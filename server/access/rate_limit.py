@@ -11,14 +11,12 @@ while it is unreachable, each process keeps the limit on its own.
 from __future__ import annotations
 
 import collections
-import logging
 import math
 import time
 import uuid
 
 from server.errors import RateLimited
-
-log = logging.getLogger(__name__)
+from server.redis_client import RestedRedis
 
 WINDOW_SECONDS = 60.0
 
@@ -42,19 +40,9 @@ class RateLimiter:
     """Admits or refuses one request of a client against its requests-per-minute limit."""
 
     def __init__(self, redis_url: str | None) -> None:
-        self._redis_url = redis_url
-        self._redis: object | None = None
-        self._redis_broken_until = 0.0
+        what = "rate limit store (per-process limits meanwhile)"
+        self._redis = RestedRedis(redis_url or None, rest_seconds=10.0, what=what)
         self._local: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
-
-    def _client(self) -> object | None:
-        if self._redis_url is None or time.monotonic() < self._redis_broken_until:
-            return None
-        if self._redis is None:
-            import redis.asyncio as aioredis  # only servers with Redis configured need it
-
-            self._redis = aioredis.Redis.from_url(self._redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        return self._redis
 
     async def admit(self, client_id: str, limit: int) -> None:
         """Return when the request may go; ``RateLimited`` (429 + Retry-After) when it may not."""
@@ -67,15 +55,14 @@ class RateLimiter:
 
     async def _shared_wait(self, client_id: str, limit: int) -> float | None:
         """Seconds to wait according to Redis (0: admitted); ``None`` when Redis is not used."""
-        client = self._client()
+        client = self._redis.client()
         if client is None:
             return None
         try:
             key = f"eotiler:ratelimit:{client_id}"
-            wait_ms = await client.eval(_ADMIT, 1, key, limit, uuid.uuid4().hex)  # type: ignore[attr-defined]
+            wait_ms = await client.eval(_ADMIT, 1, key, limit, uuid.uuid4().hex)
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to this process's limits
-            log.warning("rate limit store unreachable, using per-process limits for 10 s: %s", type(exc).__name__)
-            self._redis_broken_until = time.monotonic() + 10.0
+            self._redis.failed(exc)
             return None
         return int(wait_ms) / 1000.0
 

@@ -12,11 +12,10 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
+from server.redis_client import RestedRedis
 from server.sources.jp2_index import TilePartIndex
 
 log = logging.getLogger(__name__)
@@ -30,26 +29,13 @@ class IndexStore:
     def __init__(self, directory: Path | None, redis_url: str | None) -> None:
         self.directory = directory
         self._memory: OrderedDict[str, TilePartIndex | None] = OrderedDict()
-        self._redis_url = redis_url
-        self._redis: Any = None
-        self._redis_broken_until = 0.0
+        self._redis = RestedRedis(
+            redis_url or None, rest_seconds=30.0, what="tile-part index store", asynchronous=False
+        )
 
     @staticmethod
     def _name(path: str) -> str:
         return hashlib.sha256(path.encode()).hexdigest()
-
-    def _client(self) -> Any:
-        if not self._redis_url or time.monotonic() < self._redis_broken_until:
-            return None
-        if self._redis is None:
-            import redis
-
-            self._redis = redis.Redis.from_url(self._redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        return self._redis
-
-    def _redis_failed(self, exc: Exception) -> None:
-        log.warning("tile-part index store unreachable for 30 s: %s", type(exc).__name__)
-        self._redis_broken_until = time.monotonic() + 30.0
 
     def get(self, path: str) -> TilePartIndex | None | bool:
         """From memory only (no I/O): the index, ``None`` when it needs none, ``False`` when not there."""
@@ -67,12 +53,12 @@ class IndexStore:
                 data = (self.directory / name).read_bytes()
         except OSError as exc:
             log.warning("tile-part index directory unreadable: %s", exc)
-        client = self._client() if data is None else None
+        client = self._redis.client() if data is None else None
         if client is not None:
             try:
                 data = client.get(f"eotiler:jp2idx:{name}")
             except Exception as exc:  # noqa: BLE001 - Redis is an optional level
-                self._redis_failed(exc)
+                self._redis.failed(exc)
         if not data:
             return False
         try:
@@ -101,12 +87,12 @@ class IndexStore:
             except OSError as exc:
                 log.warning("tile-part index not stored on disk: %s", exc)
                 tmp.unlink(missing_ok=True)
-        client = self._client()
+        client = self._redis.client()
         if client is not None:
             try:
                 client.set(f"eotiler:jp2idx:{name}", data, ex=30 * 24 * 3600)
             except Exception as exc:  # noqa: BLE001 - Redis is an optional level
-                self._redis_failed(exc)
+                self._redis.failed(exc)
 
     def forget(self, path: str) -> None:
         """Drop ``path`` everywhere (its object changed)."""

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from server.redis_client import RestedRedis
+
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0  # default lease: longer than any one request may take; a dead holder's lapses then
@@ -96,25 +98,9 @@ class Governor:
         self._background = asyncio.Semaphore(1)
         self._recent: collections.deque[float] = collections.deque()
         self._pause_until = 0.0
-        self._redis_url = redis_url
-        self._redis: object | None = None
-        self._redis_broken_until = 0.0
+        self._redis = RestedRedis(redis_url or None, rest_seconds=10.0, what="S3 quota store (local limits meanwhile)")
         prefix = f"eotiler:s3quota:{identity}"
         self._keys = (f"{prefix}:leases", f"{prefix}:requests", f"{prefix}:pause")
-
-    def _client(self) -> object | None:
-        if self._redis_url is None or time.monotonic() < self._redis_broken_until:
-            return None
-        if self._redis is None:
-            import redis.asyncio as aioredis  # only gateways with Redis configured need it
-
-            self._redis = aioredis.Redis.from_url(self._redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        return self._redis
-
-    def _redis_failed(self, exc: Exception) -> None:
-        """Fall back to this process's limits for a while; the local bounds still hold."""
-        log.warning("S3 quota store unreachable, using local limits for 10 s: %s", type(exc).__name__)
-        self._redis_broken_until = time.monotonic() + 10.0
 
     async def _local_rate(self, deadline: float) -> None:
         """Room in this process's one-minute window (and past any pause)."""
@@ -135,15 +121,15 @@ class Governor:
 
     async def _shared(self, lease: str, deadline: float) -> bool:
         """A lease from Redis when configured; False when Redis is not used for this request."""
-        client = self._client()
+        client = self._redis.client()
         if client is None:
             return False
         while True:
             try:
                 limits = (self._lease_ms, self.connections, self.per_minute)
-                wait_ms = int(await client.eval(_ACQUIRE, 3, *self._keys, lease, *limits))  # type: ignore[attr-defined]
+                wait_ms = int(await client.eval(_ACQUIRE, 3, *self._keys, lease, *limits))
             except Exception as exc:  # noqa: BLE001 - any Redis failure: local limits only
-                self._redis_failed(exc)
+                self._redis.failed(exc)
                 return False
             if wait_ms == 0:
                 return True
@@ -153,13 +139,13 @@ class Governor:
             await asyncio.sleep(max(wait_ms / 1000, POLL_SECONDS))
 
     async def _release_shared(self, lease: str) -> None:
-        client = self._client()
+        client = self._redis.client()
         if client is None:
             return
         try:
-            await client.zrem(self._keys[0], lease)  # type: ignore[attr-defined]
+            await client.zrem(self._keys[0], lease)
         except Exception as exc:  # noqa: BLE001 - the lease expires by itself
-            self._redis_failed(exc)
+            self._redis.failed(exc)
 
     @asynccontextmanager
     async def slot(self, deadline: float, background: bool = False) -> AsyncIterator[None]:
@@ -200,9 +186,9 @@ class Governor:
         """Hold every request of this credential back for ``seconds`` (a 429/503 asked for it)."""
         self.stats.throttled += 1
         self._pause_until = max(self._pause_until, time.monotonic() + seconds)
-        client = self._client()
+        client = self._redis.client()
         if client is not None:
             try:
-                await client.eval(_PAUSE, 1, self._keys[2], int(seconds * 1000))  # type: ignore[attr-defined]
+                await client.eval(_PAUSE, 1, self._keys[2], int(seconds * 1000))
             except Exception as exc:  # noqa: BLE001 - the local pause still holds
-                self._redis_failed(exc)
+                self._redis.failed(exc)

@@ -26,6 +26,7 @@ from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
 from server.resources import default_config_path
 from tests.conftest import EODATA
+from tests.support.script_ramps import layer_script, script_ramp
 
 S2 = EODATA / "Sentinel-2" / "MSI"
 
@@ -96,10 +97,8 @@ def refl(dn: np.ndarray, offset: float) -> np.ndarray:
 
 
 def legend_ramp(layer: str, values: np.ndarray) -> np.ndarray:
-    """Colours from the layer's legend stops in the configuration (not from the evalscript)."""
-    legend = yaml.safe_load(default_config_path().read_text())["layers"][layer]["legend"]["items"]
-    stops = [item["value"] for item in legend]
-    rgb = [[int(item["color"][i : i + 2], 16) for i in (1, 3, 5)] for item in legend]
+    """Colours from the stops of the layer's script (``STOPS``/``COLORS``), read by the test itself."""
+    stops, rgb = script_ramp(layer_script(layer))
     return np.stack([np.clip(np.rint(np.interp(values, stops, [c[k] for c in rgb])), 0, 255) for k in range(3)])
 
 

@@ -20,6 +20,7 @@ from server.catalog.static import StaticCatalogue
 from server.config.models import CollectionConfig, Config, LayerConfig, LegendConfig
 from server.config.models import StaticCatalogue as StaticCatalogueConfig
 from server.errors import ConfigError, EotilerError, EvalscriptError, Forbidden, InvalidParameter, LayerNotDefined
+from server.evalscript.colour_ramp import script_ramp
 from server.evalscript.contract import Evalscript, Samples
 from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.js_script import JavaScriptEvalscript, SceneInfo
@@ -27,7 +28,7 @@ from server.evalscript.postprocess import to_sample_type
 from server.evalscript.python_script import PythonEvalscript
 from server.evalscript.request_script import compile_request_script, decode_evalscript
 from server.models import TimeRange, parse_time
-from server.render.legend import colormap_legend
+from server.render.legend import colormap_legend, script_legend
 from server.settings import Settings
 from server.upstream_breaker import CircuitBreaker
 
@@ -96,6 +97,24 @@ class Layer:
         if isinstance(script, ExpressionEvalscript) and script.colormap is not None and script.rescale:
             return colormap_legend(self.config.title, script.colormap, *script.rescale)
         return None
+
+
+def with_script_legend(layer_id: str, layer: LayerConfig, scripts_dir: Path) -> LayerConfig:
+    """The layer with its gradient legend's items taken from its script's colour ramp, if it has none.
+
+    The stops are written once, in the script (``evalscripts/ndvi.js``); the legend, the ``.js``
+    script and its ``.py`` twin all read them there.
+    """
+    legend = layer.legend
+    if legend is None or legend.items is not None:
+        return layer
+    if layer.evalscript is None:
+        raise ConfigError(f"layers.{layer_id}.legend: items are needed for an expression layer")
+    try:
+        stops, colours = script_ramp(scripts_dir / layer.evalscript)
+    except ConfigError as exc:
+        raise ConfigError(f"layers.{layer_id}.legend: no items given, and {exc.public_message}") from None
+    return layer.model_copy(update={"legend": script_legend(legend, stops, colours)})
 
 
 def compile_evalscript(
@@ -176,7 +195,8 @@ class LayerRegistry:
                 )
         self.catalogues = catalogues  # by collection id, layers or not (Catalog API, WFS)
         self.all_layers: dict[str, Layer] = {}  # ``layers`` is what the current caller may see
-        for lid, layer in config.layers.items():
+        for lid, configured in config.layers.items():
+            layer = with_script_legend(lid, configured, config.evalscripts_dir)
             collection = config.collections[layer.collection]
             script = compile_evalscript(lid, layer, collection, config.evalscripts_dir)
             smoke_test(lid, script)

@@ -122,11 +122,22 @@ class LegendItem(_Strict):
 
 
 class LegendConfig(_Strict):
-    """A legend shown by the viewer and by GetLegendGraphic."""
+    """A legend shown by the viewer and by GetLegendGraphic.
 
-    type: Literal["gradient", "discrete"]
+    A gradient written without ``items`` takes the stops and colours of the layer's evalscript
+    (``STOPS``/``COLORS`` of the ``.js`` file, which a ``.py`` twin reads too): the loader fills
+    them in (``config.loader``), so a ramp is written once, in the script.
+    """
+
+    type: Literal["gradient", "discrete"] = "gradient"
     title: str = ""
-    items: list[LegendItem] = Field(min_length=2)
+    items: list[LegendItem] | None = Field(default=None, min_length=2)
+
+    @model_validator(mode="after")
+    def _discrete_items(self) -> LegendConfig:
+        if self.items is None and self.type == "discrete":
+            raise ValueError("a discrete legend needs its items (colour and label of each class)")
+        return self
 
 
 class LayerConfig(_Strict):

@@ -1,29 +1,14 @@
 """Scene classification (SCL) with the usual Sentinel-2 L2A palette; class 0 is transparent."""
 
+from pathlib import Path
+
 import numpy as np
 
-from server.evalscript.helpers import hex_rgb
+from server.evalscript.colour_ramp import js_palette
 
-PALETTE = np.array(
-    [
-        hex_rgb(c)
-        for c in (
-            "#000000",  # 0 no data
-            "#ff0000",  # 1 saturated or defective
-            "#2f2f2f",  # 2 dark area pixels
-            "#643200",  # 3 cloud shadows
-            "#00a000",  # 4 vegetation
-            "#ffe65a",  # 5 not vegetated
-            "#0000ff",  # 6 water
-            "#808080",  # 7 unclassified
-            "#c0c0c0",  # 8 cloud, medium probability
-            "#ffffff",  # 9 cloud, high probability
-            "#64c8ff",  # 10 thin cirrus
-            "#ff96ff",  # 11 snow or ice
-        )
-    ],
-    dtype=np.float32,
-)
+# The palette (class -> colour) lives in the JavaScript twin (scl.js), the script Sentinel Hub
+# can run as it is; the layer's legend takes its colours from there too.
+PALETTE = np.array(js_palette(Path(__file__).with_suffix(".js")), dtype=np.float32)
 
 
 def setup():

@@ -15,7 +15,6 @@ import morecantile
 import numpy as np
 import pytest
 import rasterio
-import yaml
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_bounds
@@ -24,9 +23,8 @@ from rasterio.windows import Window
 
 from server.models import Grid, ImageFormat, RenderRequest, parse_time
 from server.pipeline import Pipeline
-from server.resources import default_config_path
 from tests.conftest import EODATA
-from tests.support.script_ramps import layer_script, script_ramp
+from tests.support.script_ramps import layer_script, script_palette, script_ramp
 
 S2 = EODATA / "Sentinel-2" / "MSI"
 
@@ -220,8 +218,7 @@ def test_scl_is_never_interpolated(pipeline: Pipeline):
 def test_scl_layer_uses_only_palette_colours(client):
     tile, _ = tile_grid(-8.75, 53.12, 14)
     got = fetch_png(client, f"/layers/SCL/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png")
-    legend = yaml.safe_load(default_config_path().read_text())["layers"]["SCL"]["legend"]["items"]
-    palette = {tuple(int(item["color"][i : i + 2], 16) for i in (1, 3, 5)) for item in legend}
+    palette = set(script_palette(layer_script("SCL"))[1:])  # class 0 is transparent
     opaque = got[got[..., 3] == 255][:, :3]
     colours = {tuple(c) for c in np.unique(opaque, axis=0).tolist()}
     assert colours and colours <= palette

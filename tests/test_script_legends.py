@@ -1,9 +1,10 @@
-"""Gradient legends drawn from the layer's own script: the colour stops are written once.
+"""Legends drawn with the colours of the layer's own script: colours are written once.
 
 ``config/eotiler.yaml`` gives NDVI, kNDVI, NDWI and the moisture index a legend with only a
 title; the legend's stops and colours come from ``STOPS``/``COLORS`` of the layer's ``.js``
-script (which the ``.py`` twin reads too). The stops are parsed here on their own
-(``tests/support/script_ramps.py``) and compared with what the server draws, over HTTP.
+script (which the ``.py`` twin reads too). SCL's classes give their value and label; their
+colours are ``PALETTE[value]`` of ``scl.js``. The scripts' colours are parsed here on their
+own (``tests/support/script_ramps.py``) and compared with what the server draws, over HTTP.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from server.catalog.layers import LayerRegistry
 from server.config.loader import load_config
 from server.errors import ConfigError
 from server.resources import default_config_path
-from tests.support.script_ramps import layer_script, script_ramp
+from tests.support.script_ramps import layer_script, script_palette, script_ramp
 
 ROOT = Path(__file__).resolve().parent.parent
 RAMP_LAYERS = {"NDVI", "KNDVI", "NDWI", "MOISTURE_INDEX", "MOSAIC_NDVI"}
@@ -52,6 +53,7 @@ def test_the_configuration_copies_no_stops():
     assert ramps == RAMP_LAYERS
     for lid in RAMP_LAYERS:
         assert set(layers[lid]["legend"]) == {"title"}, lid
+    assert all("color" not in item for item in layers["SCL"]["legend"]["items"])
 
 
 @pytest.mark.parametrize("layer", sorted(RAMP_LAYERS))
@@ -76,6 +78,19 @@ def test_legend_image_is_the_ramp_of_the_script(client: httpx.Client, layer: str
     assert len(hrefs) == 1
     wms = client.get(hrefs[0])
     assert wms.status_code == 200 and wms.content == rest.content
+
+
+def test_class_legend_colours_are_the_palette_of_the_script(client: httpx.Client):
+    palette = script_palette(layer_script("SCL"))
+    assert len(palette) == 12
+    png = client.get("/layers/SCL/legend.png").content
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+    swatches: list[tuple[int, int, int]] = []  # opaque colours down the swatch column, in order
+    for pixel in image[:, 14]:
+        rgba = tuple(int(v) for v in pixel)
+        if rgba[3] == 255 and rgba != OUTLINE and (not swatches or swatches[-1] != rgba[:3]):
+            swatches.append(rgba[:3])
+    assert swatches == palette[1:]  # classes 1-11 (0 is no data, never drawn)
 
 
 def write_config(tmp_path: Path, layer: dict, script: str | None = None) -> Path:
@@ -123,11 +138,47 @@ def test_a_new_layer_with_a_ramp_is_one_script_and_one_entry(tmp_path: Path):
 def test_a_legend_without_items_needs_a_script_with_a_ramp(tmp_path: Path):
     no_ramp = RAMP_SCRIPT.replace("const STOPS = [0, 0.125, 0.5];\n", "const LEVELS = [0, 0.125, 0.5];\n")
     path = write_config(tmp_path, {"evalscript": "ramp.js", "legend": {"title": "Ramp"}}, no_ramp)
-    with pytest.raises(ConfigError, match=r"layers\.L\.legend: no items given.*STOPS"):
+    with pytest.raises(ConfigError, match=r"layers\.L\.legend: colours left out, and .*STOPS"):
         LayerRegistry(load_config(path))
     path = write_config(tmp_path, {"expression": "B04", "legend": {"title": "B04"}})
-    with pytest.raises(ConfigError, match=r"layers\.L\.legend: items are needed for an expression layer"):
+    with pytest.raises(ConfigError, match=r"layers\.L\.legend: an expression layer's legend needs items with colours"):
         LayerRegistry(load_config(path))
     path = write_config(tmp_path, {"expression": "B04", "legend": {"type": "discrete", "title": "B04"}})
     with pytest.raises(ConfigError, match=r"layers\.L\.legend: .*discrete legend needs its items"):
+        load_config(path)
+
+
+PALETTE_SCRIPT = """//VERSION=3
+const PALETTE = [
+  0x000000, // 0 nothing
+  0x123456, // 1 first, with a comma
+  0xabcdef, // 2 second
+].map((c) => normalizeRGB(int2rgb(c)));
+function setup() { return { input: [{ bands: ["B04"], units: "DN" }], output: { bands: 3 } }; }
+function evaluatePixel(s) { return PALETTE[Math.min(Math.max(Math.trunc(s.B04), 0), 2)]; }
+"""
+
+
+def test_class_items_name_their_value_and_take_the_palette_colour(tmp_path: Path):
+    items = [{"value": 2, "label": "Two"}, {"color": "#ff0000", "label": "Own colour"}, {"value": 1, "label": "One"}]
+    path = write_config(
+        tmp_path, {"evalscript": "ramp.js", "legend": {"type": "discrete", "items": items}}, PALETTE_SCRIPT
+    )
+    legend = LayerRegistry(load_config(path)).get("L").legend()
+    assert legend is not None
+    assert [(item.label, item.color) for item in legend.items or []] == [
+        ("Two", "#abcdef"),
+        ("Own colour", "#ff0000"),
+        ("One", "#123456"),
+    ]
+    items[0] = {"value": 3, "label": "Three"}
+    path = write_config(
+        tmp_path, {"evalscript": "ramp.js", "legend": {"type": "discrete", "items": items}}, PALETTE_SCRIPT
+    )
+    with pytest.raises(ConfigError, match=r"layers\.L\.legend\.items\[0\]: class 3.0 is not in the script's PALETTE"):
+        LayerRegistry(load_config(path))
+    path = write_config(
+        tmp_path, {"evalscript": "ramp.js", "legend": {"items": [{"value": 0}, {"value": 1}]}}, PALETTE_SCRIPT
+    )
+    with pytest.raises(ConfigError, match="every item of a gradient legend needs a color"):
         load_config(path)

@@ -20,7 +20,7 @@ from server.catalog.static import StaticCatalogue
 from server.config.models import CollectionConfig, Config, LayerConfig, LegendConfig
 from server.config.models import StaticCatalogue as StaticCatalogueConfig
 from server.errors import ConfigError, EotilerError, EvalscriptError, Forbidden, InvalidParameter, LayerNotDefined
-from server.evalscript.colour_ramp import script_ramp
+from server.evalscript.colour_ramp import script_palette, script_ramp
 from server.evalscript.contract import Evalscript, Samples
 from server.evalscript.expression import ExpressionEvalscript
 from server.evalscript.js_script import JavaScriptEvalscript, SceneInfo
@@ -100,21 +100,34 @@ class Layer:
 
 
 def with_script_legend(layer_id: str, layer: LayerConfig, scripts_dir: Path) -> LayerConfig:
-    """The layer with its gradient legend's items taken from its script's colour ramp, if it has none.
+    """The layer with the colours its legend leaves out taken from its script.
 
-    The stops are written once, in the script (``evalscripts/ndvi.js``); the legend, the ``.js``
-    script and its ``.py`` twin all read them there.
+    A gradient without items gets the script's ramp (``STOPS``/``COLORS``), a class item without
+    a colour ``PALETTE[value]``. Colours are written once, in the script (``evalscripts/ndvi.js``,
+    ``scl.js``); the legend, the ``.js`` script and its ``.py`` twin all read them there.
     """
     legend = layer.legend
-    if legend is None or legend.items is not None:
+    where = f"layers.{layer_id}.legend"
+    if legend is None or (legend.items is not None and all(item.color for item in legend.items)):
         return layer
     if layer.evalscript is None:
-        raise ConfigError(f"layers.{layer_id}.legend: items are needed for an expression layer")
+        raise ConfigError(f"{where}: an expression layer's legend needs items with colours")
+    script = scripts_dir / layer.evalscript
     try:
-        stops, colours = script_ramp(scripts_dir / layer.evalscript)
+        if legend.items is None:
+            return layer.model_copy(update={"legend": script_legend(legend, *script_ramp(script))})
+        palette = script_palette(script)
     except ConfigError as exc:
-        raise ConfigError(f"layers.{layer_id}.legend: no items given, and {exc.public_message}") from None
-    return layer.model_copy(update={"legend": script_legend(legend, stops, colours)})
+        raise ConfigError(f"{where}: colours left out, and {exc.public_message}") from None
+    items = []
+    for i, item in enumerate(legend.items):
+        if item.color is None:
+            value = item.value  # set: an item without a colour names its class (``LegendItem``)
+            if value is None or not (value.is_integer() and 0 <= value < len(palette)):
+                raise ConfigError(f"{where}.items[{i}]: class {value} is not in the script's PALETTE")
+            item = item.model_copy(update={"color": f"#{palette[int(value)]:06x}"})
+        items.append(item)
+    return layer.model_copy(update={"legend": legend.model_copy(update={"items": items})})
 
 
 def compile_evalscript(

@@ -107,26 +107,37 @@ class CollectionConfig(_Strict):
 
 
 class LegendItem(_Strict):
-    """One colour of a legend: a value (gradients) or a label (classes)."""
+    """One colour of a legend: a value (gradients) or a label (classes).
 
-    color: str
+    A class item may give its class ``value`` instead of a ``color``: the colour is then the
+    script's for that class (``PALETTE[value]`` of the ``.js`` script or twin).
+    """
+
+    color: str | None = None
     label: str = ""
     value: float | None = None
 
     @field_validator("color")
     @classmethod
-    def _hex(cls, value: str) -> str:
-        if not _COLOR.match(value):
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not _COLOR.match(value):
             raise ValueError(f"color '{value}' is not #RRGGBB or #RRGGBBAA")
         return value
+
+    @model_validator(mode="after")
+    def _colour_or_class(self) -> LegendItem:
+        if self.color is None and self.value is None:
+            raise ValueError("give a color, or the class value whose colour the script's PALETTE holds")
+        return self
 
 
 class LegendConfig(_Strict):
     """A legend shown by the viewer and by GetLegendGraphic.
 
     A gradient written without ``items`` takes the stops and colours of the layer's evalscript
-    (``STOPS``/``COLORS`` of the ``.js`` file, which a ``.py`` twin reads too): the loader fills
-    them in (``config.loader``), so a ramp is written once, in the script.
+    (``STOPS``/``COLORS`` of the ``.js`` file, which a ``.py`` twin reads too), and class items
+    without a ``color`` take ``PALETTE[value]``: the layers are built with them filled in
+    (``catalog.layers.with_script_legend``), so colours are written once, in the script.
     """
 
     type: Literal["gradient", "discrete"] = "gradient"
@@ -136,7 +147,9 @@ class LegendConfig(_Strict):
     @model_validator(mode="after")
     def _discrete_items(self) -> LegendConfig:
         if self.items is None and self.type == "discrete":
-            raise ValueError("a discrete legend needs its items (colour and label of each class)")
+            raise ValueError("a discrete legend needs its items (colour or class value, and label, of each class)")
+        if self.type == "gradient" and any(item.color is None for item in self.items or []):
+            raise ValueError("every item of a gradient legend needs a color (or give no items)")
         return self
 
 

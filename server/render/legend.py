@@ -30,8 +30,9 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _items(legend: LegendConfig) -> list[LegendItem]:
-    if legend.items is None:  # the loader fills a script's ramp in (``script_legend``)
-        raise ValueError(f"legend '{legend.title}' has no items")
+    # layers are built with the script's colours filled in (``catalog.layers.with_script_legend``)
+    if legend.items is None or any(item.color is None for item in legend.items):
+        raise ValueError(f"legend '{legend.title}' has colours left to fill in from its script")
     return legend.items
 
 

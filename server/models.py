@@ -316,6 +316,9 @@ class Grid:
     # ``crs`` as WKT when the caller already has it (tile grids: one per TileMatrixSet); rasterio's
     # ``to_wkt`` costs ~0.1 ms, a visible share of a cached tile.
     crs_wkt: str = field(default="", compare=False)
+    # The ground resolution of the whole image a strip of it belongs to (``render/strips.py``):
+    # a strip reads the same band files as the whole image, so its pixels are the same.
+    ground: float | None = field(default=None, compare=False)
 
     def bbox_wgs84(self) -> tuple[float, float, float, float]:
         """The grid's bounds in lon/lat, densified so curved edges are covered (memoised: every
@@ -331,8 +334,10 @@ class Grid:
 
         Measured geodesically so that it holds for any CRS (UTM, Web Mercator, lon/lat); used to
         choose between 10, 20 and 60 m files. Only the part in the area of use is measured, over
-        the pixels that part covers.
+        the pixels that part covers. A strip answers its whole image's resolution (``ground``).
         """
+        if self.ground is not None:
+            return self.ground
         across, down = self.ground_size()
         x0, y0, x1, y1 = self.bbox
         u0, v0, u1, v1 = self.usable_bbox()
@@ -374,6 +379,9 @@ class RenderRequest:
     coverage: bool = False
     # Resampling for continuous bands (WCS INTERPOLATION); ``None`` is the layer's own.
     resampling: str | None = None
+    # A GeoJSON geometry in the grid's CRS (canonical JSON text, so the request stays hashable):
+    # pixels whose centre lies outside it are no data (the Process API's ``input.bounds.geometry``).
+    clip: str | None = None
 
 
 @dataclass(slots=True)

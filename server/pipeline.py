@@ -12,13 +12,15 @@ modules: admission (``render/admission.py``), the tile cache and render threads
 from __future__ import annotations
 
 import contextlib
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 from rasterio.crs import CRS
@@ -28,14 +30,17 @@ from server.cache.render_cache import RenderCache
 from server.cache.tile_cache import TileCache
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter
-from server.evalscript.contract import Evalscript, OutputSpec, Samples
+from server.evalscript.contract import Evalscript, OutputSpec, Samples, user_data
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
 from server.render.admission import Admission
+from server.render.clip import inside, mask_outside
 from server.render.composite import CompositeRequest, blend, on_background
 from server.render.encode import check_format, encode
 from server.render.mosaic import Mosaic, SceneReads, mosaic_scenes, samples_over_time, scene_info
+from server.render.outputs import USERDATA_MEDIA, OutputsRequest
 from server.render.store_breakers import StoreBreakers
+from server.render.strips import IN_FLIGHT, STRIP_PIXELS, Drawn, draw_strips, strips
 from server.settings import Settings
 from server.sources.dataset_pool import DatasetPool
 from server.sources.overview_cache import OverviewCache
@@ -90,6 +95,13 @@ class Pipeline:
         self.admission = Admission(settings.render_concurrency, settings.render_queue)
         self.renders = RenderCache(self.cache, self.admission, settings.request_budget, self.max_age)
         self.breakers = StoreBreakers(settings)
+        # Strips of large images drawn beside their render thread (render/strips.py).
+        self.strip_pool = ThreadPoolExecutor(
+            max_workers=settings.render_concurrency * (IN_FLIGHT - 1), thread_name_prefix="eotiler-strip"
+        )
+        self.strip_pixels = STRIP_PIXELS  # an image larger than this is drawn in strips of this size
+        self.mosaics = 0  # mosaics made since start (each reads its scenes on one grid)
+        self._count_lock = threading.Lock()
 
     @property
     def read_failures(self) -> int:
@@ -128,6 +140,7 @@ class Pipeline:
         if self.gateway is not None:
             self.gateway.stop()
         self.reads.executor.shutdown(wait=False, cancel_futures=True)
+        self.strip_pool.shutdown(wait=False, cancel_futures=True)
         self.renders.close()
         if self.overviews is not None:
             self.overviews.close()
@@ -166,22 +179,31 @@ class Pipeline:
         """SIMPLE mosaic of ``scenes`` on ``grid`` (``render.mosaic.mosaic_scenes``); reads stop at
         ``deadline``, by default the running render's."""
         deadline = deadline or self.deadline()
+        with self._count_lock:  # += is a read and a write: strips mosaic on several threads
+            self.mosaics += 1
         return mosaic_scenes(layer, scenes, grid, script, resampling, deadline, self.reads, self.breaker(layer))
 
     def samples_over_time(
-        self, layer: Layer, scenes: list[Scene], req: RenderRequest, script: Evalscript
+        self, layer: Layer, scenes: list[Scene], req: RenderRequest, script: Evalscript, deadline: float | None = None
     ) -> tuple[Mosaic, Samples]:
         """Multi-temporal inputs (mosaicking ORBIT or TILE): ``render.mosaic.samples_over_time``."""
 
-        def group(members: list[Scene], deadline: float) -> Mosaic:
-            return self.mosaic(layer, members, req.grid, script, req.resampling, deadline)
+        def group(members: list[Scene], by: float) -> Mosaic:
+            return self.mosaic(layer, members, req.grid, script, req.resampling, by)
 
-        return samples_over_time(layer, scenes, req, script, self.deadline(), group)
+        return samples_over_time(layer, scenes, req, script, deadline or self.deadline(), group)
 
-    def render_data(self, req: RenderRequest, scenes: list[Scene] | None = None) -> RenderedData:
-        """Render to a post-processed masked array (no encoding): for compositing and queries."""
+    def render_data(
+        self, req: RenderRequest, scenes: list[Scene] | None = None, deadline: float | None = None
+    ) -> RenderedData:
+        """Render to a post-processed masked array (no encoding): for compositing and queries.
+        Reads stop at ``deadline`` (by default the running render's)."""
         if self.too_coarse(req) is not None:  # nothing is read beyond the layer's floor
             return self._empty_data(req)
+        return self._render_data(req, scenes, deadline)
+
+    def _render_data(self, req: RenderRequest, scenes: list[Scene] | None, deadline: float | None) -> RenderedData:
+        """``render_data`` past the floor check (a strip is checked as its whole image is)."""
         layer = self.registry.get(req.layer)
         script = self.script(req)
         timings: dict[str, float] = {}
@@ -190,37 +212,75 @@ class Pipeline:
             scenes = self.find_scenes(layer, req)
         timings["catalogue"] = (time.perf_counter() - start) * 1000
         mark = time.perf_counter()
-        if script.mosaicking == "SIMPLE":
-            mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling)
-            samples = Samples({**mosaic.bands, "dataMask": mosaic.filled.astype(np.float32)})
-        else:
-            mosaic, samples = self.samples_over_time(layer, scenes, req, script)
+        mosaic, samples = self._read(layer, req, script, scenes, deadline)
         timings["read"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
-        values = script.evaluate(samples)
-        output = script.output
-        if req.bands is not None:
-            if output.has_alpha:  # keep transparency although the alpha band is not selected
-                mosaic.filled &= values[-1] > 0
-            values = values[list(req.bands)]
-            output = self.output(req)
-        data = to_sample_type(values, output, mosaic.filled)
+        data, values, mosaic.filled = self._evaluate(req, script, mosaic, samples)
         timings["evalscript"] = (time.perf_counter() - mark) * 1000
         return RenderedData(data, values, mosaic, timings)
 
+    def _read(
+        self, layer: Layer, req: RenderRequest, script: Evalscript, scenes: list[Scene], deadline: float | None
+    ) -> tuple[Mosaic, Samples]:
+        """The script's inputs on ``req``'s grid: one mosaic (SIMPLE) or samples over time."""
+        if script.mosaicking == "SIMPLE":
+            mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling, deadline)
+            return mosaic, Samples({**mosaic.bands, "dataMask": mosaic.filled.astype(np.float32)})
+        return self.samples_over_time(layer, scenes, req, script, deadline)
+
+    def _evaluate(
+        self, req: RenderRequest, script: Evalscript, mosaic: Mosaic, samples: Samples
+    ) -> tuple[np.ma.MaskedArray, np.ndarray, np.ndarray]:
+        """Run ``script`` on ``samples``: post-processed data, raw values and which pixels are drawn."""
+        values = script.evaluate(samples)
+        output = script.output
+        filled = mosaic.filled
+        if req.bands is not None:
+            if output.has_alpha:  # keep transparency although the alpha band is not selected
+                filled = filled & (values[-1] > 0)
+            values = values[list(req.bands)]
+            output = self.output(req)
+        return to_sample_type(values, output, filled), values, filled
+
+    def _clipped(self, data: np.ma.MaskedArray, req: RenderRequest) -> np.ma.MaskedArray:
+        """``data`` drawn on ``req.grid`` without data outside ``req.clip``."""
+        return data if req.clip is None else mask_outside(data, inside(req.clip, req.grid))
+
+    def _drawn(self, grid: Grid, draw: Callable[[Grid], Drawn], order: list[Scene]) -> Drawn:
+        """``draw`` on ``grid``, in strips when it is large (``render/strips.py``); drawn scenes
+        in ``order`` (the catalogue's)."""
+        return Drawn.join(draw_strips(strips(grid, self.strip_pixels), draw, self.strip_pool), order)
+
+    @overload
     def render(
         self, req: RenderRequest | CompositeRequest, looked: Lookup | None = None, deadline: float | None = None
-    ) -> RenderResult:
+    ) -> RenderResult: ...
+
+    @overload
+    def render(
+        self, req: OutputsRequest, looked: Lookup | None = None, deadline: float | None = None
+    ) -> list[RenderResult]: ...
+
+    def render(
+        self,
+        req: RenderRequest | CompositeRequest | OutputsRequest,
+        looked: Lookup | None = None,
+        deadline: float | None = None,
+    ) -> RenderResult | list[RenderResult]:
         """Render and encode one image, through the tile cache: the entry point of every protocol.
 
-        ``req`` is one layer, or several drawn over each other (``CompositeRequest``). The
-        catalogue is always asked first (cheap): the cache key holds the resolved scene ids,
-        so two TIME values that select the same scenes share one entry. ``looked`` is a lookup
-        already made for ``req`` (by ``probe_memory``), so it is not made twice. ``deadline``
-        (``time.monotonic()``) is when the answer is due: a request budget from now by default.
+        ``req`` is one layer, several drawn over each other (``CompositeRequest``), or several
+        outputs of one script from one read (``OutputsRequest``: a result per output, then the
+        userData when asked). The catalogue is always asked first (cheap): the cache key holds
+        the resolved scene ids, so two TIME values that select the same scenes share one
+        entry. ``looked`` is a lookup already made for ``req`` (by ``probe_memory``), so it is
+        not made twice. ``deadline`` (``time.monotonic()``) is when the answer is due: a request
+        budget from now by default. Large images are drawn in strips (``render/strips.py``).
         """
         if isinstance(req, CompositeRequest):
             return self._render_composite(req, deadline)
+        if isinstance(req, OutputsRequest):
+            return self._render_outputs(req, deadline)
         coarse = self.too_coarse(req)
         if coarse is not None:
             return self.floor_image(req, coarse)
@@ -242,22 +302,83 @@ class Pipeline:
         return self.cached(key, req.first, lambda: self._composite_uncached(req, found), timings, deadline)
 
     def _composite_uncached(self, req: CompositeRequest, found: list[list[Scene]]) -> RenderResult:
-        rendered = [self.render_data(part, scenes) for part, scenes in zip(req.parts, found, strict=True)]
-        if len(rendered) == 1:
-            data = on_background(rendered[0].data, req.bgcolor)
-        else:
-            data = blend([r.data for r in rendered], req.transparent, req.bgcolor)
-        timings: dict[str, float] = {}
-        scenes: list[str] = []
-        for part in rendered:
-            for name, value in part.timings.items():
-                timings[name] = timings.get(name, 0.0) + value
-            scenes += [s.id for s in part.mosaic.scenes if s.id not in scenes]
-        result = self.encode(data, req.first, [], timings)
-        result.scenes = scenes
-        result.failed = [name for part in rendered for name in part.mosaic.failed]
-        result.skipped = [name for part in rendered for name in part.mosaic.skipped]
+        deadline = self.deadline()
+        empty = [self.too_coarse(part) is not None for part in req.parts]  # parts beyond their floor
+
+        def draw(grid: Grid) -> Drawn:
+            rendered = [
+                self._empty_data(replace(part, grid=grid))
+                if none
+                else self._render_data(replace(part, grid=grid), scenes, deadline)
+                for part, scenes, none in zip(req.parts, found, empty, strict=True)
+            ]
+            if len(rendered) == 1:
+                data = on_background(rendered[0].data, req.bgcolor)
+            else:
+                data = blend([r.data for r in rendered], req.transparent, req.bgcolor)
+            return Drawn.of([data], rendered)
+
+        drawn = self._drawn(req.first.grid, draw, [scene for scenes in found for scene in scenes])
+        result = self.encode(drawn.data[0], req.first, drawn.scenes, drawn.timings)
+        result.failed, result.skipped = drawn.failed, drawn.skipped
         return result
+
+    def _render_outputs(self, req: OutputsRequest, deadline: float | None) -> list[RenderResult]:
+        """Every output's image (and the userData) through the cache; what is missing is drawn from
+        one read: the scenes are mosaicked once per strip, then each output is evaluated."""
+        base = req.base
+        coarse = self.too_coarse(base)
+        if coarse is not None:
+            floor = [self.floor_image(out, coarse) for out in req.outputs]
+            return floor + ([RenderResult(b"{}", USERDATA_MEDIA, [], {})] if req.user_data else [])
+        layer = self.registry.get(base.layer)
+        for out in req.outputs:
+            check_format(self.output(out), out.format)
+        start = time.perf_counter()
+        scenes = self.find_scenes(layer, base)
+        timings = {"catalogue": (time.perf_counter() - start) * 1000}
+        keys = [self.cache_key(out, layer, scenes) for out in req.outputs]
+        if req.user_data:
+            keys.append(render_key(base, layer, scenes, variant="userdata"))
+
+        def produce(missing: list[int]) -> list[RenderResult]:
+            return self._outputs_uncached(req, scenes, missing)
+
+        return self.renders.cached_many(keys, base, produce, timings, deadline)
+
+    def _outputs_uncached(self, req: OutputsRequest, scenes: list[Scene], missing: list[int]) -> list[RenderResult]:
+        """The results numbered ``missing`` (outputs, then the userData as the last one)."""
+        deadline = self.deadline()
+        layer = self.registry.get(req.base.layer)
+        script = self.script(req.base)
+        wanted = [req.outputs[i] for i in missing if i < len(req.outputs)]
+
+        def draw(grid: Grid) -> Drawn:
+            mark = time.perf_counter()
+            base = replace(req.base, grid=grid)
+            mosaic, samples = self._read(layer, base, script, scenes, deadline)
+            timings = {"read": (time.perf_counter() - mark) * 1000}
+            mark = time.perf_counter()
+            data = []
+            for out in wanted:
+                on_grid = replace(out, grid=grid)
+                data.append(self._clipped(self._evaluate(on_grid, self.script(out), mosaic, samples)[0], on_grid))
+            timings["evalscript"] = (time.perf_counter() - mark) * 1000
+            return Drawn(data, mosaic.scenes, mosaic.failed, mosaic.skipped, timings)
+
+        drawn = self._drawn(req.base.grid, draw, scenes)
+        results = []
+        for out, data in zip(wanted, drawn.data, strict=True):
+            result = self.encode(data, out, drawn.scenes, drawn.timings)
+            result.failed, result.skipped = drawn.failed, drawn.skipped
+            results.append(result)
+        if len(missing) > len(wanted):  # the userData
+            found = user_data(script, [scene_info(scene) for scene in drawn.scenes])
+            content = json.dumps(found, separators=(",", ":")).encode()
+            ids = [scene.id for scene in drawn.scenes]
+            results.append(RenderResult(content, USERDATA_MEDIA, ids, drawn.timings, failed=drawn.failed))
+            results[-1].skipped = drawn.skipped
+        return results
 
     def probe_memory(self, req: RenderRequest) -> tuple[RenderResult | None, Lookup | None]:
         """The image from this process's memory cache, or the lookup to hand to ``render``.
@@ -285,9 +406,16 @@ class Pipeline:
         return render_key(req, layer, scenes, variant=f"zlevel={self.settings.png_zlevel}")
 
     def _render_uncached(self, req: RenderRequest, scenes: list[Scene]) -> RenderResult:
-        rendered = self.render_data(req, scenes)
-        result = self.encode(rendered.data, req, rendered.mosaic.scenes, rendered.timings)
-        result.failed, result.skipped = rendered.mosaic.failed, rendered.mosaic.skipped
+        deadline = self.deadline()
+
+        def draw(grid: Grid) -> Drawn:
+            on_grid = replace(req, grid=grid)
+            rendered = self._render_data(on_grid, scenes, deadline)
+            return Drawn.of([self._clipped(rendered.data, on_grid)], [rendered])
+
+        drawn = self._drawn(req.grid, draw, scenes)
+        result = self.encode(drawn.data[0], req, drawn.scenes, drawn.timings)
+        result.failed, result.skipped = drawn.failed, drawn.skipped
         return result
 
     def cached(

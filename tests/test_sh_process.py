@@ -18,6 +18,8 @@ import shapely.geometry
 from sentinelhub import CRS, BBox, DataCollection, Geometry, MimeType, SentinelHubRequest
 
 from server.models import Grid
+from server.pipeline import Pipeline
+from server.render import strips as strips_module
 from server.shapi import process as process_module
 from tests.support.sentinelhub_client import plain_http_oauth, sentinel2_l2a_at, sh_config  # noqa: F401 - fixture
 from tests.test_pixels import T29UNU, band_file, refl, warp_to
@@ -228,7 +230,7 @@ def test_polygon_leaves_pixels_outside_without_data(live_url: str, client: httpx
 
 def test_beyond_2500_pixels_renders_in_strips(client: httpx.Client):
     width, height = 3000, 1800
-    assert width * height > process_module.STRIP_PIXELS  # more than one strip
+    assert width * height > strips_module.STRIP_PIXELS  # more than one strip
     body = {
         "input": {
             "bounds": {"bbox": list(BOX), "properties": {"crs": "http://www.opengis.net/def/crs/EPSG/0/32629"}},
@@ -263,3 +265,68 @@ def test_beyond_the_configured_limit_is_a_400(client: httpx.Client):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "COMMON_BAD_PAYLOAD"
     assert "at most 4096" in response.json()["error"]["message"]
+
+
+DATED = """//VERSION=3
+function setup() {
+  return {input: ["B04", "B8A", "dataMask"], output: {bands: 1, sampleType: "FLOAT32"}};
+}
+function evaluatePixel(s) {
+  return [(s.B8A - s.B04) / (s.B8A + s.B04)];
+}
+function updateOutputMetadata(scenes, inputMetadata, outputMetadata) {
+  outputMetadata.userData = {
+    dates: scenes.tiles.map((tile) => tile.date),
+    paths: scenes.tiles.map((tile) => tile.dataPath),
+    normalizationFactor: inputMetadata.normalizationFactor,
+    serviceVersion: inputMetadata.serviceVersion,
+  };
+}
+"""
+
+
+def test_userdata_is_what_update_output_metadata_sets_with_the_scene_dates(live_url: str, client: httpx.Client):
+    request = sh_request(
+        live_url,
+        DATED,
+        [
+            SentinelHubRequest.output_response("default", MimeType.TIFF),
+            SentinelHubRequest.output_response("userdata", MimeType.JSON),
+        ],
+        bbox=BBox(BOX, crs=UTM29),
+    )
+    members = request.get_data()[0]
+    assert set(members) == {"default.tif", "userdata.json"}
+    user_data = members["userdata.json"]
+    # the one scene of October 2022 over BOX: its sensing time is in its product name
+    assert user_data["dates"] == ["2022-10-05T11:54:11Z"]
+    assert len(user_data["paths"]) == 1 and "S2A_MSIL2A_20221005T115411" in user_data["paths"][0]
+    assert user_data["normalizationFactor"] == 0.0001 and user_data["serviceVersion"]
+    assert np.array_equal(members["default.tif"], wcs_bands(client, NDVI)[0], equal_nan=True)
+
+
+def _body(box: tuple[float, float, float, float], responses: list[dict]) -> dict:
+    return {
+        "input": {
+            "bounds": {"bbox": list(box), "properties": {"crs": "http://www.opengis.net/def/crs/EPSG/0/32629"}},
+            "data": [{"type": "sentinel-2-l2a", "dataFilter": {"timeRange": time_range("2022-10-01", "2022-10-31")}}],
+        },
+        "output": {"width": 60, "height": 40, "responses": responses},
+        "evalscript": BOTH,
+    }
+
+
+def test_two_outputs_read_the_scenes_once(pipeline: Pipeline):
+    """Outputs of one script come from one mosaic: a two-output request makes as many as a
+    one-output request (each on a grid of its own, so no image comes from the cache)."""
+    png = {"identifier": "default", "format": {"type": "image/png"}}
+    tiff = {"identifier": "ndvi", "format": {"type": "image/tiff"}}
+    before = pipeline.mosaics
+    one = process_module.process(pipeline, _body((509000, 5881000, 511000, 5882000), [png]), [])
+    after_one = pipeline.mosaics
+    two = process_module.process(pipeline, _body((512000, 5881000, 514000, 5882000), [png, tiff]), [])
+    after_two = pipeline.mosaics
+    assert one.status_code == 200 and two.status_code == 200
+    assert two.headers["content-type"] == "application/x-tar"
+    assert after_one - before == 1
+    assert after_two - after_one == after_one - before

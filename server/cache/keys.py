@@ -48,6 +48,8 @@ def render_key(req: RenderRequest, layer: Layer, scenes: list[Scene], variant: s
         "scenes": [s.id for s in scenes],
         "variant": variant,
     }
+    if req.clip is not None:  # only then: keys of unclipped images stay what they are
+        parts["clip"] = hashlib.sha256(req.clip.encode()).hexdigest()
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
     return f"{KEY_PREFIX}:{layer.id}:{digest}"
 

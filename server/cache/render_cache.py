@@ -77,43 +77,64 @@ class RenderCache:
         (so stuck renders make the server refuse new work, never accept more than it can run),
         and a complete late image is still stored for the next request.
         """
+        return self.cached_many([key], req, lambda _: [produce()], timings, deadline)[0]
+
+    def cached_many(
+        self,
+        keys: list[str],
+        req: RenderRequest,
+        produce: Callable[[list[int]], list[RenderResult]],
+        timings: dict[str, float],
+        deadline: float | None = None,
+    ) -> list[RenderResult]:
+        """``cached`` for images made together (outputs of one script from one read): each key
+        from the cache, and those missing (their positions handed to ``produce``, which returns
+        their results in that order) made in one render slot."""
         mark = time.perf_counter()
-        found = self.cache.get(key)
-        if found is not None:
-            return self.hit(found, req, timings, mark)
+        results: list[RenderResult | None] = []
+        for key in keys:
+            found = self.cache.get(key)
+            results.append(None if found is None else self.hit(found, req, timings, mark))
+        missing = [number for number, result in enumerate(results) if result is None]
+        if not missing:
+            return [result for result in results if result is not None]
         deadline = deadline or time.monotonic() + self.budget
         self.admission.admit(deadline)
         # Reads stop a little before the answer is due (and never later than a budget from now),
         # so a slow request still gets its incomplete image instead of a 504.
         read_by = min(deadline, time.monotonic() + self.budget) - self.budget * READ_MARGIN
+        wanted = [keys[number] for number in missing]
         try:
-            future = self._renders.submit(self._render_in_slot, key, req, produce, read_by)
+            future = self._renders.submit(self._render_in_slot, wanted, req, lambda: produce(missing), read_by)
         except RuntimeError:  # the pipeline is closing
             self.admission.leave()
             raise
         try:
-            result = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            made = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            log.warning("request budget spent: %s answered 504, its render goes on in the background", key)
+            log.warning("request budget spent: %s answered 504, its render goes on in the background", wanted[0])
             raise UpstreamTimeout(f"the image was not ready in time (request budget {self.budget:g} s)") from None
-        result.timings = {**timings, **{k: v for k, v in result.timings.items() if k != "catalogue"}}
-        return result
+        for number, result in zip(missing, made, strict=True):
+            result.timings = {**timings, **{k: v for k, v in result.timings.items() if k != "catalogue"}}
+            results[number] = result
+        return [result for result in results if result is not None]
 
     def _render_in_slot(
-        self, key: str, req: RenderRequest, produce: Callable[[], RenderResult], deadline: float
-    ) -> RenderResult:
-        """Run on a render thread: produce (reads stop at ``deadline``), store when complete, then
-        give the slot back."""
+        self, keys: list[str], req: RenderRequest, produce: Callable[[], list[RenderResult]], deadline: float
+    ) -> list[RenderResult]:
+        """Run on a render thread: produce (reads stop at ``deadline``), store what is complete,
+        then give the slot back."""
         self._local.deadline = deadline
         try:
-            result = produce()
-            result.cache = "MISS"
-            if result.failed or result.skipped:
-                result.max_age = 0  # incomplete: neither we nor a browser may keep it
-                return result
-            self.store(key, result)
-            result.max_age = self.max_age(req)
-            return result
+            results = produce()
+            for key, result in zip(keys, results, strict=True):
+                result.cache = "MISS"
+                if result.failed or result.skipped:
+                    result.max_age = 0  # incomplete: neither we nor a browser may keep it
+                    continue
+                self.store(key, result)
+                result.max_age = self.max_age(req)
+            return results
         finally:
             self._local.deadline = None
             self.admission.leave()

@@ -95,6 +95,18 @@ class Samples:
         return next(iter(self._arrays.values())).shape
 
 
+# ``inputMetadata`` as Sentinel Hub gives it to scripts: the service's version, and the factor
+# DN values are multiplied by to give reflectance (the JavaScript runtime's is the same).
+INPUT_METADATA = {"serviceVersion": "eotiler-1", "normalizationFactor": 0.0001}
+
+
+def user_data(script: object, scenes: list[Any]) -> Any:
+    """The ``userData`` a script's ``updateOutputMetadata`` sets for an image drawn from ``scenes``
+    (``SceneInfo`` each): JSON-ready, ``{}`` for scripts without the hook (expressions)."""
+    hook = getattr(script, "output_metadata", None)
+    return {} if hook is None else hook(scenes)
+
+
 class Evalscript(Protocol):
     """What the pipeline needs from any script."""
 

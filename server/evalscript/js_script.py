@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Collection
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 UNITS = ("REFLECTANCE", "DN", "LINEAR_POWER")
 MOSAICKING = ("SIMPLE", "ORBIT", "TILE")
+MAX_USER_DATA = 1 << 20  # characters of userData JSON a script may return
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _VERSION3 = re.compile(r"^\s*//\s*VERSION\s*=\s*3", re.MULTILINE)
 _VECTORIZE = {"enabled": True}
@@ -203,6 +205,7 @@ class JavaScriptEvalscript:
         if self._v1_bands == []:  # checked after setup, which reports a syntax error with its line
             raise EvalscriptError(f"{name}: the V1 script reads no band of this collection")
         self.has_preprocess = bool(info.get("hasPreProcessScenes"))
+        self.has_output_metadata = bool(info.get("hasUpdateOutputMetadata"))
         setup = info.get("setup") if self.version == 3 else {}
         if self.version == 3 and not isinstance(setup, dict):
             raise EvalscriptError(f"{name}: setup() must return an object with 'input' and 'output'")
@@ -275,6 +278,20 @@ class JavaScriptEvalscript:
         if not isinstance(kept, list):
             raise EvalscriptError(f"{self.name}: preProcessScenes returned no scene list")
         return [int(i) for i in kept]
+
+    def output_metadata(self, scenes: list[SceneInfo]) -> Any:
+        """What ``updateOutputMetadata`` sets as ``outputMetadata.userData`` once the image is drawn
+        from ``scenes`` (``{}`` when the script has no such function), as parsed JSON."""
+        if not self.has_output_metadata:
+            return {}
+        form = "TILE" if self.mosaicking == "SIMPLE" else self.mosaicking
+        text = self._job("metadata", {"scenes_meta": scenes_meta(scenes, form)})
+        if not isinstance(text, str) or len(text) > MAX_USER_DATA:
+            raise EvalscriptError(
+                f"{self.name}: outputMetadata.userData must be JSON of at most {MAX_USER_DATA} characters",
+                parameter=self.parameter,
+            )
+        return json.loads(text)
 
     def evaluate(self, samples: Samples) -> np.ndarray:
         """Run ``evaluatePixel`` over every pixel; returns (bands, h, w) float32.

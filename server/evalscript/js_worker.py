@@ -103,6 +103,15 @@ globalThis.console = Object.freeze({log() {}, info() {}, warn() {}, error() {}, 
 _LOCATION = re.compile(re.escape(SCRIPT_URL) + r":(\d+)(?::(\d+))?")
 
 
+# Jobs that call one runtime function with one JSON argument: (function, meta key, whether the
+# answer is JSON text to parse). ``metadata`` answers JSON text, passed on as it is.
+_CALLS = {
+    "probe": ("__eotiler_probe", "names", False),
+    "preprocess": ("__eotiler_preprocess", "scenes_meta", True),
+    "metadata": ("__eotiler_output_metadata", "scenes_meta", False),
+}
+
+
 class ScriptFailure(Exception):
     """A script error to report to the client: ``kind`` is syntax, runtime, timeout or memory."""
 
@@ -242,6 +251,38 @@ class Worker:
         if found is not None:
             found.close()
 
+    def evaluate(self, meta: dict[str, Any]) -> bytes | None:
+        """``evaluatePixel`` over the job's pixels: values in and out through the shared buffer
+        (the results in the answer when they came inline)."""
+        shared = self.shared(meta)
+        ctx = self.context(meta)
+        inputs, outputs = ctx.buffers(meta["in_length"], meta["out_length"])
+        start = meta["in_bytes"]
+        inputs[:] = shared[:start]
+        call = f"__eotiler_evaluate({json.dumps(json.dumps(meta['eval_meta']))})"
+        ctx.racer.eval(call, timeout_sec=meta["timeout"])
+        shared[start : start + len(outputs)] = outputs
+        return bytes(shared[start:]) if "inline" in meta else None
+
+    def answer(self, kind: str, meta: dict[str, Any]) -> Any:
+        """What the job ``kind`` answers (raises what the script raised)."""
+        if kind == "parse":
+            return self.parse(meta)
+        if kind == "outline":
+            return self.outline(meta)
+        if kind == "evaluate":
+            return self.evaluate(meta)
+        racer = self.context(meta).racer
+        if kind == "setup":
+            answer = json.loads(racer.eval("__eotiler_setup()", timeout_sec=meta["timeout"]))
+            if meta.get("globals") is not None:
+                call = f"__eotiler_globals({json.dumps(json.dumps(meta['globals']))})"
+                answer["globals"] = json.loads(racer.eval(call, timeout_sec=meta["timeout"]))
+            return answer
+        function, argument, parsed = _CALLS[kind]
+        answer = racer.eval(f"{function}({json.dumps(json.dumps(meta[argument]))})", timeout_sec=meta["timeout"])
+        return json.loads(answer) if parsed else answer
+
     def run(self) -> None:
         """Answer jobs until the parent closes the socket."""
         while True:
@@ -250,33 +291,7 @@ class Worker:
             except (EOFError, OSError):
                 return
             try:
-                if kind == "setup":
-                    racer = self.context(meta).racer
-                    answer: Any = json.loads(racer.eval("__eotiler_setup()", timeout_sec=meta["timeout"]))
-                    if meta.get("globals") is not None:
-                        call = f"__eotiler_globals({json.dumps(json.dumps(meta['globals']))})"
-                        answer["globals"] = json.loads(racer.eval(call, timeout_sec=meta["timeout"]))
-                elif kind == "parse":
-                    answer = self.parse(meta)
-                elif kind == "outline":
-                    answer = self.outline(meta)
-                elif kind == "probe":
-                    call = f"__eotiler_probe({json.dumps(json.dumps(meta['names']))})"
-                    answer = self.context(meta).racer.eval(call, timeout_sec=meta["timeout"])
-                elif kind == "preprocess":
-                    ctx = self.context(meta)
-                    call = f"__eotiler_preprocess({json.dumps(json.dumps(meta['scenes_meta']))})"
-                    answer = json.loads(ctx.racer.eval(call, timeout_sec=meta["timeout"]))
-                else:
-                    shared = self.shared(meta)
-                    ctx = self.context(meta)
-                    inputs, outputs = ctx.buffers(meta["in_length"], meta["out_length"])
-                    start = meta["in_bytes"]
-                    inputs[:] = shared[:start]
-                    call = f"__eotiler_evaluate({json.dumps(json.dumps(meta['eval_meta']))})"
-                    ctx.racer.eval(call, timeout_sec=meta["timeout"])
-                    shared[start : start + len(outputs)] = outputs
-                    answer = bytes(shared[start:]) if "inline" in meta else None
+                answer = self.answer(kind, meta)
             except (JSEvalException, JSTimeoutException, JSOOMException) as exc:
                 failure = describe(exc)
                 if failure.kind in ("timeout", "memory"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from server.errors import ConfigError, EvalscriptError
-from server.evalscript.contract import InputSpec, OutputSpec, Samples, SampleType, stack_output
+from server.evalscript.contract import INPUT_METADATA, InputSpec, OutputSpec, Samples, SampleType, stack_output
 
 
 def _load_module(path: Path, digest: str) -> ModuleType:
@@ -82,6 +83,25 @@ class PythonEvalscript:
             raise ConfigError(f"{path}: setup() raised {type(exc).__name__}: {exc}") from None
         self.inputs, self.output = _parse_setup(setup, path)
         self._evaluate_pixel = module.evaluatePixel
+        hook = getattr(module, "updateOutputMetadata", None)
+        self._update_output_metadata = hook if callable(hook) else None
+
+    def output_metadata(self, scenes: list[Any]) -> Any:
+        """``updateOutputMetadata(scenes, inputMetadata, outputMetadata)`` as in a JavaScript V3
+        script, with dicts: ``scenes["tiles"]`` lists the scenes that drew the image (``date`` an
+        ISO string, ``cloudCoverage``, ``dataPath``, ``shId``); what it sets as
+        ``outputMetadata["userData"]`` is returned (it must be JSON-serialisable)."""
+        if self._update_output_metadata is None:
+            return {}
+        tiles = [scene.as_js(number) for number, scene in enumerate(scenes)]
+        metadata: dict[str, Any] = {"userData": {}}
+        try:
+            self._update_output_metadata({"tiles": tiles}, dict(INPUT_METADATA), metadata)
+            return json.loads(json.dumps(metadata.get("userData", {})))
+        except Exception as exc:  # noqa: BLE001 - a script bug must not become a 500
+            raise EvalscriptError(
+                f"evalscript '{self.name}' updateOutputMetadata failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def evaluate(self, samples: Samples) -> np.ndarray:
         """Run ``evaluatePixel`` over whole arrays and check the result's shape."""

@@ -1,50 +1,42 @@
 """Sentinel Hub Process API (``POST /api/v1/process``) on the one request pipeline.
 
-Each requested response is one ``RenderRequest`` (the request's script rendering the output the
-response names) through ``Pipeline.cached``: the same render slots, request budget, tile cache
-and encoders as XYZ, WMS, WMTS and WCS. What is particular to the Process API happens around it:
-
-- a request geometry masks pixels whose centre lies outside it (no data: transparent, NaN or
-  the TIFF mask), rasterised on the output grid;
-- images up to ``EOTILER_MAX_IMAGE_SIZE`` per side render in strips of ``STRIP_PIXELS`` at most,
-  so the reads, the mosaic and the script never hold more than one strip at once (the encoded
-  image and its post-processed bands are whole);
-- several responses come back as a tar (members ``<identifier>.<ext>``, as Sentinel Hub names
-  them) or, when ``Accept`` asks, ``multipart/mixed``. ``userdata`` is ``{}``: the JavaScript
-  runtime runs ``updateOutputMetadata`` but does not return its ``userData`` (documented).
+A body becomes one ``OutputsRequest`` (``render/outputs.py``): the scenes are read and
+mosaicked once, each requested output is evaluated and encoded, and ``userdata`` is what the
+script's ``updateOutputMetadata`` sets. It goes through ``Pipeline.render`` like every protocol:
+the same render slots, request budget, tile cache (an output's image has the key the same image
+has from WCS or WMS) and encoders. A request geometry is ``RenderRequest.clip`` (pixels whose
+centre lies outside it are no data: transparent, NaN or the TIFF mask), and images up to
+``EOTILER_MAX_IMAGE_SIZE`` per side are drawn in strips by the pipeline (``render/strips.py``).
+Several responses come back as a tar (members ``<identifier>.<ext>``, as Sentinel Hub names
+them) or, when ``Accept`` asks, ``multipart/mixed``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import tarfile
 import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from server.api.tiles import PipelineDep
-from server.cache.keys import render_key
 from server.errors import EotilerError, InvalidFormat, InvalidParameter
 from server.evalscript.contract import Evalscript
-from server.models import Grid, ImageFormat, RenderRequest, RenderResult, Scene
+from server.models import Grid, ImageFormat, RenderRequest, RenderResult
 from server.pipeline import Pipeline
+from server.render.clip import clip_text
 from server.render.encode import check_format
+from server.render.outputs import OutputsRequest
 from server.shapi import request as shr
 from server.shapi.errors import sh_error_response, unexpected_error
 
 router = APIRouter(prefix="/api/v1", tags=["sentinel-hub"])
 
-# Largest strip rendered at once (pixels): a 4096 x 1024 strip of four float32 input bands and
-# the float64 script values is ~200 MB at most.
-STRIP_PIXELS = 4096 * 1024
 MAX_RESPONSES = 16
 JSON = "application/json"
 TAR = "application/x-tar"
@@ -145,91 +137,53 @@ def parse(pipeline: Pipeline, body: dict[str, Any]) -> ProcessRequest:
     return ProcessRequest(data, bounds, shr.grid(bounds, size), script, responses)
 
 
-def _strips(grid: Grid) -> list[tuple[int, Grid]]:
-    """The grid cut into full-width strips of at most ``STRIP_PIXELS`` (top row, strip grid)."""
-    rows = max(1, STRIP_PIXELS // grid.width)
-    if rows >= grid.height:
-        return [(0, grid)]
-    x0, y0, x1, y1 = grid.bbox
-    step = (y1 - y0) / grid.height
-    strips = []
-    for top in range(0, grid.height, rows):
-        height = min(rows, grid.height - top)
-        box = (x0, y1 - (top + height) * step, x1, y1 - top * step)
-        strips.append((top, Grid(box, grid.crs, grid.width, height, grid.crs_wkt)))
-    return strips
-
-
-def _mask_outside(data: np.ma.MaskedArray, keep: np.ndarray) -> np.ma.MaskedArray:
-    """No data outside the request geometry (NaN for float values, as the pipeline marks them)."""
-    values = np.array(data.data, copy=True)
-    if np.issubdtype(values.dtype, np.floating):
-        values[:, ~keep] = np.nan
-    mask = np.ma.getmaskarray(data) | ~keep[None, :, :]
-    return np.ma.MaskedArray(values, mask=mask)
-
-
-def _render(pipeline: Pipeline, req: RenderRequest, scenes: list[Scene], keep: np.ndarray | None) -> RenderResult:
-    """Strip by strip through ``Pipeline.render_data``, masked by the geometry, encoded once."""
-    parts: list[np.ma.MaskedArray] = []
-    drawn: dict[str, Scene] = {}
-    failed: list[str] = []
-    skipped: list[str] = []
-    timings: dict[str, float] = {}
-    for _, strip in _strips(req.grid):
-        rendered = pipeline.render_data(replace(req, grid=strip), scenes)
-        parts.append(rendered.data)
-        drawn.update((s.id, s) for s in rendered.mosaic.scenes)
-        failed += [f for f in rendered.mosaic.failed if f not in failed]
-        skipped += [s for s in rendered.mosaic.skipped if s not in skipped]
-        for stage, ms in rendered.timings.items():
-            timings[stage] = timings.get(stage, 0.0) + ms
-    data = parts[0] if len(parts) == 1 else np.ma.concatenate(parts, axis=1)
-    if keep is not None:
-        data = _mask_outside(data, keep)
-    result = pipeline.encode(data, req, list(drawn.values()), timings)
-    result.failed, result.skipped = failed, skipped
-    return result
-
-
-def render_one(pipeline: Pipeline, parsed: ProcessRequest, wanted: Wanted) -> Part:
-    """One response: a render through the pipeline's cache, or ``{}`` for userdata."""
-    if wanted.identifier == USERDATA:
-        return Part(wanted.identifier, wanted.media, b"{}")
+def render_request(parsed: ProcessRequest, responses: tuple[Wanted, ...]) -> OutputsRequest:
+    """The pipeline request of a Process API body: one read, an image per wanted output."""
     data, grid = parsed.data, parsed.grid
-    fmt = FORMATS[wanted.media]
-    req = RenderRequest(
+    base = RenderRequest(
         data.layer.id,
         grid,
-        fmt,
+        ImageFormat.PNG,
         time=data.time,
         maxcc=data.maxcc,
         priority=data.priority,
-        script=shr.for_output(parsed.script, wanted.identifier, "evalscript"),
-        coverage=fmt is ImageFormat.GTIFF,
+        script=parsed.script,
         resampling=shr.resampling(data, grid),
+        clip=clip_text(parsed.bounds.geometry),
     )
-    check_format(pipeline.output(req), fmt)
-    coarse = pipeline.too_coarse(req)
+    outputs = []
+    for wanted in responses:
+        if wanted.identifier == USERDATA:
+            continue
+        fmt = FORMATS[wanted.media]
+        script = shr.for_output(parsed.script, wanted.identifier, "evalscript")
+        outputs.append(replace(base, format=fmt, script=script, coverage=fmt is ImageFormat.GTIFF))
+    wants_user_data = any(wanted.identifier == USERDATA for wanted in responses)
+    return OutputsRequest(base, tuple(outputs), wants_user_data)
+
+
+def render(pipeline: Pipeline, parsed: ProcessRequest, responses: tuple[Wanted, ...]) -> list[Part]:
+    """Every wanted response through ``Pipeline.render``, in the order they were asked for."""
+    req = render_request(parsed, responses)
+    for out in req.outputs:
+        check_format(pipeline.output(out), out.format)
+    coarse = pipeline.too_coarse(req.base)
     if coarse is not None:
-        limit = data.layer.config.max_meters_per_pixel
+        limit = parsed.data.layer.config.max_meters_per_pixel
         raise InvalidParameter(
-            f"the image would have {coarse:.0f} m per pixel; {data.collection} is served at {limit:g} m per pixel "
-            "or finer: request a smaller area or more pixels",
+            f"the image would have {coarse:.0f} m per pixel; {parsed.data.collection} is served at {limit:g} m "
+            "per pixel or finer: request a smaller area or more pixels",
             parameter="output.width",
         )
-    start = time.perf_counter()
-    scenes = pipeline.find_scenes(data.layer, req)
-    timings = {"catalogue": (time.perf_counter() - start) * 1000}
-    keep = shr.inside(parsed.bounds, grid)
-    if keep is None and len(_strips(grid)) == 1:
-        key = pipeline.cache_key(req, data.layer, scenes)  # the very image another protocol may have drawn
-    else:
-        shape = json.dumps(parsed.bounds.geometry, sort_keys=True) if keep is not None else ""
-        variant = f"process:{STRIP_PIXELS}:{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
-        key = render_key(req, data.layer, scenes, variant=f"{variant}:{pipeline.settings.png_zlevel}")
-    result = pipeline.cached(key, req, lambda: _render(pipeline, req, scenes, keep), timings)
-    return Part(wanted.identifier, wanted.media, result.content, result)
+    results = iter(pipeline.render(req))
+    images = [next(results) for _ in req.outputs]
+    user_data = next(results, None)
+    parts = []
+    for wanted in responses:
+        result = user_data if wanted.identifier == USERDATA else images.pop(0)
+        assert result is not None
+        parts.append(Part(wanted.identifier, wanted.media, result.content, result))
+    return parts
 
 
 def _tar(parts: list[Part]) -> bytes:
@@ -282,7 +236,7 @@ def process(pipeline: Pipeline, body: dict[str, Any], accept: list[str]) -> Resp
     """Answer one Process API body."""
     parsed = parse(pipeline, body)
     responses, container = choose(parsed.responses, accept)
-    parts = [render_one(pipeline, parsed, wanted) for wanted in responses]
+    parts = render(pipeline, parsed, responses)
     headers: dict[str, str] = {}
     drawn = [r.result for r in parts if r.result is not None]
     scenes = list(dict.fromkeys(s for r in drawn for s in r.scenes))

@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
-from rasterio.features import geometry_mask
-from rasterio.transform import from_bounds
 
 from server.catalog.layers import Layer
 from server.errors import EvalscriptError, InvalidParameter, MissingParameter
@@ -34,6 +32,7 @@ from server.evalscript.contract import Evalscript
 from server.models import BBox, Grid, Priority, TimeRange, check_bbox, parse_time, request_grid
 from server.ogc.crs import normalise_code, to_crs
 from server.pipeline import Pipeline
+from server.render import clip
 from server.shapi.errors import ShApiError
 
 CRS84_URI = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -292,10 +291,7 @@ def grid(bounds: Bounds, size: tuple[int, int]) -> Grid:
 
 def inside(bounds: Bounds, on: Grid) -> np.ndarray | None:
     """Pixels of ``on`` whose centre lies in the request geometry (``None``: no geometry, all of them)."""
-    if bounds.geometry is None:
-        return None
-    transform = from_bounds(*on.bbox, on.width, on.height)
-    return geometry_mask([bounds.geometry], (on.height, on.width), transform, invert=True, all_touched=False)
+    return None if bounds.geometry is None else clip.inside(bounds.geometry, on)
 
 
 def compile_script(layer: Layer, text: Any, parameter: str) -> Evalscript:

@@ -452,16 +452,31 @@ function __eotiler_scenes(meta) {
   return scenes;
 }
 
+// inputMetadata as Sentinel Hub documents it: the service's version, and the factor its DN
+// values are multiplied by to give reflectance.
+function __eotiler_input_metadata() {
+  return { serviceVersion: "eotiler-1", normalizationFactor: 0.0001 };
+}
+
 function __eotiler_evaluate(metaJson) {
   const meta = JSON.parse(metaJson);
   const temporal = meta.mosaicking !== "SIMPLE";
   const scenes = temporal ? __eotiler_scenes(meta) : {};
-  const inputMetadata = { serviceVersion: "eotiler-1", normalizationFactor: 0.0001 };
-  const outputMetadata = { userData: {} };
   const loop = __eotiler_loop(meta.names, meta.samples, temporal);
-  loop(meta.n, meta.bands, meta.outputId, scenes, inputMetadata, {}, outputMetadata);
-  if (typeof updateOutputMetadata === "function") updateOutputMetadata(scenes, inputMetadata, outputMetadata);
+  loop(meta.n, meta.bands, meta.outputId, scenes, __eotiler_input_metadata(), {}, { userData: {} });
   return 0;
+}
+
+// updateOutputMetadata runs once per image, after every pixel is evaluated: scenes are the
+// scenes that drew the image (scenes.tiles, or scenes.orbits for ORBIT; the SIMPLE mosaic
+// gets the tiles form), and what it sets as outputMetadata.userData goes back as JSON
+// (Sentinel Hub's userdata.json).
+function __eotiler_output_metadata(metaJson) {
+  const meta = JSON.parse(metaJson);
+  const outputMetadata = { userData: {} };
+  updateOutputMetadata(__eotiler_scenes(meta), __eotiler_input_metadata(), outputMetadata);
+  const text = JSON.stringify(outputMetadata.userData);
+  return text === undefined ? "{}" : text;
 }
 
 // preProcessScenes sees the catalogue's scenes before anything is read; the indices of the

@@ -82,9 +82,9 @@ def sh_request(live_url: str, evalscript: str, responses: list, **bounds) -> Sen
     )
 
 
-def wcs(client: httpx.Client, evalscript: str, size: tuple[int, int] = SIZE) -> rasterio.io.MemoryFile:
-    """The server's WCS 2.0.1 coverage of TRUE_COLOR's collection with ``evalscript`` on the same grid."""
-    params = [
+def wcs_params(evalscript: str, size: tuple[int, int]) -> list[tuple[str, str]]:
+    """A WCS 2.0.1 GetCoverage of TRUE_COLOR's collection with ``evalscript`` on BOX at ``size``."""
+    return [
         ("SERVICE", "WCS"),
         ("VERSION", "2.0.1"),
         ("REQUEST", "GetCoverage"),
@@ -98,7 +98,11 @@ def wcs(client: httpx.Client, evalscript: str, size: tuple[int, int] = SIZE) -> 
         ("SCALESIZE", f"x({size[0]}),y({size[1]})"),
         ("EVALSCRIPT", base64.b64encode(evalscript.encode()).decode()),
     ]
-    response = client.get("/ogc/wcs", params=params)
+
+
+def wcs(client: httpx.Client, evalscript: str, size: tuple[int, int] = SIZE) -> rasterio.io.MemoryFile:
+    """The server's WCS 2.0.1 coverage of TRUE_COLOR's collection with ``evalscript`` on the same grid."""
+    response = client.get("/ogc/wcs", params=wcs_params(evalscript, size))
     assert response.status_code == 200, response.text[:300]
     return rasterio.io.MemoryFile(response.content)
 
@@ -330,3 +334,22 @@ def test_two_outputs_read_the_scenes_once(pipeline: Pipeline):
     assert two.headers["content-type"] == "application/x-tar"
     assert after_one - before == 1
     assert after_two - after_one == after_one - before
+
+
+def test_an_image_the_process_api_drew_is_the_cached_image_wcs_serves(client: httpx.Client):
+    """One pipeline, one cache key per image: the Process API's NDVI GeoTIFF of a grid is the
+    WCS coverage of the same grid and script (X-Cache: HIT), stored once."""
+    size = (90, 70)  # a grid no other test asks for
+    body = {
+        "input": {
+            "bounds": {"bbox": list(BOX), "properties": {"crs": "http://www.opengis.net/def/crs/EPSG/0/32629"}},
+            "data": [{"type": "sentinel-2-l2a", "dataFilter": {"timeRange": time_range("2022-10-01", "2022-10-31")}}],
+        },
+        "output": {"width": size[0], "height": size[1], "responses": [{"format": {"type": "image/tiff"}}]},
+        "evalscript": NDVI,
+    }
+    drawn = client.post("/api/v1/process", json=body)
+    assert drawn.status_code == 200, drawn.text[:300]
+    again = client.get("/ogc/wcs", params=wcs_params(NDVI, size))
+    assert again.status_code == 200 and again.headers["X-Cache"] == "HIT"
+    assert again.content == drawn.content

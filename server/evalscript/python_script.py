@@ -1,8 +1,10 @@
 """Load a Python evalscript file shaped like a Sentinel Hub V3 script, but vectorised.
 
 A file defines ``setup()`` returning ``{"input": [...], "output": {...}}`` and
-``evaluatePixel(samples)`` returning the output bands as arrays. Python files come only from
-the server's configuration (trusted); requests can never supply Python.
+``evaluatePixel(samples)`` returning the output bands as arrays, and may define
+``updateOutputMetadata(scenes, inputMetadata, outputMetadata)`` as a V3 script does (with
+dicts). Python files come only from the server's configuration (trusted); requests can never
+supply Python.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from server.shapi import auth as sh_auth
 from server.shapi import catalog as sh_catalog
 from server.shapi import process as sh_process
 from server.shapi import statistics as sh_statistics
+from server.sources import block_cache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     js_limits = JsLimits(settings.js_timeout, settings.js_heap_mb * 1024**2, settings.js_buffer_mb * 1024**2)
     js_pool.configure(settings.js_workers, js_limits, str(settings.js_shm_dir) if settings.js_shm_dir else None)
     js_script.set_vectorize(settings.js_vectorize)
+    block_cache.configure(block_cache.from_settings(settings))
     registry = LayerRegistry(config, settings)
     pipeline = Pipeline(registry, settings)
 

@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     overview_cache_bytes: int = Field(
         default=2 * 1024**3, ge=0, description="disk bound of the overview cache (0: off)"
     )
+    block_cache_mb: int = Field(
+        default=256, ge=0, le=65536, description="decoded JPEG2000 blocks kept in memory per process (MB, 0: off)"
+    )
+    block_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "eotiler" / "blocks",
+        description="decoded JPEG2000 blocks shared by worker processes and restarts",
+    )
+    block_cache_disk_mb: int = Field(
+        default=2048, ge=0, description="disk bound of the decoded-block directory (MB, 0: memory only)"
+    )
     s3_gateway: bool = Field(
         default=True, description="every S3 read through the loopback gateway: quota, coalescing, JPEG2000 index"
     )

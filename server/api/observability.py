@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.sources import block_cache
 from server.sources.gdal_native import network_totals
 
 if TYPE_CHECKING:
@@ -199,6 +200,28 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.blocks = Counter(
+            "eotiler_block_cache",
+            "Decoded JPEG2000 blocks asked for, by outcome: memory, disk, waited (for another thread's decode), miss",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.block_decodes = Counter(
+            "eotiler_block_decodes", "JPEG2000 blocks decoded for the decoded-block cache", registry=self.registry
+        )
+        self.block_memory = Gauge(
+            "eotiler_block_cache_memory_bytes",
+            "Bytes of decoded blocks held in memory (summed over workers)",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.block_disk = Gauge(
+            "eotiler_block_cache_disk_bytes",
+            "Bytes of decoded blocks in the shared disk directory",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self._blocks_seen: dict[str, int] = {}
         self._failures_seen = 0
         gateway = getattr(pipeline, "gateway", None)
         self.gateway = GatewayMetrics(gateway.stats, self.registry) if gateway is not None else None
@@ -225,6 +248,21 @@ class Metrics:
                 self._s3_seen[(fs, method)] = (count, size)
             if self.gateway is not None:
                 self.gateway.refresh()
+            self._refresh_blocks()
+
+    def _refresh_blocks(self) -> None:
+        """Fold the decoded-block cache's counters in (``sources/block_cache.py``)."""
+        cache = block_cache.current()
+        if cache is None:
+            return
+        stats = cache.stats()
+        delta = {key: max(0, value - self._blocks_seen.get(key, 0)) for key, value in stats.items()}
+        self._blocks_seen = stats
+        for label, key in (("memory", "memory_hits"), ("disk", "disk_hits"), ("waited", "waits"), ("miss", "misses")):
+            self.blocks.labels(label).inc(delta[key])
+        self.block_decodes.inc(delta["decodes"])
+        self.block_memory.set(stats["memory_bytes"])
+        self.block_disk.set(stats["disk_bytes"])
 
     def exposition(self) -> bytes:
         """The text format of every metric: this process's, or the sum over all workers."""

@@ -27,6 +27,7 @@ from rio_tiler.io import Reader
 from server.config.models import BandConfig, CollectionConfig
 from server.errors import EvalscriptError
 from server.models import Grid, Scene
+from server.sources import block_cache, block_read
 from server.sources.angles import ANGLE_BANDS, read_angles, scene_angles
 from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
@@ -125,7 +126,12 @@ def _read_one(
     if gcps:
         return read_gcp_part(path, grid, method, band.nodata)
     options = {"nodata": band.nodata, "resampling_method": method, "reproject_method": method}
+    blocks = block_cache.current() if block_read.applies(path) else None
     with pool.lend(path, environment) if pool is not None else rasterio.open(path) as dataset:
+        if blocks is not None:  # full-resolution JPEG2000: each block decoded once (block_read.py)
+            array = block_read.read_from_blocks(dataset, path, grid, method, band.nodata, blocks)
+            if array is not None:
+                return array
         with Reader(path, dataset=dataset, options=options) as src:  # type: ignore[arg-type]
             image = src.part(grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height)
     return image.array[0]

@@ -1,0 +1,269 @@
+"""Decoded JPEG2000 blocks kept in memory and on disk, decoded once for every thread and process.
+
+Why: a Sentinel-2 JPEG2000 band is coded in 1024 px tiles, and decoding one costs 100-170 ms of
+CPU. GDAL caches decoded blocks per dataset *handle*, but the dataset pool lends one handle per
+thread, so six concurrent tiles over one block decoded it up to six times, the z14 tiles decoded
+again what the z13 tiles had, and every restart or other worker process decoded everything
+again. Here a block is decoded once and then served to any reader:
+
+- memory: an LRU bounded in bytes, shared by the threads of a process;
+- single flight: a thread that wants a block another thread is decoding waits for that decode;
+- disk: one raw ``.npy`` per block under a directory bounded in bytes, written to a temporary
+  name and renamed, so worker processes (and the next start) share it without locks. Raw, not
+  compressed: Sentinel-2 DN blocks compress about 1.3x with zlib at ~40 ms a block, which
+  would give back a third of the decode the cache saves; reading 2 MB from the page cache
+  costs about 1 ms.
+
+A block is keyed on the object's identity: its path, a version (size and modification time;
+see ``block_read.object_version``), the band and the block's column and row. A changed object
+has another version, so it is never served from an old block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockKey:
+    """One block of one band of one version of an object."""
+
+    path: str
+    version: str
+    band: int
+    column: int
+    row: int
+
+    def file_name(self) -> str:
+        """A flat, fixed-length name: paths may be long and hold any character."""
+        digest = hashlib.sha256(f"{self.path}\0{self.version}".encode()).hexdigest()[:32]
+        return f"{digest}_{self.band}_{self.column}_{self.row}.npy"
+
+
+class _Flight:
+    """A decode in progress that other threads wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+
+class BlockCache:
+    """Decoded blocks: memory LRU (``memory_bytes``) over a disk directory (``disk_bytes``)."""
+
+    def __init__(self, memory_bytes: int, directory: Path | None = None, disk_bytes: int = 0) -> None:
+        self.memory_bytes = memory_bytes
+        self.disk_bytes = disk_bytes if directory is not None else 0
+        self.directory = directory if self.disk_bytes > 0 else None
+        self._memory: OrderedDict[BlockKey, np.ndarray] = OrderedDict()
+        self._held = 0
+        self._flights: dict[BlockKey, _Flight] = {}
+        self._lock = threading.Lock()
+        self._disk_estimate = 0  # bytes this process believes are on disk; rescanned past the budget
+        self._failing = False
+        self.memory_hits = 0
+        self.disk_hits = 0
+        self.misses = 0
+        self.decodes = 0
+        self.waits = 0
+        self.evicted = 0
+        if self.directory is not None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._disk_estimate = self._scan_bytes()
+            except OSError as exc:
+                log.warning("block cache %s unusable (%s): decoded blocks stay in memory", self.directory, exc)
+                self.directory = None
+
+    def get(self, key: BlockKey, decode: Callable[[], np.ndarray]) -> np.ndarray:
+        """The block ``key``: from memory, from disk, from another thread's decode, or ``decode()``.
+
+        The array returned is shared and read-only. ``decode`` runs at most once per key at a
+        time in this process; its exception reaches every thread that waited for it.
+        """
+        with self._lock:
+            found = self._memory.get(key)
+            if found is not None:
+                self._memory.move_to_end(key)
+                self.memory_hits += 1
+                return found
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+            else:
+                self.waits += 1
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.value is not None
+            return flight.value
+        try:
+            value = self._load(key)
+            if value is None:
+                with self._lock:
+                    self.misses += 1
+                    self.decodes += 1
+                value = np.ascontiguousarray(decode())
+                value.setflags(write=False)
+                self._store(key, value)
+            self._remember(key, value)
+            flight.value = value
+            return value
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+    def _remember(self, key: BlockKey, value: np.ndarray) -> None:
+        if value.nbytes > self.memory_bytes:
+            return
+        with self._lock:
+            if key in self._memory:
+                return
+            self._memory[key] = value
+            self._held += value.nbytes
+            while self._held > self.memory_bytes:
+                _, old = self._memory.popitem(last=False)
+                self._held -= old.nbytes
+                self.evicted += 1
+
+    def _load(self, key: BlockKey) -> np.ndarray | None:
+        if self.directory is None:
+            return None
+        path = self.directory / key.file_name()
+        try:
+            value = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # a truncated or foreign file: decode instead
+            log.info("block cache: dropping unreadable %s (%s)", path.name, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # LRU order for eviction, across processes
+        value.setflags(write=False)
+        with self._lock:
+            self.disk_hits += 1
+        return value
+
+    def _store(self, key: BlockKey, value: np.ndarray) -> None:
+        if self.directory is None or value.nbytes > self.disk_bytes:
+            return
+        path = self.directory / key.file_name()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                np.save(handle, value, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError as exc:  # a full or read-only disk never fails the read
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if not self._failing:
+                log.warning("block cache: cannot write %s (%s); blocks stay in memory", path.name, exc)
+                self._failing = True
+            return
+        self._failing = False
+        with self._lock:
+            self._disk_estimate += value.nbytes + 128
+            over = self._disk_estimate > self.disk_bytes
+        if over:
+            self._evict_disk()
+
+    def _scan_bytes(self) -> int:
+        assert self.directory is not None
+        total = 0
+        for path in self.directory.glob("*.npy"):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
+
+    def _evict_disk(self) -> None:
+        """Delete the least recently used block files until the directory fits its budget.
+
+        Other processes write to the directory too, so the files are counted again here rather
+        than trusted from this process's estimate.
+        """
+        assert self.directory is not None
+        files = []
+        for path in self.directory.glob("*.npy"):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.disk_bytes:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            total -= size
+        with self._lock:
+            self._disk_estimate = total
+
+    def stats(self) -> dict[str, int]:
+        """Counters and sizes for ``/metrics``."""
+        with self._lock:
+            return {
+                "memory_hits": self.memory_hits,
+                "disk_hits": self.disk_hits,
+                "misses": self.misses,
+                "decodes": self.decodes,
+                "waits": self.waits,
+                "evicted": self.evicted,
+                "memory_bytes": self._held,
+                "memory_blocks": len(self._memory),
+                "disk_bytes": self._disk_estimate if self.directory is not None else 0,
+            }
+
+    def clear_memory(self) -> None:
+        """Forget the blocks held in memory (tests)."""
+        with self._lock:
+            self._memory.clear()
+            self._held = 0
+
+
+_CURRENT: BlockCache | None = None
+
+
+def from_settings(settings: Settings) -> BlockCache | None:
+    """The block cache ``EOTILER_BLOCK_CACHE_*`` describe, ``None`` when switched off."""
+    if settings.block_cache_mb <= 0:
+        return None
+    return BlockCache(
+        settings.block_cache_mb * 1024**2, settings.block_cache_dir, settings.block_cache_disk_mb * 1024**2
+    )
+
+
+def configure(cache: BlockCache | None) -> None:
+    """Install the process's block cache (``create_app``); ``None`` switches it off."""
+    global _CURRENT
+    _CURRENT = cache
+
+
+def current() -> BlockCache | None:
+    """The process's block cache, ``None`` when off."""
+    return _CURRENT

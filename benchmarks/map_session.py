@@ -21,8 +21,8 @@ incomplete); blank images (no data there) are counted apart. Peers: eotiler (tru
 evalscript) and plain TiTiler's STAC endpoint over the same item and hrefs
 (``assets=B04_10m,B03_10m,B02_10m``, one URL template at every zoom, as its users write it), one
 server at a time behind the same proxy, each starting with a fresh minute window. Restart = a new
-process; eotiler keeps its on-disk overview cache and JPEG2000 tile-part index (directories under
-this run's work dir, so every run starts clean); TiTiler has none. eotiler's tile cache is off,
+process; eotiler keeps its on-disk overview cache, JPEG2000 tile-part index and decoded blocks
+(directories under this run's work dir, so every run starts clean); TiTiler has none. eotiler's tile cache is off,
 as in the other scenarios of ``bench.py``: steps (a)-(d) ask for tiles not asked before, and (e)
 follows a restart, which would empty a memory cache anyway.
 
@@ -195,6 +195,7 @@ def peers(proxy: QuotaProxy, work: Path, item: Path, workers: int, logs: Path) -
         "EOTILER_S3_REQUESTS_PER_MINUTE": str(LIMITS.requests_per_minute),
         "EOTILER_OVERVIEW_CACHE_DIR": str(caches / "overviews"),
         "EOTILER_JP2_INDEX_DIR": str(caches / "jp2-index"),
+        "EOTILER_BLOCK_CACHE_DIR": str(caches / "blocks"),
     }
     # eotiler's retry policy for 429/5xx (EOTILER_S3_RETRIES' default, GDAL_HTTP_RETRY_DELAY comes
     # with the shared GDAL options): the same chance to ride out a refusal.

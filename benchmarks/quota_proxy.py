@@ -14,7 +14,9 @@ What it does, per request:
   with ``Retry-After: 1`` after one round trip; admitted requests wait ``--rtt-ms`` and are then
   forwarded byte for byte (request line and headers untouched, ``Host`` included, so a SigV4
   signature stays valid for a server that checks it) over a pooled keep-alive connection, and the
-  answer is streamed back, optionally capped at ``--mb-per-s`` per connection.
+  answer is streamed back, optionally capped at ``--mb-per-s`` per connection; the client's
+  connection stays open as CDSE keeps it (the store's ``Connection: close`` is not passed on), or
+  with ``--close-connections`` is closed after every answer, as the moto server does.
 
 The log (``GET /_log``) has one entry per request: method, path, query, range, key, status, body
 bytes, ``active`` (the key's requests in flight when it arrived, itself and refused ones
@@ -65,6 +67,7 @@ class Limits:
     requests_per_minute: int = 2000
     rtt_ms: float = 30.0
     mb_per_s: float = 0.0  # per connection; 0 = uncapped
+    keep_alive: bool = True  # False: every client connection is closed after one answer, as moto does
 
 
 @dataclass
@@ -210,7 +213,12 @@ class Proxy:
             lines, headers = _headers(answer)
             status = int(lines[0].split(b" ")[1])
             entry["status"] = status
-            writer.write(answer)
+            delimited = is_head or status in (204, 304) or 100 <= status < 200 or b"content-length" in headers
+            delimited = delimited or headers.get(b"transfer-encoding", b"").lower() == b"chunked"
+            if delimited and self.limits.keep_alive:
+                writer.write(_keep_alive(answer))
+            else:
+                writer.write(_keep_alive(answer)[:-2] + b"Connection: close\r\n\r\n")
             throttle = _Throttle(self.limits.mb_per_s)
             if is_head or status in (204, 304) or 100 <= status < 200:
                 reusable = True
@@ -237,7 +245,7 @@ class Proxy:
                 return False
             await writer.drain()
             reusable = reusable and headers.get(b"connection", b"").lower() != b"close"
-            return True
+            return self.limits.keep_alive
         finally:
             if reusable:
                 self.idle.append((up_reader, up_writer))
@@ -288,6 +296,19 @@ class Proxy:
         return True
 
 
+def _keep_alive(head: bytes) -> bytes:
+    """The answer's head without ``Connection: close``: the client's connection stays open.
+
+    The moto server closes its connection after every answer (and says so); CDSE keeps a client's
+    connections open, and a client that opens a new connection per request makes the proxy count
+    the old request a moment after the client holds it no longer. Upstream connections are still
+    closed when the store says so.
+    """
+    lines = head.split(b"\r\n")
+    kept = [line for line in lines if line.replace(b" ", b"").lower() != b"connection:close"]
+    return b"\r\n".join(kept)
+
+
 class _Throttle:
     """Paces one response body to ``mb_per_s`` (a per-connection bandwidth cap; 0 = none)."""
 
@@ -313,7 +334,7 @@ class QuotaProxy:
         command = [
             sys.executable, __file__, "--upstream", upstream, "--rtt-ms", str(limits.rtt_ms),
             "--connections", str(limits.connections), "--requests-per-minute", str(limits.requests_per_minute),
-            "--mb-per-s", str(limits.mb_per_s),
+            "--mb-per-s", str(limits.mb_per_s), *([] if limits.keep_alive else ["--close-connections"]),
         ]  # fmt: skip
         self.limits = limits
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -421,13 +442,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--requests-per-minute", type=int, default=2000)
     parser.add_argument("--mb-per-s", type=float, default=0.0, help="bandwidth cap per connection (0: none)")
+    parser.add_argument(
+        "--close-connections", action="store_true", help="close each client connection after one answer (as moto)"
+    )
     parser.add_argument("--check", action="store_true", help="check the limits against a moto server, then exit")
     args = parser.parse_args()
     if args.check:
         return check()
     if not args.upstream:
         parser.error("--upstream is required")
-    limits = Limits(args.connections, args.requests_per_minute, args.rtt_ms, args.mb_per_s)
+    limits = Limits(args.connections, args.requests_per_minute, args.rtt_ms, args.mb_per_s, not args.close_connections)
     asyncio.run(Proxy(args.upstream, limits).serve(args.port))
 
 

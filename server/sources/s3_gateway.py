@@ -66,7 +66,9 @@ class S3Gateway:
         ).hexdigest()[:16]
         # a request holds a connection at most its timeout (plus a stall): a dead replica's slots lapse then
         lease = options.timeout + options.stall + 1.0
-        self.governor = Governor(options.connections, options.requests_per_minute, identity, options.redis_url, lease)
+        self.governor = Governor(
+            options.connections, options.requests_per_minute, identity, options.redis_url, lease, options.linger
+        )
         self.indexes = IndexStore(options.index_dir, options.redis_url)
         self.jp2 = TlmServing(self.fetch, self.indexes, options.tile_part_bytes)
         self.coalesced = 0
@@ -109,8 +111,10 @@ class S3Gateway:
                     s3.secret_access_key.get_secret_value(),
                     s3.region,
                 )
-            async with self.governor.slot(deadline, background=_BACKGROUND.get()):
+            async with self.governor.slot(deadline, background=_BACKGROUND.get()) as held:
                 response = await self._client.request(method, url, headers=headers)
+                if response.http_version == "HTTP/1.1" and response.headers.get("connection", "").lower() != "close":
+                    held.linger = 0.0  # the next request on this connection reaches the store after this one ended
             answer = Upstream(
                 response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
             )

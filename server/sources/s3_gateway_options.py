@@ -32,6 +32,7 @@ class GatewayOptions:
     redis_url: str | None = None
     jp2_index: bool = True
     tile_part_bytes: int = 256 * 1024**2  # whole JPEG2000 tile-parts kept in memory
+    linger: float = 0.015  # seconds a connection slot stays taken after its answer (``Governor``)
 
 
 def options_to_json(options: GatewayOptions) -> str:
@@ -50,7 +51,8 @@ def options_to_json(options: GatewayOptions) -> str:
         "buckets": sorted(options.buckets),
         "index_dir": str(options.index_dir) if options.index_dir is not None else None,
     }
-    for name in ("connections", "requests_per_minute", "budget", "timeout", "stall", "redis_url", "jp2_index"):
+    names = ("connections", "requests_per_minute", "budget", "timeout", "stall", "redis_url", "jp2_index", "linger")
+    for name in names:
         fields[name] = getattr(options, name)
     fields["tile_part_bytes"] = options.tile_part_bytes
     return json.dumps(fields)

@@ -63,6 +63,13 @@ class QuotaWaitTimeout(TimeoutError):
 
 
 @dataclass(slots=True)
+class Held:
+    """One connection slot while it is held; ``linger``: seconds it stays taken after the block."""
+
+    linger: float
+
+
+@dataclass(slots=True)
 class GovernorStats:
     """What ``/metrics`` shows of the governor (cumulative, this process)."""
 
@@ -84,13 +91,25 @@ class Governor:
         identity: str,
         redis_url: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        linger_seconds: float = 0.0,
     ) -> None:
         """``lease_seconds``: how long a shared connection slot outlives a holder that died with it.
 
         It must exceed the longest request (the gateway's timeout); shorter is better, since a
         replica that crashes mid-request keeps its slots from everyone until they lapse.
+
+        ``linger_seconds``: how long a slot stays taken after its answer has been read when its
+        connection was closed. The store (or a proxy in front of it) counts a request as in
+        flight until it has sent the last byte and done its own bookkeeping, a little after the
+        client has read that byte; a next request sent at once on a new connection can find the
+        store counting one more than the client holds (measured behind the quota proxy: 5 and 6
+        in flight with 4 slots). On a connection kept open the store reads the next request only
+        after answering, so no margin is needed there. The caller gets its answer at once: only
+        the next request waiting for the slot waits.
         """
         self._lease_ms = int(lease_seconds * 1000)
+        self._linger = linger_seconds
+        self._lingering: set[asyncio.Task[None]] = set()
         self.connections = connections
         self.per_minute = per_minute
         self.stats = GovernorStats()
@@ -148,9 +167,11 @@ class Governor:
             self._redis.failed(exc)
 
     @asynccontextmanager
-    async def slot(self, deadline: float, background: bool = False) -> AsyncIterator[None]:
+    async def slot(self, deadline: float, background: bool = False) -> AsyncIterator[Held]:
         """Hold one connection slot and one request of the budget until the block ends.
 
+        The slot stays taken ``linger_seconds`` longer unless the holder sets ``Held.linger`` to 0
+        (its connection stayed open: the store answers the next request on it only after this one).
         ``background`` requests (no client waits for them) hold at most one slot between them.
         Raises ``QuotaWaitTimeout`` when the deadline (``time.monotonic()``) passes first.
         """
@@ -167,6 +188,7 @@ class Governor:
             raise QuotaWaitTimeout("no S3 connection slot freed up in time") from None
         lease = uuid.uuid4().hex
         shared = False
+        held = Held(self._linger)
         try:
             shared = await self._shared(lease, deadline)
             self.stats.queue_wait_seconds += time.monotonic() - start
@@ -174,13 +196,28 @@ class Governor:
             self.stats.in_flight += 1
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
             try:
-                yield
+                yield held
             finally:
                 self.stats.in_flight -= 1
         finally:
-            if shared:
-                await self._release_shared(lease)
-            self._slots.release()
+            if held.linger > 0:
+                task = asyncio.get_running_loop().create_task(self._release(lease, shared, held.linger))
+                self._lingering.add(task)  # held until it ends (the loop keeps weak references only)
+                task.add_done_callback(self._lingering.discard)
+            else:
+                await self._release(lease, shared, 0.0)
+
+    async def _release(self, lease: str, shared: bool, after: float) -> None:
+        """Give the connection slot (and the shared lease) back ``after`` seconds from now."""
+        try:
+            if after > 0:
+                await asyncio.sleep(after)
+        finally:
+            try:
+                if shared:
+                    await self._release_shared(lease)
+            finally:
+                self._slots.release()
 
     async def pause(self, seconds: float) -> None:
         """Hold every request of this credential back for ``seconds`` (a 429/503 asked for it)."""

@@ -294,6 +294,12 @@ def getmap_bbox(step: Step) -> tuple[float, float, float, float]:
     return (x - half, y - half, x + half, y + half)
 
 
+def block_decodes(server: Server) -> float:
+    """JPEG2000 blocks eotiler decoded so far (its ``/metrics``): where a step's CPU went."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("eotiler_block_decodes_total"))
+
+
 def run_peer(peer: Peer, steps: list[Step], proxy: QuotaProxy, advance: Callable[[], None]) -> dict[str, dict]:
     """The whole session on one server; the proxy log is read and emptied around every step."""
     proxy.reset_quota()
@@ -309,8 +315,11 @@ def run_peer(peer: Peer, steps: list[Step], proxy: QuotaProxy, advance: Callable
             tiles = view_tiles(step.center, step.zoom)
             urls = [peer.getmap(getmap_bbox(step))] if step.getmap else [peer.tile(t) for t in tiles]
             proxy.reset()
+            decoded = block_decodes(server) if peer.name == "eotiler" else 0.0
             result = fetch(server, urls, peer.name)
             result.update(summarise(proxy.requests()))
+            if peer.name == "eotiler":
+                result["block_decodes"] = block_decodes(server) - decoded
             results[step.key] = result
             advance()
     finally:
@@ -318,7 +327,9 @@ def run_peer(peer: Peer, steps: list[Step], proxy: QuotaProxy, advance: Callable
     return results
 
 
-def map_session(size: int, workers: int, out: Path, advance: Callable[[], None] = lambda: None) -> dict:
+def map_session(
+    size: int, workers: int, out: Path, advance: Callable[[], None] = lambda: None, only: str | None = None
+) -> dict:
     """Build the data, start S3 and the proxy, run the session on both servers; one report row."""
     from tests.support.s3_server import S3Server
 
@@ -334,21 +345,24 @@ def map_session(size: int, workers: int, out: Path, advance: Callable[[], None] 
     servers: dict[str, dict[str, dict]] = {}
     try:
         for peer in peers(proxy, work, item, workers, logs):
-            servers[peer.name] = run_peer(peer, steps, proxy, advance)
+            if only is None or peer.name == only:
+                servers[peer.name] = run_peer(peer, steps, proxy, advance)
     finally:
         proxy.stop()
         s3.stop()
         shutil.rmtree(work, ignore_errors=True)
     rows = []
     for step in steps:
-        ours, peer = servers["eotiler"][step.key], servers["titiler"][step.key]
+        ours, peer = servers.get("eotiler", {}).get(step.key), servers.get("titiler", {}).get(step.key)
         rows.append(
             {
                 "step": step.key,
                 "title": step.title,
-                "servers": {"eotiler": ours, "titiler": peer},
-                "ratio": round(ours["seconds"] / peer["seconds"], 3) if peer["seconds"] else None,
-                "requests_ratio": round(ours["requests"] / peer["requests"], 3) if peer["requests"] else None,
+                "servers": {name: r for name, r in (("eotiler", ours), ("titiler", peer)) if r is not None},
+                "ratio": round(ours["seconds"] / peer["seconds"], 3) if ours and peer and peer["seconds"] else None,
+                "requests_ratio": (
+                    round(ours["requests"] / peer["requests"], 3) if ours and peer and peer["requests"] else None
+                ),
             }
         )
     return {
@@ -378,10 +392,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--only", choices=["eotiler", "titiler"], help="run one server (no ratios): while iterating")
     args = parser.parse_args()
     size = args.size or (4096 if args.quick else 10980)
     workers = args.workers or (1 if args.quick else 2)
-    row = map_session(size, workers, args.out, lambda: print(".", end="", flush=True))
+    row = map_session(size, workers, args.out, lambda: print(".", end="", flush=True), args.only)
     print()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "map_session.json").write_text(json.dumps(row, indent=2))

@@ -196,6 +196,43 @@ def test_concurrent_tiles_on_real_blocks_decode_each_block_once() -> None:
     assert cache.decodes == blocks
 
 
+def test_memory_budget_holds_under_16_concurrent_tiles() -> None:
+    """A budget of three 1024 px blocks, 16 threads over all nine blocks of the 10 m band."""
+    path = str(REAL_BANDS["AOT_10m"])
+    budget = 3 * 1024 * 1024 * 2
+    cache = BlockCache(budget)
+    grids = tiles_over(path, 15, 16, seed=7)
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], cache.stats()["memory_bytes"])
+            time.sleep(0.001)
+
+    results: dict[int, np.ma.MaskedArray | None] = {}
+
+    def read(index: int) -> None:
+        with rasterio.open(path) as dataset:
+            results[index] = read_from_blocks(dataset, path, grids[index], "bilinear", 0, cache)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(grids))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    done.set()
+    watcher.join(5)
+    assert 0 < peak[0] <= budget and cache.evicted > 0
+    with rasterio.open(path) as dataset:
+        for index, grid in enumerate(grids):
+            got = results[index]
+            assert got is not None
+            assert_same(got, rio_tiler_part(dataset, grid, "bilinear", 0))
+
+
 def test_memory_and_disk_budgets_evict_least_recently_used(tmp_path: Path) -> None:
     block = 1024 * 1024  # bytes of one (512, 1024) uint16 block
     cache = BlockCache(3 * block, tmp_path / "blocks", 4 * block + 4 * 256)

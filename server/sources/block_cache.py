@@ -10,9 +10,9 @@ again. Here a block is decoded once and then served to any reader:
 - single flight: a thread that wants a block another thread is decoding waits for that decode;
 - disk: one raw ``.npy`` per block under a directory bounded in bytes, written to a temporary
   name and renamed, so worker processes (and the next start) share it without locks. Raw, not
-  compressed: Sentinel-2 DN blocks compress about 1.3x with zlib at ~40 ms a block, which
-  would give back a third of the decode the cache saves; reading 2 MB from the page cache
-  costs about 1 ms.
+  compressed: a 1024 px block of the real B04 band shrinks only 1.19x with zlib, and inflating
+  it took 40-55 ms where loading the raw 2 MB file took under 1 ms (zstd and lz4 are not
+  dependencies).
 
 A block is keyed on the object's identity: its path, a version (size and modification time;
 see ``block_read.object_version``), the band and the block's column and row. A changed object

@@ -95,9 +95,9 @@ class Pipeline:
         self.admission = Admission(settings.render_concurrency, settings.render_queue)
         self.renders = RenderCache(self.cache, self.admission, settings.request_budget, self.max_age)
         self.breakers = StoreBreakers(settings)
-        # Strips of large images drawn beside their render thread (render/strips.py).
+        # Strips of large images, drawn while their render thread waits (render/strips.py).
         self.strip_pool = ThreadPoolExecutor(
-            max_workers=settings.render_concurrency * (IN_FLIGHT - 1), thread_name_prefix="eotiler-strip"
+            max_workers=settings.render_concurrency * IN_FLIGHT, thread_name_prefix="eotiler-strip"
         )
         self.strip_pixels = STRIP_PIXELS  # an image larger than this is drawn in strips of this size
         self.mosaics = 0  # mosaics made since start (each reads its scenes on one grid)

@@ -1,11 +1,11 @@
-"""Large images in strips: bounded memory, and reading, evaluation and encoding on both cores.
+"""Large images in strips: bounded memory, and reading and evaluation on both cores.
 
 Why strips: a 2048 x 2048 map holds every input band as float32 and the script's values as
-float64 at once when drawn whole (hundreds of MB), and one thread reads, then evaluates, then
-encodes while the other core waits. Cut into full-width strips of at most ``STRIP_PIXELS``,
-the pipeline draws up to ``IN_FLIGHT`` strips at the same time (GDAL reads and numpy release
-the GIL), so one strip is read while another is evaluated, and only those strips' inputs are
-in memory; the post-processed output (a few bytes per pixel) is joined and encoded once.
+float64 at once when drawn whole (hundreds of MB), and one thread reads, then evaluates, while
+the other core waits. Cut into full-width strips of at most ``STRIP_PIXELS``, the pipeline
+draws ``IN_FLIGHT`` strips at the same time (GDAL reads and numpy release the GIL), so one
+strip is read while another is evaluated, and only those strips' inputs are in memory; the
+post-processed output (a few bytes per pixel) is joined and encoded once, after the last strip.
 
 A strip is the whole image's grid restricted to some rows: the same pixel edges, and the
 whole image's ground resolution (``Grid.ground``), so it reads the same band files and its
@@ -101,28 +101,22 @@ def strips(grid: Grid, pixels: int = STRIP_PIXELS) -> list[Grid]:
 
 
 def draw_strips(parts: list[Grid], draw: Callable[[Grid], T], executor: Executor | None) -> list[T]:
-    """``draw`` every strip, ``IN_FLIGHT`` at a time on ``executor``, results in strip order.
+    """``draw`` every strip on ``executor``, ``IN_FLIGHT`` at a time, results in strip order.
 
-    The calling thread draws too (one strip in flight is on it), so a busy executor slows an
-    image down but never blocks it. A failing strip raises here once the strips in flight end.
+    A window slides over the strips: when the oldest strip in flight is drawn the next one
+    starts, so a core freed by one strip takes up the next while the other is still working.
+    A failing strip raises here; the strips not started yet are not drawn.
     """
     if len(parts) == 1 or executor is None:
         return [draw(part) for part in parts]
     results: list[T] = []
-    pending: deque[Future[T]] = deque()
     remaining = deque(parts)
+    pending: deque[Future[T]] = deque()
     try:
         while remaining or pending:
-            while remaining and len(pending) < IN_FLIGHT - 1:
+            while remaining and len(pending) < IN_FLIGHT:
                 pending.append(executor.submit(draw, remaining.popleft()))
-            if remaining:  # this thread draws the next strip while the others run
-                mine = draw(remaining.popleft())
-                results_ahead = [future.result() for future in pending]
-                pending.clear()
-                results += results_ahead
-                results.append(mine)
-            else:
-                results.append(pending.popleft().result())
+            results.append(pending.popleft().result())
     finally:
         for future in pending:
             future.cancel()

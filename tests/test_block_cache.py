@@ -27,8 +27,9 @@ from rio_tiler.io import Reader
 from server.grids import get_tms, tile_grid
 from server.models import Grid
 from server.sources.block_cache import BlockCache, BlockKey
-from server.sources.block_read import read_from_blocks
+from server.sources.block_read import object_version, read_from_blocks
 from server.sources.gdal_env import GdalEnvironment, S3Settings
+from server.sources.gdal_native import forget_remote_file
 from tests.support.s3_fixtures import s3_config
 from tests.support.s3_server import S3Server
 from tests.support.serve_process import eotiler_process
@@ -270,6 +271,42 @@ def test_a_changed_file_is_not_served_from_old_blocks(tmp_path: Path) -> None:
         assert_same(after, rio_tiler_part(dataset, grid, "nearest", 0))
     valid = ~np.ma.getmaskarray(before)
     assert valid.any() and np.array_equal(after.data[valid], before.data[valid] + 7)
+
+
+def test_a_changed_s3_object_is_not_served_from_old_blocks(originals: S3Server, tmp_path: Path) -> None:
+    """Same key, new object (another band): a process that opens it anew reads the new pixels."""
+    import boto3
+
+    path = f"/vsis3/eodata/originals/{ORIGINAL.name}"
+    gdal = s3_environment(originals)
+    cache = BlockCache(256 * 1024**2, tmp_path / "blocks", 1024**3)
+    grid = tiles_over(str(ORIGINAL), 14, 1, seed=11)[0]
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{originals.endpoint}",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+    )
+    other = ORIGINAL.with_name(ORIGINAL.name.replace("B04", "B8A"))
+    try:
+        with gdal.env(path):
+            with rasterio.open(path) as dataset:
+                version = object_version(path)
+                before = read_from_blocks(dataset, path, grid, "nearest", 0, cache)
+            assert version is not None and not version.endswith("-0")  # size and Last-Modified known
+            time.sleep(1.1)  # Last-Modified counts seconds
+            client.upload_file(str(other), "eodata", f"originals/{ORIGINAL.name}")
+            forget_remote_file(path)  # what a new process starts with
+            with rasterio.open(path) as dataset:
+                assert object_version(path) != version
+                after = read_from_blocks(dataset, path, grid, "nearest", 0, cache)
+                assert after is not None and before is not None
+                assert_same(after, rio_tiler_part(dataset, grid, "nearest", 0))
+            assert not np.array_equal(after.data, before.data)
+    finally:
+        client.upload_file(str(ORIGINAL), "eodata", f"originals/{ORIGINAL.name}")
+        forget_remote_file(path)
 
 
 # ---- through real server processes ------------------------------------------------------------

@@ -1,42 +1,43 @@
 """The one request pipeline: layer -> scenes -> mosaic -> evalscript -> encode, through the cache.
 
-Every image endpoint (XYZ, WMS including composites, WMTS, WCS, the map APIs) builds a
-``RenderRequest`` (or a ``CompositeRequest`` of several) and calls ``Pipeline.render``; nothing
+Every image endpoint (XYZ, WMS including composites, WMTS, WCS, the map APIs, the Process
+API) builds a ``RenderRequest``, a ``CompositeRequest`` of several layers or an
+``OutputsRequest`` of several outputs of one script, and calls ``Pipeline.render``; nothing
 else reads rasters or runs scripts. ``Pipeline`` orchestrates; the concerns live in their own
 modules: admission (``render/admission.py``), the tile cache and render threads
 (``cache/render_cache.py``), mosaicking (``render/mosaic.py``), store breakers
-(``render/store_breakers.py``), compositing (``render/composite.py``) and encoding
+(``render/store_breakers.py``), the steps from mosaic to image (``render/draw.py``: script,
+post-processing, the request geometry), strips of large images (``render/strips.py``),
+compositing (``render/composite.py``), a layer's floor (``render/floor.py``) and encoding
 (``render/encode.py``). Per-stage timings are returned for ``Server-Timing`` headers and logs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import NamedTuple, overload
 
 import numpy as np
-from rasterio.crs import CRS
 
 from server.cache.keys import composite_key, render_key
 from server.cache.render_cache import RenderCache
 from server.cache.tile_cache import TileCache
 from server.catalog.layers import Layer, LayerRegistry
 from server.errors import InvalidParameter
-from server.evalscript.contract import Evalscript, OutputSpec, Samples, user_data
+from server.evalscript.contract import Evalscript, OutputSpec, Samples
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, RenderRequest, RenderResult, Scene
 from server.render.admission import Admission
-from server.render.clip import inside, mask_outside
 from server.render.composite import CompositeRequest, blend, on_background
+from server.render.draw import evaluated, output_of, samples_of, user_data_result
 from server.render.encode import check_format, encode
+from server.render.floor import coarser_than
 from server.render.mosaic import Mosaic, SceneReads, mosaic_scenes, samples_over_time, scene_info
 from server.render.outputs import USERDATA_MEDIA, OutputsRequest
 from server.render.store_breakers import StoreBreakers
@@ -49,12 +50,6 @@ from server.sources.s3_gateway_process import GatewayProcess
 from server.upstream_breaker import CircuitBreaker
 
 __all__ = ["Lookup", "Mosaic", "Pipeline", "RenderedData", "scene_info"]
-
-
-@lru_cache(maxsize=4096)
-def _metres_per_pixel(bbox: tuple[float, float, float, float], crs_wkt: str, width: int, height: int) -> float:
-    """``Grid.ground_resolution`` memoised: every request, cached or not, is checked against its layer's floor."""
-    return Grid(bbox, CRS.from_wkt(crs_wkt), width, height, crs_wkt).ground_resolution()
 
 
 class Lookup(NamedTuple):
@@ -162,10 +157,7 @@ class Pipeline:
 
     def output(self, req: RenderRequest) -> OutputSpec:
         """The output ``req`` produces, after any band subset."""
-        output = self.script(req).output
-        if req.bands is None:
-            return output
-        return OutputSpec(len(req.bands), output.sample_type, output.id)
+        return output_of(self.script(req), req.bands)
 
     def mosaic(
         self,
@@ -215,7 +207,7 @@ class Pipeline:
         mosaic, samples = self._read(layer, req, script, scenes, deadline)
         timings["read"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
-        data, values, mosaic.filled = self._evaluate(req, script, mosaic, samples)
+        data, values, mosaic.filled = evaluated(req, script, mosaic, samples)
         timings["evalscript"] = (time.perf_counter() - mark) * 1000
         return RenderedData(data, values, mosaic, timings)
 
@@ -225,26 +217,8 @@ class Pipeline:
         """The script's inputs on ``req``'s grid: one mosaic (SIMPLE) or samples over time."""
         if script.mosaicking == "SIMPLE":
             mosaic = self.mosaic(layer, scenes, req.grid, script, req.resampling, deadline)
-            return mosaic, Samples({**mosaic.bands, "dataMask": mosaic.filled.astype(np.float32)})
+            return mosaic, samples_of(mosaic)
         return self.samples_over_time(layer, scenes, req, script, deadline)
-
-    def _evaluate(
-        self, req: RenderRequest, script: Evalscript, mosaic: Mosaic, samples: Samples
-    ) -> tuple[np.ma.MaskedArray, np.ndarray, np.ndarray]:
-        """Run ``script`` on ``samples``: post-processed data, raw values and which pixels are drawn."""
-        values = script.evaluate(samples)
-        output = script.output
-        filled = mosaic.filled
-        if req.bands is not None:
-            if output.has_alpha:  # keep transparency although the alpha band is not selected
-                filled = filled & (values[-1] > 0)
-            values = values[list(req.bands)]
-            output = self.output(req)
-        return to_sample_type(values, output, filled), values, filled
-
-    def _clipped(self, data: np.ma.MaskedArray, req: RenderRequest) -> np.ma.MaskedArray:
-        """``data`` drawn on ``req.grid`` without data outside ``req.clip``."""
-        return data if req.clip is None else mask_outside(data, inside(req.clip, req.grid))
 
     def _drawn(self, grid: Grid, draw: Callable[[Grid], Drawn], order: list[Scene]) -> Drawn:
         """``draw`` on ``grid``, in strips when it is large (``render/strips.py``); drawn scenes
@@ -359,10 +333,7 @@ class Pipeline:
             mosaic, samples = self._read(layer, base, script, scenes, deadline)
             timings = {"read": (time.perf_counter() - mark) * 1000}
             mark = time.perf_counter()
-            data = []
-            for out in wanted:
-                on_grid = replace(out, grid=grid)
-                data.append(self._clipped(self._evaluate(on_grid, self.script(out), mosaic, samples)[0], on_grid))
+            data = [evaluated(replace(out, grid=grid), self.script(out), mosaic, samples)[0] for out in wanted]
             timings["evalscript"] = (time.perf_counter() - mark) * 1000
             return Drawn(data, mosaic.scenes, mosaic.failed, mosaic.skipped, timings)
 
@@ -373,11 +344,7 @@ class Pipeline:
             result.failed, result.skipped = drawn.failed, drawn.skipped
             results.append(result)
         if len(missing) > len(wanted):  # the userData
-            found = user_data(script, [scene_info(scene) for scene in drawn.scenes])
-            content = json.dumps(found, separators=(",", ":")).encode()
-            ids = [scene.id for scene in drawn.scenes]
-            results.append(RenderResult(content, USERDATA_MEDIA, ids, drawn.timings, failed=drawn.failed))
-            results[-1].skipped = drawn.skipped
+            results.append(user_data_result(script, drawn))
         return results
 
     def probe_memory(self, req: RenderRequest) -> tuple[RenderResult | None, Lookup | None]:
@@ -411,7 +378,7 @@ class Pipeline:
         def draw(grid: Grid) -> Drawn:
             on_grid = replace(req, grid=grid)
             rendered = self._render_data(on_grid, scenes, deadline)
-            return Drawn.of([self._clipped(rendered.data, on_grid)], [rendered])
+            return Drawn.of([rendered.data], [rendered])
 
         drawn = self._drawn(req.grid, draw, scenes)
         result = self.encode(drawn.data[0], req, drawn.scenes, drawn.timings)
@@ -479,19 +446,9 @@ class Pipeline:
         return RenderedData(to_sample_type(values, output, mosaic.filled), values, mosaic, {})
 
     def too_coarse(self, req: RenderRequest) -> float | None:
-        """The request's metres per pixel when it is coarser than its layer's floor, else None.
-
-        Why a floor: a zoomed-out view covers hundreds of scenes (only ``max_scenes`` of which
-        would be read, so the image is wrong anyway) and makes GDAL transform a world-sized grid
-        into each scene's UTM zone, which took minutes per tile. Measured geodesically
-        (``Grid.ground_resolution``), so it means the same in every CRS.
-        """
-        limit = self.registry.get(req.layer).config.max_meters_per_pixel
-        if limit is None:
-            return None
-        grid = req.grid
-        resolution = _metres_per_pixel(grid.bbox, grid.crs_wkt or grid.crs.to_wkt(), grid.width, grid.height)
-        return resolution if resolution > limit else None
+        """The request's metres per pixel when it is coarser than its layer's floor, else None
+        (``render/floor.py``: why a floor)."""
+        return coarser_than(req.grid, self.registry.get(req.layer).config.max_meters_per_pixel)
 
     def floor_image(self, req: RenderRequest, resolution: float) -> RenderResult:
         """The answer beyond a layer's floor: nothing is searched or read.

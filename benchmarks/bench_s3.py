@@ -58,6 +58,14 @@ def s3_config(work: Path, size: int, stac_items: Path) -> Path:
             "bands": {"B04": {"asset": "B04", "resolutions": [10], "scale": 0.0001}},
         }
         layers[LAYERS[fmt]] = {"title": fmt, "collection": fmt, "expression": "B04", "rescale": [0, 0.4]}
+    # the local sample TiTiler's process is warmed with (``_warm_process``), for eotiler's too
+    collections["warm"] = {
+        "title": "local sample",
+        "catalogue": {"type": "static", "path": str(ROOT / "sample/stac/sentinel-2-global-mosaics")},
+        "data_root": str(ROOT / "sample/eodata"),
+        "bands": {"B04": {"asset": "B04", "resolutions": [100], "dtype": "int16", "nodata": -32768}},
+    }
+    layers["WARM"] = {"title": "local sample", "collection": "warm", "expression": "B04", "rescale": [0, 4000]}
     path = work / "eotiler-s3.yaml"
     path.write_text(
         yaml.safe_dump({"evalscripts_dir": str(ROOT / "evalscripts"), "collections": collections, "layers": layers})
@@ -74,14 +82,20 @@ def _tile_urls(fmt: str, tile: tuple[int, int, int]) -> dict[str, str]:
 
 
 def _warm_process(server: Server) -> None:
-    """Exercise the server's code paths without touching S3: a cold tile must only be cold in GDAL."""
+    """Exercise the server's code paths without touching S3: a cold tile must only be cold in GDAL.
+
+    Both servers read the same tile of the same local file first (GDAL's drivers, PROJ's
+    transformations, the warp): what a process pays once is not a cold S3 read.
+    """
     sample = next((ROOT / "sample" / "eodata" / "Global-Mosaics").rglob("B04.tif"))
-    url = (
-        "/layers/S3_COG/tiles/WebMercatorQuad/14/0/0.png"  # no scene there: the pipeline runs, S3 is not read
-        if server.name == "eotiler"
-        else f"/cog/tiles/WebMercatorQuad/8/119/109.png?url={sample}&rescale=0,4000"
-    )
-    httpx.get(server.url + url, timeout=60)
+    if server.name == "eotiler":
+        urls = ["/layers/S3_COG/tiles/WebMercatorQuad/14/0/0.png", "/layers/WARM/tiles/WebMercatorQuad/8/119/109.png"]
+    else:
+        urls = [f"/cog/tiles/WebMercatorQuad/8/119/109.png?url={sample}&rescale=0,4000"]
+    for url in urls:
+        answer = httpx.get(server.url + url, timeout=60)
+        if answer.status_code != 200:
+            raise RuntimeError(f"{server.name} {url} -> {answer.status_code}: {answer.text[:300]}")
 
 
 def _one(server: Server, url: str, s3) -> dict:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RESCAN_STORES = 64  # blocks written between two counts of the shared directory
+
 
 @dataclass(frozen=True, slots=True)
 class BlockKey:
@@ -77,6 +79,7 @@ class BlockCache:
         self._flights: dict[BlockKey, _Flight] = {}
         self._lock = threading.Lock()
         self._disk_estimate = 0  # bytes this process believes are on disk; rescanned past the budget
+        self._stores_since_scan = 0
         self._failing = False
         self.memory_hits = 0
         self.disk_hits = 0
@@ -187,9 +190,10 @@ class BlockCache:
             return
         self._failing = False
         with self._lock:
-            self._disk_estimate += value.nbytes + 128
-            over = self._disk_estimate > self.disk_bytes
-        if over:
+            self._disk_estimate += value.nbytes + 128  # + the .npy header
+            self._stores_since_scan += 1
+            scan = self._disk_estimate > self.disk_bytes or self._stores_since_scan >= RESCAN_STORES
+        if scan:
             self._evict_disk()
 
     def _scan_bytes(self) -> int:
@@ -201,10 +205,11 @@ class BlockCache:
         return total
 
     def _evict_disk(self) -> None:
-        """Delete the least recently used block files until the directory fits its budget.
+        """Delete the least recently used block files until the directory fits 90 % of its budget.
 
-        Other processes write to the directory too, so the files are counted again here rather
-        than trusted from this process's estimate.
+        Other processes write to the directory too, so the files are counted again here (also
+        every ``RESCAN_STORES`` writes) rather than trusted from this process's estimate; the
+        10 % left free spares a scan on each of the next writes.
         """
         assert self.directory is not None
         files = []
@@ -215,14 +220,16 @@ class BlockCache:
                 continue
             files.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in files)
+        target = self.disk_bytes * 0.9 if total > self.disk_bytes else self.disk_bytes
         for _, size, path in sorted(files):
-            if total <= self.disk_bytes:
+            if total <= target:
                 break
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
             total -= size
         with self._lock:
             self._disk_estimate = total
+            self._stores_since_scan = 0
 
     def stats(self) -> dict[str, int]:
         """Counters and sizes for ``/metrics``."""

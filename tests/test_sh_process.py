@@ -353,3 +353,13 @@ def test_an_image_the_process_api_drew_is_the_cached_image_wcs_serves(client: ht
     again = client.get("/ogc/wcs", params=wcs_params(NDVI, size))
     assert again.status_code == 200 and again.headers["X-Cache"] == "HIT"
     assert again.content == drawn.content
+
+
+def test_an_update_output_metadata_that_throws_is_a_400_naming_the_line(client: httpx.Client):
+    script = DATED.replace("outputMetadata.userData = {", "throw new Error('no metadata'); outputMetadata.userData = {")
+    userdata = {"identifier": "userdata", "format": {"type": "application/json"}}
+    body = _body((509000, 5883000, 511000, 5884000), [userdata])
+    response = client.post("/api/v1/process", json={**body, "evalscript": script})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "no metadata" in error["message"] and "(line 9)" in error["message"]

@@ -53,6 +53,8 @@ def _s3_rows(rows: list[dict]) -> list[str]:
             cold, warm = (result["cold"], result["warm"]) if "cold" in result else (result, None)
             ratio = row["ratios"].get("titiler") if name == "eotiler" else None
             title = row["scenario"] if name == next(iter(row["servers"])) else ""
+            if "spellings" in row and title:  # AWS_* / EOTILER_S3_* instead of a peer
+                ratio = row["spellings"]["cold"]
             warm_ms = "" if warm is None else f"{warm['p50_ms']:g}"
             warm_requests = "" if warm is None else f"{warm['requests']:g}"
             out.append(
@@ -189,6 +191,13 @@ def _targets(rows: list[dict]) -> list[str]:
         value = overview["ratios"]["titiler"]["p50"]
         out.append(
             f"| zoomed-out JPEG2000, overview cache warm <= 0.1 x TiTiler | {value:g} x | {_met(value <= 0.1)} |"
+        )
+    spellings = next((r for r in rows if "spellings" in r), None)
+    if spellings:
+        cold, warm = spellings["spellings"]["cold"]["p50"], spellings["spellings"]["warm"]["p50"]
+        out.append(
+            f"| AWS_* credentials cost what EOTILER_S3_* cost (cold / warm COG tile, AWS_* / EOTILER_S3_*) "
+            f"| {cold:g} x / {warm:g} x | {_met(max(cold, warm) <= 1.1)} |"
         )
     cached = next((r for r in rows if "throughput_ratio" in r), None)
     if cached:

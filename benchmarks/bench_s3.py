@@ -24,6 +24,7 @@ from rich.progress import Progress
 from s3_tiles import FORMATS, KEY, build, tiles_for
 
 RTT_MS = 30.0
+WARM_REPEATS = 5  # warm tiles per process in the credential row
 LAYERS = {"cog": "S3_COG", "jp2-tlm": "S3_JP2_TLM", "jp2": "S3_JP2"}
 
 
@@ -132,7 +133,7 @@ def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
     titiler_env = {**env, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
     cases = [(fmt, z) for fmt in FORMATS for z in (14, 11)]
     rows: list[dict] = []
-    task = progress.add_task("S3 scenarios", total=len(cases) * plan.s3_tiles * 2 + min(3, max(1, plan.s3_tiles)))
+    task = progress.add_task("S3 scenarios", total=len(cases) * plan.s3_tiles * 4 + min(3, max(1, plan.s3_tiles)))
     try:
         for fmt, zoom in cases:
             row: dict = {"scenario": f"XYZ tile over S3 ({RTT_MS:g} ms RTT), {fmt}, z{zoom}", "servers": {}, "s3": True}
@@ -161,6 +162,7 @@ def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
             row["ratios"] = {"titiler": ratio(ours, peer)}
             rows.append(row)
         rows.append(_overview_rows(plan, config, env, titiler_env, s3, size, progress, task))
+        rows.append(_credential_row(plan, config, env, s3, size, progress, task))
     finally:
         s3.stop()
     return rows
@@ -197,3 +199,48 @@ def _overview_rows(plan, config, env, titiler_env, s3, size, progress, task) -> 
     }
     row["ratios"] = {"titiler": ratio(row["servers"]["eotiler"], row["servers"]["titiler"])}
     return row
+
+
+def eotiler_s3_spelling(env: dict[str, str]) -> dict[str, str]:
+    """The same S3 settings as ``EOTILER_S3_*`` variables instead of GDAL's ``AWS_*`` ones."""
+    spelled = {}
+    for name, value in env.items():
+        suffix = name.removeprefix("AWS_").removeprefix("S3_")
+        spelled[f"EOTILER_S3_{suffix}" if name.startswith("AWS_") else name] = value
+    return spelled
+
+
+def _credential_row(plan: Plan, config: Path, env: dict[str, str], s3, size: int, progress, task) -> dict:
+    """Cold and warm COG tiles with the documented ``AWS_*`` credentials and with ``EOTILER_S3_*``.
+
+    Issue 15 asks that both spellings cost the same per tile: with ``AWS_*`` in the environment,
+    rasterio once built a boto3 session for every ``rasterio.Env`` (about 40 ms a tile). The two
+    spellings alternate tile by tile in one run, each in a new process; a warm tile (no S3
+    request: what is left is the per-tile work, credentials included) is asked ``WARM_REPEATS``
+    times per process.
+    """
+    spellings = {"AWS_*": env, "EOTILER_S3_*": eotiler_s3_spelling(env)}
+    samples: dict[str, dict[str, list[dict]]] = {name: {"cold": [], "warm": []} for name in spellings}
+    for tile in tiles_for(14, plan.s3_tiles * 2, size):
+        for name, spelled in spellings.items():
+            server = start_eotiler(config, 1, {**spelled, "EOTILER_OVERVIEW_CACHE_DIR": tempfile.mkdtemp()})
+            try:
+                _warm_process(server)
+                url = _tile_urls("cog", tile)["eotiler"]
+                samples[name]["cold"].append(_one(server, url, s3))
+                samples[name]["warm"].extend(_one(server, url, s3) for _ in range(WARM_REPEATS))
+            finally:
+                server.stop()
+            progress.advance(task)
+    servers = {
+        f"eotiler, {name} credentials": {"cold": _summary(found["cold"]), "warm": _summary(found["warm"])}
+        for name, found in samples.items()
+    }
+    aws, ours = servers["eotiler, AWS_* credentials"], servers["eotiler, EOTILER_S3_* credentials"]
+    return {
+        "scenario": f"XYZ tile over S3 ({RTT_MS:g} ms RTT), cog, z14, AWS_* / EOTILER_S3_* credentials",
+        "servers": servers,
+        "s3": True,
+        "ratios": {},  # the same server twice: no peer
+        "spellings": {"cold": ratio(aws["cold"], ours["cold"]), "warm": ratio(aws["warm"], ours["warm"])},
+    }

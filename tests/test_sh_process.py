@@ -13,6 +13,7 @@ import tarfile
 
 import httpx
 import numpy as np
+import pytest
 import rasterio
 import shapely.geometry
 from sentinelhub import CRS, BBox, DataCollection, Geometry, MimeType, SentinelHubRequest
@@ -210,7 +211,10 @@ def test_single_response_honours_accept(client: httpx.Client):
     assert jpeg.content[:3] == b"\xff\xd8\xff"
 
 
-def test_polygon_leaves_pixels_outside_without_data(live_url: str, client: httpx.Client):
+@pytest.mark.parametrize("size", [SIZE, (1800, 1080)], ids=["whole", "in-strips"])
+def test_polygon_leaves_pixels_outside_without_data(live_url: str, client: httpx.Client, size: tuple[int, int]):
+    """The geometry's mask is rasterised on each strip's own rows when the image is large."""
+    assert (size[0] * size[1] > strips_module.STRIP_PIXELS) == (size != SIZE)
     x0, y0, x1, y1 = BOX
     ring = [(x0, y0), (x1, y0), (x0 + 2000, y1), (x0, y1), (x0, y0)]  # a quadrilateral leaning right
     polygon = shapely.geometry.Polygon(ring)
@@ -219,12 +223,14 @@ def test_polygon_leaves_pixels_outside_without_data(live_url: str, client: httpx
         NDVI,
         [SentinelHubRequest.output_response("default", MimeType.TIFF)],
         geometry=Geometry(polygon, crs=UTM29),
+        size=size,
     )
     clipped = request.get_data()[0]
-    whole = wcs_bands(client, NDVI)[0]  # the polygon's bounds are BOX: the same grid
-    rows, cols = np.mgrid[0 : SIZE[1], 0 : SIZE[0]]
-    xs = x0 + (cols + 0.5) * (x1 - x0) / SIZE[0]
-    ys = y1 - (rows + 0.5) * (y1 - y0) / SIZE[1]
+    with wcs(client, NDVI, size) as memory, memory.open() as src:  # the polygon's bounds are BOX: the same grid
+        whole = src.read(1)
+    rows, cols = np.mgrid[0 : size[1], 0 : size[0]]
+    xs = x0 + (cols + 0.5) * (x1 - x0) / size[0]
+    ys = y1 - (rows + 0.5) * (y1 - y0) / size[1]
     inside = shapely.contains_xy(polygon, xs, ys)
     assert 0.2 < inside.mean() < 0.8
     assert np.isnan(clipped[~inside]).all()

@@ -47,9 +47,13 @@ def to_sample_type(values: np.ndarray, output: OutputSpec, data_mask: np.ndarray
         scratch = values.astype(np.float32)
         if output.sample_type is SampleType.AUTO:
             scratch *= np.float32(255.0)
-        np.nan_to_num(scratch, copy=False, nan=0.0, posinf=high, neginf=low)
+        # rint keeps NaN and infinities, clip takes the infinities to the type's ends; NaN is the
+        # one value left to set (0), which a single isnan pass finds.
         np.rint(scratch, out=scratch)
         np.clip(scratch, low, high, out=scratch)
+        nan = np.isnan(scratch)
+        if nan.any():
+            scratch[nan] = 0.0
         data = scratch.astype(dtype)
     mask = np.broadcast_to(~valid, data.shape)
     return np.ma.MaskedArray(data, mask=mask)

@@ -58,9 +58,15 @@ class Mosaic:
     def add(self, valid: np.ndarray, bands: dict[str, np.ndarray], scene: Scene) -> bool:
         """Take ``scene``'s valid pixels where nothing is drawn yet; True once the grid is full."""
         take = valid & ~self.filled
-        if take.any():
+        if take.all():  # the first scene covers the grid: its arrays are the mosaic, no copy
             for name, values in self.bands.items():
-                values[take] = bands[name][take]
+                self.bands[name] = bands[name].astype(values.dtype, copy=False)
+            self.scene_index.fill(len(self.scenes))
+            self.scenes.append(scene)
+            self.filled.fill(True)
+        elif take.any():
+            for name, values in self.bands.items():
+                np.copyto(values, bands[name], where=take)  # no gathered temporaries, unlike fancy indexing
             self.scene_index[take] = len(self.scenes)
             self.scenes.append(scene)
             self.filled |= take

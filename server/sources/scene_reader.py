@@ -158,21 +158,33 @@ def to_units(raw: np.ma.MaskedArray, band: BandConfig, scene: Scene, units: str)
     - LINEAR_POWER (bands with ``power_scale``, Sentinel-1): DN^2 x power_scale.
     - DEFAULT: each band's Sentinel Hub default (LINEAR_POWER where configured, else REFLECTANCE).
     Categorical bands always keep their stored value.
+
+    One float32 array is made and every step works in it (a 1024 px band is 4 MB per pass):
+    the operations and their float32 rounding are those of the formula, step by step.
     """
-    data = raw.filled(0).astype(np.float32)
+    mask = np.ma.getmaskarray(raw)
     if band.categorical:
-        return data
+        return raw.filled(0).astype(np.float32)
     if units == "LINEAR_POWER" or (units == "DEFAULT" and band.power_scale is not None):
         if band.power_scale is None:
             raise EvalscriptError("LINEAR_POWER is only defined for radar bands", parameter="units")
-        value = data.astype(np.float64) ** 2 * band.power_scale
+        power = np.ma.getdata(raw).astype(np.float64)
+        np.square(power, out=power)
+        power *= band.power_scale
+        value = power.astype(np.float32)
     else:
-        value = (data + dn_offset(band, scene)) * band.scale + band.offset
-        value = np.maximum(value, 0.0)
+        value = np.ma.getdata(raw).astype(np.float32)
+        offset = dn_offset(band, scene)
+        if offset:
+            value += np.float32(offset)
+        value *= np.float32(band.scale)
+        if band.offset:
+            value += np.float32(band.offset)
+        np.maximum(value, np.float32(0.0), out=value)
         if units == "DN" and band.scale not in (0, 1):
-            value = value / band.scale
-    value[np.ma.getmaskarray(raw)] = 0.0
-    return value.astype(np.float32)
+            value /= np.float32(band.scale)
+    value[mask] = 0.0
+    return value
 
 
 def _read_with_retries(

@@ -141,7 +141,8 @@ def _read_one(
 # itself (GDAL_HTTP_MAX_RETRY) but not these, so up to two more attempts are made here.
 _DROPPED = ("Empty reply from server", "Connection reset", "Recv failure", "Send failure", "Connection died")
 DROP_RETRIES = 2
-STACK_MAX_PIXELS = 512 * 512  # larger grids read their bands in parallel instead (see _read_stack)
+STACK_MAX_PIXELS = 1024 * 1024  # larger grids read their bands in parallel instead (see _read_stack)
+STACK_UNWARPED_MAX_PIXELS = 512 * 512  # the same, for grids in the files' own CRS
 DROP_RETRY_DELAY = 0.2  # seconds, doubled per attempt
 
 
@@ -222,9 +223,13 @@ def _read_stack(
     Why: the warp's coordinate transformation is most of a read's cost, and one warp of a
     stacked VRT computes it once for every band (TiTiler's multi-band files get this for free).
     Remote files are never stacked: a VRT reads its sources one after the other, and over S3
-    the per-band reads must overlap. Nor are large maps: one warp runs on one core, while
-    separate band reads share the cores (measured on 1024 px GetMaps: 65-80 ms per-band
-    against 90-100 ms stacked). ``None`` when the files do not share a grid.
+    the per-band reads must overlap. Up to 1024 x 1024 px one stacked warp costs less than
+    parallel band reads on two cores, in CPU and in time (three bands of a 1024 px GetMap,
+    ``benchmarks/read_stack.py``: EPSG:3857 162 ms CPU / 219 ms against 224 / 287; EPSG:4326
+    148 / 287 against 195 / 443); GDAL's warp threads (NUM_THREADS) only added CPU. In the
+    files' own CRS nothing is warped (a decimated read), and above 512 x 512 px parallel band
+    reads are the faster (107 / 204 against 115 / 253). ``None`` when the files do not share a
+    grid, or the grid is larger than these limits.
     """
     if any(path.startswith("/vsi") for path in paths) or grid.width * grid.height > STACK_MAX_PIXELS:
         return None
@@ -235,6 +240,8 @@ def _read_stack(
     if any(g != grids[0] for g in grids[1:]) or grids[0][4] != 1:
         return None
     width, height, transform, crs, _ = grids[0]
+    if grid.width * grid.height > STACK_UNWARPED_MAX_PIXELS and crs == grid.crs:
+        return None
     dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[band.dtype]
     nodata = "" if band.nodata is None else f"<NoDataValue>{band.nodata:g}</NoDataValue>"
     sources = "".join(

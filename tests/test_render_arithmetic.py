@@ -19,6 +19,7 @@ from rasterio.transform import from_bounds
 
 from server.config.models import BandConfig
 from server.evalscript.contract import OutputSpec, SampleType
+from server.evalscript.helpers import color_blend, value_interpolate
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, ImageFormat, Scene
 from server.render.encode import GEOTIFF_ZLEVEL, encode
@@ -136,3 +137,25 @@ def test_geotiff_is_deflated_at_the_fast_level_with_the_same_pixels():
             dst.write(data)
         assert len(content) == len(reference.read())
     assert GEOTIFF_ZLEVEL == 1
+
+
+def test_colour_ramps_give_np_interp_bits_per_channel():
+    """valueInterpolate / colorBlend on a large array: np.interp's values, bit for bit, per channel,
+    at the stops, just beside them, outside them, for infinities and NaN (the last colour)."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        xs = np.unique(np.round(rng.uniform(-2, 2, int(rng.integers(2, 10))), 2))
+        if len(xs) < 2:
+            continue
+        colours = rng.integers(0, 256, (len(xs), 3)) / 255
+        edges = [xs, np.nextafter(xs, 9), np.nextafter(xs, -9), [np.inf, -np.inf, 0.0, -0.0, 5.0, -5.0]]
+        values = np.concatenate([rng.uniform(-3, 3, 8192), *edges])
+        value = values[: len(values) // 2 * 2].reshape(2, -1)
+        value[0, :3] = np.nan
+        ramp = color_blend(value, xs.tolist(), colours.tolist())
+        safe = np.where(np.isnan(value), xs[-1], value)
+        for c in range(3):
+            assert ramp[c].tobytes() == np.interp(safe, xs, colours[:, c]).tobytes()
+        scalar = value_interpolate(value, xs.tolist(), colours[:, 0].tolist())
+        assert scalar.shape == value.shape
+        assert scalar.tobytes() == np.interp(safe, xs, colours[:, 0]).tobytes()

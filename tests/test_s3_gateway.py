@@ -309,3 +309,35 @@ def test_answers_are_not_held_back_by_nagle(store: S3Server) -> None:
             assert held[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         gw.stop()
+
+
+def test_background_reads_wait_for_the_foreground_to_be_quiet(tmp_path: Path) -> None:
+    """A prefetch or overview build (``X-Eotiler-Priority: background``) does not start while a
+    tile's read is in flight, nor right after it: the store sees it alone."""
+    (tmp_path / "originals").mkdir()
+    shutil.copy(ORIGINALS / B04, tmp_path / "originals" / B04)
+    store = S3Server(tmp_path, delay_ms=300)  # the tile's read is surely at the store when the prefetch asks
+    gw = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), jp2_index=False))
+    gw.start()
+    try:
+        url = f"http://{gw.address}/eodata/originals/{B04}"
+        store.reset()
+
+        async def both() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                tile = asyncio.ensure_future(client.get(url, headers={"Range": "bytes=0-299999"}))
+                while not store.requests():
+                    await asyncio.sleep(0.002)
+                background = {"Range": "bytes=300000-399999", "X-Eotiler-Priority": "background"}
+                prefetch = asyncio.ensure_future(client.get(url, headers=background))
+                return [await tile, await prefetch]
+
+        answers = asyncio.run(both())
+        assert [a.status_code for a in answers] == [206, 206]
+        assert answers[1].content == (ORIGINALS / B04).read_bytes()[300000:400000]
+        seen = [(r["range"], r["active"]) for r in store.requests()]
+        assert seen == [("bytes=0-299999", 1), ("bytes=300000-399999", 1)]  # one after the other
+        assert gw.governor.stats.waits["foreground"] == 1
+    finally:
+        gw.stop()
+        store.stop()

@@ -139,6 +139,13 @@ class BlockCache:
                 self._flights.pop(key, None)
             flight.done.set()
 
+    def holds(self, key: BlockKey) -> bool:
+        """Whether ``key`` is in memory or on disk now (no counting, no loading)."""
+        with self._lock:
+            if key in self._memory:
+                return True
+        return self.directory is not None and (self.directory / key.file_name()).exists()
+
     def _remember(self, key: BlockKey, value: np.ndarray) -> None:
         if value.nbytes > self.memory_bytes:
             return

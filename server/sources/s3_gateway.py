@@ -17,9 +17,9 @@ gateway, which
   in any process fetch only the tile-parts a window needs.
 
 GDAL reaches it as an S3 endpoint (``AWS_S3_ENDPOINT=127.0.0.1:<port>``, ``AWS_HTTPS=NO``,
-``AWS_NO_SIGN_REQUEST=YES``). It runs on its own thread and event loop, in the server process
-(one worker) or in the supervisor (``serve --workers N``), and only serves the configured
-bucket(s) on 127.0.0.1.
+``AWS_NO_SIGN_REQUEST=YES``). It runs in a process of its own (``s3_gateway_process.py``),
+started by the server or, with ``serve --workers N``, by the supervisor for all workers, and only
+serves the configured bucket(s) on 127.0.0.1.
 """
 
 from __future__ import annotations

@@ -139,3 +139,24 @@ def test_the_gateway_is_a_process_of_its_own_and_comes_back_when_killed(config: 
 def tile_grid(z: int, x: int, y: int) -> Grid:
     b = WEBMERCATOR.xy_bounds(morecantile.Tile(x, y, z))
     return Grid((b.left, b.bottom, b.right, b.top), CRS.from_epsg(3857), 256, 256)
+
+
+def test_sixteen_concurrent_tiles_stay_within_the_quota_proxys_count(config: Path, s3: S3Server) -> None:
+    """Counted as CDSE counts: ``benchmarks/quota_proxy.py`` (4 in flight, 429 beyond, 30 ms, 20 MB/s)
+    with every connection closed after its answer, so the proxy still counts a finished request
+    while the gateway's next one arrives on a new connection (the governor's linger covers it)."""
+    from benchmarks.quota_proxy import Limits, QuotaProxy
+
+    proxy = QuotaProxy(s3.endpoint, Limits(connections=4, rtt_ms=30, mb_per_s=20, keep_alive=False))
+    try:
+        settings = s3_settings(config, proxy, s3_gateway=True, dataset_handles=0)  # type: ignore[arg-type]
+        with serve(settings) as url:
+            proxy.reset()
+            answers = tile_answers(url, TILES)
+            seen = [entry for entry in proxy.requests() if entry["key"] == "test-key"]
+    finally:
+        proxy.stop()
+    assert all(drawn(a) for a in answers), [(a.status_code, a.headers.get("x-eotiler-failed-scenes")) for a in answers]
+    assert len({entry["path"] for entry in seen}) >= 3  # the three bands' files were read
+    assert max(entry["active"] for entry in seen) <= 4, [e for e in seen if e["active"] > 4]
+    assert not [entry for entry in seen if entry["status"] == 429]

@@ -36,7 +36,7 @@ _PNG_FILTER_UP = 2
 JPEG_QUALITY = 90
 WEBP_QUALITY = 90
 # Deflate level of GeoTIFF outputs: level 1 costs 40 % of the default level 6's CPU on a
-# 1024 px float32 coverage for 5 % more bytes (benchmarks/encoders.py, docs/performance.md).
+# 1024 px float32 coverage for 5 % more bytes (docs/performance.md).
 GEOTIFF_ZLEVEL = 1
 
 

@@ -372,3 +372,17 @@ def test_server_decodes_a_block_once_and_a_fresh_process_reuses_it(server_env: d
     # the other requests are the gateway's own to the store as it starts (no object named).
     reads = [r for r in log if r["path"].endswith(".jp2")]
     assert [(r["method"], r["range"]) for r in reads] == [("GET", "bytes=0-65535")], log
+
+
+def test_in_memory_dataset_without_epsg_code_is_a_copy_with_the_same_georeference() -> None:
+    """The zero-copy MEM dataset needs an EPSG code; any other CRS goes through a GeoTIFF in memory."""
+    from affine import Affine
+
+    from server.sources.block_read import _in_memory
+
+    array = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    transform = Affine(10, 0, 500000, 0, -10, 5900000)
+    for crs in (rasterio.CRS.from_epsg(32629), rasterio.CRS.from_proj4("+proj=utm +zone=29 +ellps=intl +units=m")):
+        with _in_memory(array, transform, crs) as dataset:
+            assert dataset.crs == crs and dataset.transform == transform
+            np.testing.assert_array_equal(dataset.read(1), array)

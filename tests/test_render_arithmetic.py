@@ -22,7 +22,7 @@ from server.evalscript.contract import OutputSpec, SampleType
 from server.evalscript.helpers import color_blend, value_interpolate
 from server.evalscript.postprocess import to_sample_type
 from server.models import Grid, ImageFormat, Scene
-from server.render.encode import GEOTIFF_ZLEVEL, encode
+from server.render.encode import GEOTIFF_ZLEVEL, _with_alpha, encode
 from server.render.mosaic import Mosaic
 from server.sources.scene_reader import to_units
 
@@ -159,3 +159,17 @@ def test_colour_ramps_give_np_interp_bits_per_channel():
         scalar = value_interpolate(value, xs.tolist(), colours[:, 0].tolist())
         assert scalar.shape == value.shape
         assert scalar.tobytes() == np.interp(safe, xs, colours[:, 0]).tobytes()
+
+
+def test_png_and_webp_pixels_are_interleaved_with_alpha_without_wide_temporaries():
+    rng = np.random.default_rng(9)
+    data = rng.integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)
+    mask = np.zeros((3, SIZE, SIZE), bool)
+    mask[:, :10] = True  # transparent rows
+    mask[0, 20] = True  # one band masked: still drawn
+    image = np.ma.MaskedArray(data, mask=mask)
+    pixels = _with_alpha(image, np.dtype(np.uint8))
+    alpha = np.where(mask.all(axis=0), 0, 255).astype(np.uint8)
+    assert np.array_equal(pixels, np.dstack([data[0], data[1], data[2], alpha]))
+    # the (h, w, 4) result, the validity mask and a uint8 alpha; no int64 or moved-axes copy
+    assert peak_bytes(lambda: _with_alpha(image, np.dtype(np.uint8))) < 7 * SIZE * SIZE

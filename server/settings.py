@@ -136,6 +136,9 @@ class Settings(BaseSettings):
         description="tile-part indexes of JPEG2000 objects (a few KB each, keyed on path and ETag)",
     )
     s3_tile_part_cache_mb: int = Field(default=256, ge=0, le=65536, description="JPEG2000 tile-parts the gateway keeps")
+    s3_tile_part_disk_mb: int = Field(
+        default=1024, ge=0, le=10**7, description="JPEG2000 tile-parts kept on disk under jp2_index_dir (0: none)"
+    )
     stac_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds per STAC API request")
     stac_cache_ttl: int = Field(default=300, ge=0, description="seconds a STAC search result is reused")
     token_secret: SecretStr | None = Field(
@@ -197,6 +200,8 @@ class Settings(BaseSettings):
             index_dir=self.jp2_index_dir,
             redis_url=self.redis_url,
             tile_part_bytes=self.s3_tile_part_cache_mb * 1024**2,
+            tile_part_dir=self.jp2_index_dir / "tile-parts",
+            tile_part_disk_bytes=self.s3_tile_part_disk_mb * 1024**2,
         )
 
     def gdal_options(self) -> dict[str, object]:

@@ -341,3 +341,66 @@ def test_background_reads_wait_for_the_foreground_to_be_quiet(tmp_path: Path) ->
     finally:
         gw.stop()
         store.stop()
+
+
+def test_a_restarted_gateway_reads_tile_parts_from_disk(store: S3Server, tmp_path: Path) -> None:
+    """Tile-parts kept on disk: a new gateway (index and tile-parts on disk) only checks the ETag."""
+    options = GatewayOptions(
+        upstream(store),
+        frozenset({"eodata"}),
+        index_dir=tmp_path / "index",
+        tile_part_dir=tmp_path / "index" / "tile-parts",
+        tile_part_disk_bytes=64 * 1024**2,
+    )
+    window = Window(1300, 700, 256, 256)
+    first = S3Gateway(options)
+    first.start()
+    try:
+        np.testing.assert_array_equal(read_window(first.address, KEY, window), expected(B04, window))
+        deadline = time.monotonic() + 10
+        while first.jp2._writing and time.monotonic() < deadline:  # written off the answer's path
+            time.sleep(0.05)
+    finally:
+        first.stop()
+    assert any((tmp_path / "index" / "tile-parts").iterdir())
+
+    again = S3Gateway(options)
+    again.start()
+    try:
+        store.reset()
+        np.testing.assert_array_equal(read_window(again.address, KEY, window), expected(B04, window))
+        assert [r["range"] for r in store.requests()] == ["bytes=0-0"], store.requests()  # the ETag check
+        assert again.jp2.disk_hits >= 4
+    finally:
+        again.stop()
+
+
+def test_tile_parts_on_disk_stay_within_their_bound(tmp_path: Path) -> None:
+    from server.sources.s3_tile_part_cache import DiskTileParts
+
+    disk = DiskTileParts(tmp_path / "parts", max_bytes=4000)
+    for i in range(10):
+        disk.put(("/eodata/x.jp2", '"etag"', i * 900, 900), bytes([i]) * 900)
+        time.sleep(0.01)  # distinct modification times: the oldest go first
+    kept = sorted(tmp_path.joinpath("parts").iterdir())
+    assert sum(f.stat().st_size for f in kept) <= 4000
+    assert disk.get(("/eodata/x.jp2", '"etag"', 9 * 900, 900)) == bytes([9]) * 900  # the newest stays
+    assert disk.get(("/eodata/x.jp2", '"etag"', 0, 900)) is None  # the oldest went
+    assert disk.get(("/eodata/x.jp2", '"other etag"', 9 * 900, 900)) is None  # a replaced object: not there
+
+
+def test_options_reach_the_gateway_process_unchanged(tmp_path: Path) -> None:
+    from server.sources.s3_gateway_options import options_from_json, options_to_json
+
+    options = GatewayOptions(
+        S3Settings(endpoint="store:9000", region="eu", access_key_id=SecretStr("k"), secret_access_key=SecretStr("s")),
+        frozenset({"eodata", "other"}),
+        index_dir=tmp_path / "index",
+        tile_part_dir=tmp_path / "index" / "tile-parts",
+        tile_part_disk_bytes=5,
+        linger=0.02,
+    )
+    assert options_from_json(options_to_json(options)) == options
+    assert options_from_json(options_to_json(GatewayOptions(S3Settings(), frozenset()))) == GatewayOptions(
+        S3Settings(), frozenset()
+    )

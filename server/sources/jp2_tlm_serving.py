@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from server.sources.jp2_index import NotIndexable, TilePartIndex, build_index
 from server.sources.jp2_index_store import INDEX_MEMORY, IndexStore
-from server.sources.s3_tile_part_cache import BytesLru
+from server.sources.s3_tile_part_cache import BytesLru, DiskTileParts
 from server.sources.s3_upstream import PassedOn, Upstream, slice_answer
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,17 @@ class Changed(Exception):
 class TlmServing:
     """Answers GDAL's reads of JPEG2000 objects from their tile-part index (one per gateway)."""
 
-    def __init__(self, fetch: Fetch, indexes: IndexStore, tile_part_bytes: int) -> None:
-        """``fetch(method, path, range)``: one store request through the gateway's governor."""
+    def __init__(
+        self, fetch: Fetch, indexes: IndexStore, tile_part_bytes: int, disk: DiskTileParts | None = None
+    ) -> None:
+        """``fetch(method, path, range)``: one store request through the gateway's governor;
+        ``disk``: tile-parts kept across restarts (``None``: memory only)."""
         self.fetch = fetch
         self.indexes = indexes
         self.tile_parts = BytesLru(tile_part_bytes)
+        self.disk = disk
+        self.disk_hits = 0  # tile-parts answered from disk instead of the store
+        self._writing: set[asyncio.Future[None]] = set()
         self.index_reads = 0  # upstream requests spent walking tile-part chains
         self._building: dict[str, asyncio.Future[TilePartIndex | None]] = {}
         self._part_lists: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -169,11 +175,13 @@ class TlmServing:
             end = min(last, offset + length - 1)
             spans.append((offset, length, position, end))
             position = end + 1
+        etag = index.etag
+        here = await self._from_disk(path, etag, [(o, n) for o, n, _, _ in spans])
         # consecutive tile-parts not in memory are fetched together, one request per run, and a
         # short run reads ahead into the next tile-parts (GDAL asks for them next along a row)
         runs: list[list[tuple[int, int]]] = []
         for offset, length, _, _ in spans:
-            if self.tile_parts.get((path, index.etag, offset, length)) is not None:
+            if (offset, length) in here or self.tile_parts.get((path, etag, offset, length)) is not None:
                 continue
             if runs and runs[-1][-1][0] + runs[-1][-1][1] == offset:
                 runs[-1].append((offset, length))
@@ -189,11 +197,39 @@ class TlmServing:
         await asyncio.gather(*(self._fetch_parts(path, index.etag, run) for run in runs))
         out = []
         for offset, length, a, b in spans:
-            blob = self.tile_parts.get((path, index.etag, offset, length))
+            blob = here.get((offset, length)) or self.tile_parts.get((path, index.etag, offset, length))
             if blob is None:  # larger than the memory bound allows: fetched for this answer only
                 blob = (await self._fetch_parts(path, index.etag, [(offset, length)]))[0]
             out.append(blob[a - offset : b - offset + 1])
         return b"".join(out)
+
+    async def _from_disk(self, path: str, etag: str, spans: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The tile-parts of ``spans`` not in memory that the disk has (kept in memory too)."""
+        disk = self.disk
+        wanted = [(o, n) for o, n in spans if self.tile_parts.get((path, etag, o, n)) is None]
+        if disk is None or not wanted:
+            return {}
+        loaded = await asyncio.to_thread(lambda: [(o, n, disk.get((path, etag, o, n))) for o, n in wanted])
+        found = {(o, n): blob for o, n, blob in loaded if blob is not None}
+        for (o, n), blob in found.items():
+            self.tile_parts.put((path, etag, o, n), blob)
+        self.disk_hits += len(found)
+        return found
+
+    def _to_disk(self, path: str, etag: str, run: list[tuple[int, int]], blobs: list[bytes]) -> None:
+        """Write fetched tile-parts to disk off the loop; the answer does not wait for it."""
+        disk = self.disk
+        if disk is None:
+            return
+        keep = [((path, etag, o, n), blob) for (o, n), blob in zip(run, blobs, strict=True)]
+
+        def write() -> None:
+            for key, blob in keep:
+                disk.put(key, blob)
+
+        writing = asyncio.ensure_future(asyncio.to_thread(write))
+        self._writing.add(writing)  # held until written (the loop keeps weak references only)
+        writing.add_done_callback(self._writing.discard)
 
     def _parts(self, path: str, index: TilePartIndex) -> list[tuple[int, int]]:
         key = (path, index.etag)
@@ -214,4 +250,5 @@ class TlmServing:
         blobs = [answer.body[offset - first : offset - first + length] for offset, length in run]
         for (offset, length), blob in zip(run, blobs, strict=True):
             self.tile_parts.put((path, etag, offset, length), blob)
+        self._to_disk(path, etag, run, blobs)
         return blobs

@@ -45,6 +45,7 @@ from server.sources.jp2_tlm_serving import TlmServing
 from server.sources.s3_gateway_options import GatewayOptions, options_from_json, options_to_json, s3_buckets
 from server.sources.s3_governor import Governor, QuotaWaitTimeout
 from server.sources.s3_signing import sign_headers
+from server.sources.s3_tile_part_cache import DiskTileParts
 from server.sources.s3_upstream import RETRYABLE, PassedOn, Upstream, retry_after
 
 __all__ = ["GatewayOptions", "S3Gateway", "Upstream", "options_from_json", "options_to_json", "s3_buckets"]
@@ -70,7 +71,10 @@ class S3Gateway:
             options.connections, options.requests_per_minute, identity, options.redis_url, lease, options.linger
         )
         self.indexes = IndexStore(options.index_dir, options.redis_url)
-        self.jp2 = TlmServing(self.fetch, self.indexes, options.tile_part_bytes)
+        disk = None
+        if options.tile_part_dir is not None and options.tile_part_disk_bytes > 0:
+            disk = DiskTileParts(options.tile_part_dir, options.tile_part_disk_bytes)
+        self.jp2 = TlmServing(self.fetch, self.indexes, options.tile_part_bytes, disk)
         self.coalesced = 0
         self._inflight: dict[tuple[str, str, str], asyncio.Task[Upstream]] = {}
         self._client: httpx.AsyncClient | None = None

@@ -32,6 +32,8 @@ class GatewayOptions:
     redis_url: str | None = None
     jp2_index: bool = True
     tile_part_bytes: int = 256 * 1024**2  # whole JPEG2000 tile-parts kept in memory
+    tile_part_dir: Path | None = None  # ... and on disk (a gateway started again does not refetch them)
+    tile_part_disk_bytes: int = 0
     linger: float = 0.015  # seconds a connection slot stays taken after its answer (``Governor``)
 
 
@@ -50,11 +52,13 @@ def options_to_json(options: GatewayOptions) -> str:
         },
         "buckets": sorted(options.buckets),
         "index_dir": str(options.index_dir) if options.index_dir is not None else None,
+        "tile_part_dir": str(options.tile_part_dir) if options.tile_part_dir is not None else None,
     }
     names = ("connections", "requests_per_minute", "budget", "timeout", "stall", "redis_url", "jp2_index", "linger")
     for name in names:
         fields[name] = getattr(options, name)
     fields["tile_part_bytes"] = options.tile_part_bytes
+    fields["tile_part_disk_bytes"] = options.tile_part_disk_bytes
     return json.dumps(fields)
 
 
@@ -64,6 +68,7 @@ def options_from_json(text: str) -> GatewayOptions:
     raw = fields.pop("s3")
     secrets = {k: SecretStr(raw[k]) if raw[k] else None for k in ("access_key_id", "secret_access_key")}
     s3 = S3Settings(**{**raw, **secrets})
-    index_dir = fields.pop("index_dir")
+    raw_dirs = {name: fields.pop(name) for name in ("index_dir", "tile_part_dir")}
+    dirs = {name: Path(value) if value else None for name, value in raw_dirs.items()}
     buckets = frozenset(fields.pop("buckets"))
-    return GatewayOptions(s3, buckets, index_dir=Path(index_dir) if index_dir else None, **fields)
+    return GatewayOptions(s3, buckets, **dirs, **fields)

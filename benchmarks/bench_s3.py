@@ -129,7 +129,8 @@ def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="eotiler-bench-s3-"))
     config = s3_config(work, size, work / "items")
     s3 = S3Server(eodata, delay_ms=RTT_MS)
-    env = s3.env()
+    # cold means no tile-part copied before either (the gateway keeps them on disk across restarts)
+    env = {**s3.env(), "EOTILER_S3_TILE_PART_DISK_MB": "0"}
     titiler_env = {**env, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
     cases = [(fmt, z) for fmt in FORMATS for z in (14, 11)]
     rows: list[dict] = []

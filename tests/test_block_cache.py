@@ -386,3 +386,79 @@ def test_in_memory_dataset_without_epsg_code_is_a_copy_with_the_same_georeferenc
         with _in_memory(array, transform, crs) as dataset:
             assert dataset.crs == crs and dataset.transform == transform
             np.testing.assert_array_equal(dataset.read(1), array)
+
+
+# ---- several bands of one pixel grid, one warp ----------------------------------------------------
+
+R60 = GRANULE / "R60m"
+
+
+@pytest.fixture(scope="module")
+def holed_bands(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The real 60 m B04, B03 and B02 as lossless JPEG2000 on one grid; B03 and B02 with nodata
+    holes that overlap in part, so a band's nodata is not the others', and one hole in all three."""
+    folder = tmp_path_factory.mktemp("holed")
+    holes = {"B04": None, "B03": (150, 260), "B02": (210, 320)}  # of the 512 px sample
+    paths = []
+    for name, hole in holes.items():
+        with rasterio.open(R60 / f"T29UNU_20221005T115411_{name}_60m.jp2") as src:
+            profile = {**src.profile, "driver": "JP2OpenJPEG"}
+            data = src.read(1)
+        if hole is not None:
+            data[hole[0] : hole[1], hole[0] : hole[1]] = 0
+        data[400:440, 380:470] = 0  # every band's
+        target = folder / f"{name}.jp2"
+        options = {"QUALITY": 100, "REVERSIBLE": "YES", "BLOCKXSIZE": 192, "BLOCKYSIZE": 192}
+        with rasterio.open(target, "w", **profile, **options) as dst:
+            dst.write(data, 1)
+        paths.append(str(target))
+    return paths
+
+
+def grids_over_holes(path: str) -> list[Grid]:
+    """Tiles z12-z16 across the holes' edges, random z14 tiles, and a 1024 x 512 px lon/lat map."""
+    points = ((12, 150), (13, 210), (14, 260), (15, 320), (16, 150), (14, 400), (15, 420), (16, 430), (13, 440))
+    with rasterio.open(path) as dataset:
+        grids = []
+        for zoom, pixel in points:
+            x, y = dataset.transform * (pixel, pixel)
+            lon, lat = warp_transform(dataset.crs, "EPSG:4326", [x], [y])
+            tile = TMS.tile(lon[0], lat[0], zoom)
+            grids.append(tile_grid(TMS, tile.z, tile.x, tile.y))
+        west, south, east, north = transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds)
+        step = 0.3 * (east - west) / dataset.width
+    cx, cy = west + (east - west) * 0.45, south + (north - south) * 0.5
+    bbox = (cx - 512 * step, cy - 256 * step * 0.6, cx + 512 * step, cy + 256 * step * 0.6)
+    return [*grids, *tiles_over(path, 14, 3, seed=21), Grid(bbox, rasterio.CRS.from_epsg(4326), 1024, 512)]
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear"])
+def test_bands_warped_together_have_each_band_alone_pixels(holed_bands: list[str], method: str) -> None:
+    """One warp of three bands' blocks gives, band by band, rio-tiler's pixels of that band alone;
+    bands whose nodata pixels differ under the grid are not warped together."""
+    from server.sources.block_read import assemble, warp
+
+    cache = BlockCache(256 * 1024**2)
+    stacked_with_nodata = apart = 0
+    for grid in grids_over_holes(holed_bands[0]):
+        datasets = [rasterio.open(path) for path in holed_bands]
+        try:
+            pairs = zip(datasets, holed_bands, strict=True)
+            parts = [assemble(dataset, path, grid, 0, cache) for dataset, path in pairs]
+            assert all(part is not None for part in parts), grid
+            first = parts[0]
+            assert first is not None
+            if not all(first.warps_with(part) for part in parts[1:]):  # type: ignore[arg-type]
+                apart += 1
+                continue
+            together = warp(parts, grid, method)  # type: ignore[arg-type]
+            assert len(together) == 3
+            for got, dataset in zip(together, datasets, strict=True):
+                assert got.shape == (grid.height, grid.width)
+                assert_same(got, rio_tiler_part(dataset, grid, method, 0))
+            stacked_with_nodata += bool(np.ma.getmaskarray(together[0]).any())  # the hole of all three
+        finally:
+            for dataset in datasets:
+                dataset.close()
+    assert apart >= 4, "the grids across one band's hole are warped band by band"
+    assert stacked_with_nodata >= 2, "some grids stacked cross the hole of all three bands"

@@ -7,6 +7,9 @@ The bands are the bundled T29UNU 60 m B04/B03/B02, written as tiled GeoTIFFs wit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,16 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 
-from server.config.models import BandConfig
-from server.models import Grid
-from server.sources.scene_reader import _read_one, _read_stack
+from server.config.models import BandConfig, CollectionConfig
+from server.models import Grid, Scene
+from server.sources import block_cache, block_read
+from server.sources.block_cache import BlockCache
+from server.sources.dataset_pool import DatasetPool
+from server.sources.paths import gdal_path
+from server.sources.scene_reader import _read_one, _read_stack, read_scene, to_units
 from tests.conftest import EODATA
+from tests.support.s3_server import S3Server
+from tests.test_block_cache import s3_environment
 
 R60 = next((EODATA / "Sentinel-2/MSI").glob("L2A*/2022/10/05/*T29UNU*.SAFE/GRANULE/*/IMG_DATA/R60m"))
 BAND = BandConfig(asset="B04", resolutions=[60], scale=0.0001)
@@ -78,3 +87,69 @@ def test_files_of_different_grids_are_not_stacked(band_files: list[str], tmp_pat
         dst.write(data, 1)
     grid = grid_over(band_files[0], "EPSG:3857", 256)
     assert _read_stack([band_files[0], str(other)], BAND, grid, "nearest", None, "") is None
+
+
+# ---- JPEG2000 bands over decoded blocks (block_read.py): one warp for the scene's bands ---------
+
+JP2_BANDS = {
+    name: BandConfig(asset=f"{name}_{{res}}m", resolutions=[60], scale=0.0001) for name in ("B04", "B03", "B02")
+}
+
+
+@pytest.fixture(scope="module")
+def eodata_store() -> Iterator[S3Server]:
+    server = S3Server(EODATA)
+    yield server
+    server.stop()
+
+
+def jp2_scene(data_root: str) -> tuple[Scene, CollectionConfig]:
+    """The T29UNU sample's 60 m B04, B03 and B02 JPEG2000 files as one scene under ``data_root``."""
+    assets = {
+        f"{name}_60m": "s3://eodata/" + str(next(R60.glob(f"*_{name}_60m.jp2")).relative_to(EODATA))
+        for name in JP2_BANDS
+    }
+    scene = Scene("T29UNU", datetime(2022, 10, 5, tzinfo=UTC), 0.0, (-9.0, 52.9, -8.5, 53.3), assets)
+    collection = CollectionConfig(
+        title="sample", catalogue={"type": "static", "path": str(EODATA)}, data_root=data_root, bands=JP2_BANDS
+    )
+    return scene, collection
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize(("crs", "size", "method"), [("EPSG:3857", 256, "nearest"), ("EPSG:4326", 1024, "bilinear")])
+def test_jpeg2000_bands_of_a_scene_are_warped_once_over_decoded_blocks(
+    monkeypatch: pytest.MonkeyPatch, eodata_store: S3Server, where: str, crs: str, size: int, method: str
+):
+    """``read_scene`` decodes each band's blocks once and warps the three bands in one read, with
+    the pixels of each band read alone by rio-tiler (``_read_one`` without the block cache)."""
+    data_root = str(EODATA) if where == "local" else "/vsis3/eodata"
+    gdal = s3_environment(eodata_store) if where == "s3" else None
+    scene, collection = jp2_scene(data_root)
+    path_of = {name: gdal_path(scene.assets[f"{name}_60m"], collection.href_prefix, data_root) for name in JP2_BANDS}
+    grid = grid_over(str(next(R60.glob("*_B04_60m.jp2"))), crs, size)
+    cache = BlockCache(256 * 1024**2)
+    warps: list[int] = []
+    real_warp = block_read.warp
+
+    def counted(parts: list[block_read.Assembled], grid: Grid, method: str) -> list[np.ma.MaskedArray]:
+        warps.append(len(parts))
+        return real_warp(parts, grid, method)
+
+    monkeypatch.setattr(block_read, "warp", counted)
+    monkeypatch.setattr(block_cache, "_CURRENT", cache)
+    with ThreadPoolExecutor(4) as executor:
+        data = read_scene(scene, collection, list(JP2_BANDS), grid, resampling=method, units="DN", gdal=gdal,
+                          executor=executor, pool=DatasetPool(8))  # fmt: skip
+    assert data is not None
+    assert warps == [3], "one warp for the three bands"
+    assert cache.decodes > 0
+    monkeypatch.setattr(block_cache, "_CURRENT", None)
+    valid = np.ones((size, size), dtype=bool)
+    for name, band in JP2_BANDS.items():
+        with gdal.env(path_of[name]) if gdal is not None else rasterio.Env():
+            alone = _read_one(path_of[name], band, grid, method, False)
+        assert alone is not None
+        valid &= ~np.ma.getmaskarray(alone)
+        assert np.array_equal(data.bands[name], to_units(alone, band, scene, "DN"))
+    assert np.array_equal(data.valid, valid) and valid.mean() > 0.9

@@ -264,6 +264,112 @@ def _read_stack(
     return [image.array[i] for i in range(len(paths))]
 
 
+Raw = np.ma.MaskedArray | None
+BLOCK_STACK_MAX_PIXELS = 1024 * 1024  # larger grids warp their bands' blocks in parallel instead
+
+
+@dataclass(slots=True)
+class _BandReads:
+    """How the bands of one scene are read onto one grid (``read_scene``'s read tasks)."""
+
+    scene: Scene
+    collection: CollectionConfig
+    grid: Grid
+    resampling: str
+    ground_res: float
+    gcps: bool
+    gdal: GdalEnvironment | None
+    overviews: OverviewCache | None
+    pool: DatasetPool | None
+
+    def env(self, path: str) -> AbstractContextManager[object]:
+        return self.gdal.env(path) if self.gdal is not None else rasterio.Env()
+
+    def files(self, unit: list[tuple[str, BandConfig, BandSource]]) -> list[str]:
+        """The files that serve ``unit``: the band files, or their local levels (call inside ``env``)."""
+        paths = [self.band_file(source) for _, _, source in unit]
+        if self.overviews is not None and not self.gcps:
+            scene, collection = self.scene, self.collection
+            paths = _through_overviews(paths, unit, scene, collection, self.ground_res, self.gdal, self.overviews)
+        return paths
+
+    def band_file(self, source: BandSource) -> str:
+        """The GDAL path of ``source``'s file in the scene."""
+        return gdal_path(self.scene.assets[source.asset_key], self.collection.href_prefix, self.collection.data_root)
+
+    def load(self, unit: list[tuple[str, BandConfig, BandSource]], paths: list[str] | None) -> list[tuple[str, Raw]]:
+        """The bands of ``unit`` (from ``paths`` when known), stacked when they can be, named."""
+        identity = self.gdal.identity if self.gdal is not None else ""
+        with self.env(self.band_file(unit[0][2])):
+            paths = paths or self.files(unit)
+            raws: list[Raw] | None = None
+            if len(unit) > 1:
+                raws = _read_stack(paths, unit[0][1], self.grid, self.resampling, self.pool, identity)
+            if raws is None:
+                raws = [
+                    _read_with_retries(path, band, self.grid, self.resampling, self.gcps, self.pool, identity)
+                    for path, (_, band, _) in zip(paths, unit, strict=True)
+                ]
+        return [(name, raw) for (name, _, _), raw in zip(unit, raws, strict=True)]
+
+    def assemble(
+        self, item: tuple[str, BandConfig, BandSource], cache: block_cache.BlockCache
+    ) -> tuple[str, block_read.Assembled | None]:
+        """The file serving ``item``, and its decoded blocks under the grid when they serve it."""
+        path = self.band_file(item[2])
+        with self.env(path):
+            path = self.files([item])[0]
+            if not block_read.applies(path):
+                return path, None
+            identity = self.gdal.identity if self.gdal is not None else ""
+            try:
+                with self.pool.lend(path, identity) if self.pool is not None else rasterio.open(path) as dataset:
+                    return path, block_read.assemble(dataset, path, self.grid, item[1].nodata, cache)
+            except Exception as exc:  # noqa: BLE001 - the band's own read (load) retries or reports it
+                forget_remote_file(path)
+                log.info("decoded blocks of %s unavailable (%s)", path.rsplit("/", 1)[-1], exc)
+                return path, None
+
+
+def _call(task: Callable[[], list[tuple[str, Raw]]]) -> list[tuple[str, Raw]]:
+    return task()
+
+
+Served = tuple[tuple[str, BandConfig, BandSource], block_read.Assembled]
+
+
+def _block_groups(served: list[Served]) -> list[list[Served]]:
+    """Bands whose decoded blocks one warp serves: a stacking unit and the same blocks' geometry."""
+    groups: list[list[Served]] = []
+    for unit in _stack_units([item for item, _ in served]):
+        parts = [entry for entry in served if entry[0] in unit]
+        while parts:
+            first = parts[0][1]
+            group = [entry for entry in parts if first.warps_with(entry[1])]
+            groups.append(group)
+            parts = [entry for entry in parts if entry not in group]
+    return groups
+
+
+def _warp_blocks(group: list[Served], grid: Grid, resampling: str) -> list[Callable[[], list[tuple[str, Raw]]]]:
+    """The warps of ``group``'s assembled blocks onto ``grid``: one for all, or one per band.
+
+    Why one: most of a warp's cost is its coordinate transformation, and a warp of the bands
+    stacked computes it once (three 10 m bands of a z14 tile over cached blocks: see
+    ``benchmarks/read_stack.py``). Above ``BLOCK_STACK_MAX_PIXELS`` the bands are warped apart,
+    so they run on the read threads in parallel.
+    """
+    method = "nearest" if group[0][0][1].categorical else resampling
+
+    def run(entries: list[Served]) -> list[tuple[str, Raw]]:
+        arrays = block_read.warp([part for _, part in entries], grid, method)
+        return [(item[0], array) for (item, _), array in zip(entries, arrays, strict=True)]
+
+    if len(group) > 1 and grid.width * grid.height <= BLOCK_STACK_MAX_PIXELS:
+        return [partial(run, group)]
+    return [partial(run, [entry]) for entry in group]
+
+
 def _through_overviews(
     paths: list[str],
     unit: list[tuple[str, BandConfig, BandSource]],
@@ -336,31 +442,27 @@ def read_scene(
         raise MissingBands(scene.id, missing)
 
     gcps = collection.geolocation == "gcps"
-    identity = gdal.identity if gdal is not None else ""
-
-    def load(unit: list[tuple[str, BandConfig, BandSource]]) -> list[np.ma.MaskedArray | None]:
-        paths = [gdal_path(scene.assets[s.asset_key], collection.href_prefix, collection.data_root) for _, _, s in unit]
-        with gdal.env(paths[0]) if gdal is not None else rasterio.Env():
-            if overviews is not None and not gcps:
-                paths = _through_overviews(paths, unit, scene, collection, ground_res, gdal, overviews)
-            if len(unit) > 1:
-                stacked = _read_stack(paths, unit[0][1], grid, resampling, pool, identity)
-                if stacked is not None:
-                    return stacked
-            return [
-                _read_with_retries(path, band, grid, resampling, gcps, pool, identity)
-                for path, (_, band, _) in zip(paths, unit, strict=True)
-            ]
-
+    reads = _BandReads(scene, collection, grid, resampling, ground_res, gcps, gdal, overviews, pool)
+    cache = None if gcps else block_cache.current()
+    tasks: list[Callable[[], list[tuple[str, Raw]]]] = []
+    paths: dict[str, str] = {}
+    rest = plan
+    if cache is not None:
+        # Bands served by decoded blocks: their blocks assembled (decoded where missing) band by
+        # band in parallel, then one warp per group of bands on one pixel grid (_warp_blocks).
+        assemble = partial(reads.assemble, cache=cache)
+        assembled = list(executor.map(assemble, plan)) if executor and len(plan) > 1 else [assemble(i) for i in plan]
+        served = [(item, part) for item, (_, part) in zip(plan, assembled, strict=True) if part is not None]
+        for group in _block_groups(served):
+            tasks += _warp_blocks(group, grid, resampling)
+        paths = {item[0]: path for item, (path, part) in zip(plan, assembled, strict=True) if part is None}
+        rest = [item for item in plan if item[0] in paths]
     # Remote bands are never stacked (see _read_stack): one unit each, so they are read at once.
     stackable = not gcps and not collection.data_root.startswith("/vsi")
-    read_units = _stack_units(plan) if stackable else [[item] for item in plan]
-    loaded = list(executor.map(load, read_units)) if executor and len(read_units) > 1 else [load(u) for u in read_units]
-    by_name = {
-        item[0]: raw
-        for unit, raws in zip(read_units, loaded, strict=True)
-        for item, raw in zip(unit, raws, strict=True)
-    }
+    read_units = _stack_units(rest) if stackable else [[item] for item in rest]
+    tasks += [partial(reads.load, unit, [paths[name] for name, _, _ in unit] if paths else None) for unit in read_units]
+    results = list(executor.map(_call, tasks)) if executor and len(tasks) > 1 else [task() for task in tasks]
+    by_name = {name: raw for named in results for name, raw in named}
     raws = [by_name[name] for name, _, _ in plan]
     if any(raw is None for raw in raws):
         return None

@@ -6,6 +6,7 @@ client would reach it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -28,9 +29,17 @@ from server.pipeline import Pipeline
 from server.resources import default_config_path
 from server.settings import Settings
 
-# Servers started by tests (in-process or as subprocesses) keep overview COGs in a temporary
-# directory, never in the user's ~/.cache.
-os.environ.setdefault("EOTILER_OVERVIEW_CACHE_DIR", tempfile.mkdtemp(prefix="eotiler-overviews-"))
+# Servers started by tests (in-process or as subprocesses) keep overview COGs, decoded JPEG2000
+# blocks and the JPEG2000 index (with its tile-parts) under one temporary directory per test run,
+# never in the user's ~/.cache; the process that made it (the xdist controller, whose environment
+# the workers inherit) removes it at exit.
+if "EOTILER_TEST_CACHE_ROOT" not in os.environ:
+    _CACHE_ROOT = tempfile.mkdtemp(prefix="eotiler-test-caches-")
+    os.environ["EOTILER_TEST_CACHE_ROOT"] = _CACHE_ROOT
+    atexit.register(shutil.rmtree, _CACHE_ROOT, True)
+_TEST_CACHES = {"OVERVIEW_CACHE_DIR": "overviews", "BLOCK_CACHE_DIR": "blocks", "JP2_INDEX_DIR": "jp2-index"}
+for _name, _folder in _TEST_CACHES.items():
+    os.environ.setdefault(f"EOTILER_{_name}", os.path.join(os.environ["EOTILER_TEST_CACHE_ROOT"], _folder))
 
 pytest_plugins = ["tests.support.s3_fixtures"]
 

@@ -129,9 +129,16 @@ def test_deployment_probes_user_volumes_and_scrape_annotations():
     # the caches on a volume, the configuration and the clients from their own objects
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    for variable in ("EOTILER_OVERVIEW_CACHE_DIR", "EOTILER_JP2_INDEX_DIR"):
+    for variable in ("EOTILER_OVERVIEW_CACHE_DIR", "EOTILER_JP2_INDEX_DIR", "EOTILER_BLOCK_CACHE_DIR"):
         parent = str(Path(env[variable]).parent)
         assert parent in mounts and "emptyDir" in volumes[mounts[parent]], variable
+    # the disk caches' budgets fit in the emptyDir together (a full one would evict the pod)
+    size_limit = volumes[mounts["/var/cache/eotiler"]]["emptyDir"]["sizeLimit"]
+    assert size_limit.endswith("Gi")
+    budget = int(env["EOTILER_OVERVIEW_CACHE_BYTES"]) + 2**20 * (
+        int(env["EOTILER_BLOCK_CACHE_DISK_MB"]) + int(env["EOTILER_S3_TILE_PART_DISK_MB"])
+    )
+    assert budget < int(size_limit.removesuffix("Gi")) * 2**30
     config_dir = str(Path(env["EOTILER_CONFIG"]).parent)
     assert volumes[mounts[config_dir]]["configMap"]["name"] == "demo-eotiler-config"
     clients_dir = str(Path(env["EOTILER_CLIENTS_FILE"]).parent)

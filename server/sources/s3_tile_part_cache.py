@@ -10,13 +10,10 @@ replaced object is never answered from an old copy, and both are bounded by thei
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from server.cache.disk_lru import DiskLru
 
 
 class BytesLru:
@@ -47,69 +44,28 @@ class BytesLru:
 
 
 class DiskTileParts:
-    """Tile-parts as files in one directory, the least recently used removed beyond ``max_bytes``.
+    """Tile-parts as files in one directory shared by every gateway, bounded by ``max_bytes``.
 
-    Blocking I/O: the gateway calls it off its event loop. A failure (disk full, unreadable file)
-    only costs a fetch from the store.
+    The directory's bound, atomic writes and tolerance of other processes evicting at the same
+    time are ``DiskLru``'s. Blocking I/O: the gateway calls it off its event loop. A failure
+    (disk full, unreadable file) only costs a fetch from the store.
     """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self._size: int | None = None  # bytes on disk, counted at the first write
-        self._lock = threading.Lock()
+        self.files = DiskLru(directory, max_bytes, what="tile-part cache")
 
-    def _file(self, key: tuple[str, str, int, int]) -> Path:
-        return self.directory / hashlib.sha256(repr(key).encode()).hexdigest()
+    @staticmethod
+    def _name(key: tuple[str, str, int, int]) -> str:
+        return hashlib.sha256(repr(key).encode()).hexdigest()
 
     def get(self, key: tuple[str, str, int, int]) -> bytes | None:
         """The tile-part, marked as recently used; ``None`` when not there (or not whole)."""
-        path = self._file(key)
-        try:
-            data = path.read_bytes()
-            os.utime(path)
-        except OSError:
-            return None
-        return data if len(data) == key[3] else None
+        data = self.files.read(self._name(key))
+        return data if data is not None and len(data) == key[3] else None
 
     def put(self, key: tuple[str, str, int, int], value: bytes) -> None:
         """Keep ``value`` (written whole, then renamed), then stay within the bound."""
-        if len(value) > self.max_bytes // 4:
-            return
-        path = self._file(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(value)
-            tmp.replace(path)
-        except OSError as exc:
-            log.warning("tile-part not kept on disk: %s", exc)
-            tmp.unlink(missing_ok=True)
-            return
-        with self._lock:
-            if self._size is None:
-                self._size = sum(f.stat().st_size for f in self.directory.iterdir() if not f.name.startswith("."))
-            else:
-                self._size += len(value)
-            if self._size > self.max_bytes:
-                self._evict()
-
-    def _evict(self) -> None:
-        """Remove the least recently used files down to 90 % of the bound."""
-        files = []
-        for f in self.directory.iterdir():
-            try:
-                if not f.name.startswith("."):
-                    stat = f.stat()
-                    files.append((stat.st_mtime, stat.st_size, f))
-            except OSError:
-                continue
-        self._size = sum(size for _, size, _ in files)
-        for _, size, f in sorted(files):
-            if self._size <= self.max_bytes * 0.9:
-                break
-            try:
-                f.unlink()
-                self._size -= size
-            except OSError:
-                continue
+        if len(value) <= self.max_bytes // 4:
+            self.files.write(self._name(key), value)

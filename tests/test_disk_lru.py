@@ -1,0 +1,101 @@
+"""Byte-bounded file directories shared by several processes (``server/cache/disk_lru.py``).
+
+Several gateways (and workers) use one directory at once: each one's view of the directory's
+size is only an estimate, files vanish under it when another evicts, and a crash leaves
+temporaries behind. The tile-part cache (``DiskTileParts``) is the user exercised here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from server.sources.s3_tile_part_cache import DiskTileParts
+
+
+def key(i: int, etag: str = '"e"') -> tuple[str, str, int, int]:
+    return ("/eodata/x.jp2", etag, i * 1000, 1000)
+
+
+def on_disk(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir() if not f.name.startswith("."))
+
+
+def test_two_instances_evicting_at_once_never_raise(tmp_path: Path) -> None:
+    """Writers in two "processes" (instances) on one small directory: files vanish while each counts."""
+    directory = tmp_path / "parts"
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        try:
+            for round_ in range(40):
+                disk = DiskTileParts(directory, max_bytes=200_000)  # a fresh process counts the directory
+                for i in range(25):
+                    disk.put(key(offset + round_ * 25 + i), bytes([i]) * 1000)
+        except BaseException as exc:  # noqa: BLE001 - what the test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n * 100_000,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert on_disk(directory) <= 200_000
+
+
+def test_budget_holds_across_two_instances(tmp_path: Path) -> None:
+    """Each instance sees the other's files: together they stay within the one budget."""
+    directory = tmp_path / "parts"
+    a = DiskTileParts(directory, max_bytes=50_000)
+    b = DiskTileParts(directory, max_bytes=50_000)
+    for i in range(200):
+        (a if i % 2 else b).put(key(i), bytes([i % 256]) * 1000)
+        assert on_disk(directory) <= 50_000, i
+    assert a.get(key(199)) == bytes([199]) * 1000  # the newest stays
+
+
+def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
+    """A temporary left by a crashed writer goes once it is old; one being written stays."""
+    directory = tmp_path / "parts"
+    directory.mkdir()
+    stale = directory / ".abc.123.456.tmp"
+    stale.write_bytes(b"x" * 5000)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = directory / ".def.123.789.tmp"
+    fresh.write_bytes(b"y" * 10)
+    disk = DiskTileParts(directory, max_bytes=1_000_000)
+    disk.put(key(0), b"z" * 1000)
+    assert not stale.exists()
+    assert fresh.exists()
+
+
+def test_a_failing_directory_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    disk = DiskTileParts(blocker / "parts", max_bytes=1_000_000)  # a directory that cannot be made
+    with caplog.at_level(logging.WARNING):
+        for i in range(20):
+            disk.put(key(i), b"z" * 1000)
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert disk.get(key(0)) is None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_directory_is_still_read(tmp_path: Path) -> None:
+    directory = tmp_path / "parts"
+    disk = DiskTileParts(directory, max_bytes=1_000_000)
+    disk.put(key(0), b"z" * 1000)
+    for f in directory.iterdir():
+        f.chmod(0o444)
+    directory.chmod(0o555)
+    try:
+        assert disk.get(key(0)) == b"z" * 1000
+    finally:
+        directory.chmod(0o755)

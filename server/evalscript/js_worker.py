@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import re
 import sys
+import threading
+import time
+import traceback
 from collections import OrderedDict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -305,9 +309,35 @@ class Worker:
             self.conn.send(("ok", answer))
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _end_with_parent(parent: int) -> None:
+    """Exit as soon as the process that started this worker is gone (reparented to another).
+
+    Why: a server killed outright (SIGKILL, the OOM killer) never stops its workers, and a worker
+    inside a long job would only notice when it next answers.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
+
+
 def main() -> None:
-    """Entry point of a worker process: ``python -m server.evalscript.js_worker <socket fd>``."""
-    Worker(Connection(int(sys.argv[1]))).run()
+    """Entry point of a worker process: ``python -m server.evalscript.js_worker <socket fd>``.
+
+    The process ends with ``os._exit``: nothing is left to flush (the parent owns the shared
+    buffer files), and mini-racer can deadlock freeing its contexts during interpreter
+    finalization, which left workers hanging forever after their parent had gone.
+    """
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    try:
+        Worker(Connection(int(sys.argv[1]))).run()
+    except BaseException:  # noqa: BLE001 - reported, then the same exit as any other end
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    os._exit(0)
 
 
 if __name__ == "__main__":

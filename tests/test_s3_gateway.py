@@ -11,6 +11,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -404,3 +405,72 @@ def test_options_reach_the_gateway_process_unchanged(tmp_path: Path) -> None:
     assert options_from_json(options_to_json(GatewayOptions(S3Settings(), frozenset()))) == GatewayOptions(
         S3Settings(), frozenset()
     )
+
+
+def test_indexed_objects_keep_the_stores_last_modified(store: S3Server, gateway: S3Gateway) -> None:
+    """GDAL sees an indexed object's Last-Modified (the decoded-block cache's version is size +
+    mtime): a replaced object gets another version, also when its index is served from disk."""
+    import boto3
+
+    from server.sources.block_read import object_version
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{store.endpoint}",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+    )
+    path = f"/vsis3/eodata/{KEY}"
+
+    def version_seen(through: S3Gateway = gateway) -> tuple[int, int]:
+        s3 = S3Settings(endpoint=through.address, https=False, region="us-east-1", no_sign_request=True)
+        with GdalEnvironment(READ_OPTIONS, s3).env(path):
+            forget_remote_file(path)
+            with rasterio.open(path):
+                version = object_version(path)
+        assert version is not None
+        size, mtime = version.split("-")
+        return int(size), int(mtime)
+
+    def store_mtime() -> int:
+        return int(client.head_object(Bucket="eodata", Key=KEY)["LastModified"].timestamp())
+
+    size, mtime = version_seen()
+    index = gateway.indexes.get(f"/eodata/{KEY}")
+    assert index and size == index.virtual_size != (ORIGINALS / B04).stat().st_size  # the indexed object
+    assert mtime == store_mtime() > 0
+    restarted = S3Gateway(gateway.options)  # the index from disk: the date was kept with it
+    restarted.start()
+    try:
+        assert version_seen(restarted) == (size, mtime)
+        assert restarted.index_reads == 0
+    finally:
+        restarted.stop()
+    offset, length = index.tile_parts()[5]
+    changed = bytearray((ORIGINALS / B04).read_bytes())
+    changed[offset + length // 2] ^= 0x01  # one coded bit in a tile-part: another object of the same size
+    time.sleep(1.1)  # Last-Modified counts seconds
+    try:
+        client.put_object(Bucket="eodata", Key=KEY, Body=bytes(changed))
+        again = version_seen()
+        assert again == (size, store_mtime()) and again[1] > mtime
+    finally:
+        client.upload_file(str(ORIGINALS / B04), "eodata", KEY)
+
+
+def test_an_index_stored_without_last_modified_is_built_again(tmp_path: Path) -> None:
+    """Indexes stored before they kept Last-Modified are not served (GDAL would see mtime 0)."""
+    from server.sources.jp2_index import TilePartIndex
+    from server.sources.jp2_index_store import IndexStore
+
+    data = (ORIGINALS / B8A).read_bytes()
+    index, _ = build_index(lambda o, n: data[o : o + n], len(data), '"e"', "Mon, 05 Oct 2026 11:54:11 GMT")
+    assert TilePartIndex.from_bytes(index.to_bytes()) == index
+    etag = index.etag.encode()
+    older = b"EOJ2IDX1" + struct.pack(">QQH", index.size, index.body_offset, len(etag)) + etag + index.prefix
+    indexes = IndexStore(tmp_path, None)
+    (tmp_path / indexes._name("/eodata/x.jp2")).write_bytes(older)
+    assert indexes.load("/eodata/x.jp2") is False  # absent: the gateway builds it again and stores it
+    indexes.store("/eodata/x.jp2", index)
+    assert IndexStore(tmp_path, None).load("/eodata/x.jp2") == index

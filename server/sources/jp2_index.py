@@ -10,7 +10,9 @@ of the file is untouched, so pixels are bit-identical.
 The result is a *virtual object*: ``prefix`` (the original boxes and main header, the ``jp2c``
 box length grown by the marker's size, then the TLM marker) followed by the original bytes from
 the first tile-part on. ``TilePartIndex.pieces`` maps a byte range of the virtual object onto the
-prefix and the original object. An index is a few KB and is keyed on the object's ETag.
+prefix and the original object. An index is a few KB and is keyed on the object's ETag; it also
+keeps the object's ``Last-Modified``, which the virtual object carries, so that GDAL's idea of
+the file's version (size and modification time) changes when the object does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ EOC = 0xFFD9
 TLM = 0xFF55
 SOC = 0xFF4F
 _NO_INDEX_MARKERS = {TLM, 0xFF57, 0xFF60}  # TLM already there; PLM/PPM: packed headers, left alone
-_MAGIC = b"EOJ2IDX1"
+_MAGIC = b"EOJ2IDX2"  # 2: with Last-Modified; an index of another version is built again
 _READ_AHEAD = 16 * 1024  # small tile-parts (60 m bands) share one range request
 _MAX_TILE_PARTS = 65535 * 255  # beyond any real file: a corrupt chain is refused, not walked forever
 
@@ -41,6 +43,7 @@ class TilePartIndex:
     size: int  # bytes of the original object
     body_offset: int  # where the first tile-part starts in the original object
     prefix: bytes  # original bytes before ``body_offset``, with the box length grown, then TLM
+    last_modified: str = ""  # the store's Last-Modified header for this ETag ('' when it gave none)
 
     @property
     def virtual_size(self) -> int:
@@ -78,17 +81,21 @@ class TilePartIndex:
 
     def to_bytes(self) -> bytes:
         """A compact serialisation for the disk and Redis stores."""
-        etag = self.etag.encode()
-        return _MAGIC + struct.pack(">QQH", self.size, self.body_offset, len(etag)) + etag + self.prefix
+        etag, modified = self.etag.encode(), self.last_modified.encode()
+        head = struct.pack(">QQHH", self.size, self.body_offset, len(etag), len(modified))
+        return _MAGIC + head + etag + modified + self.prefix
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TilePartIndex:
         """The inverse of ``to_bytes``; ``ValueError`` for anything else."""
-        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 18:
-            raise ValueError("not a tile-part index")
-        size, body_offset, etag_len = struct.unpack_from(">QQH", data, len(_MAGIC))
-        start = len(_MAGIC) + 18
-        return cls(data[start : start + etag_len].decode(), size, body_offset, data[start + etag_len :])
+        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 20:
+            raise ValueError("not a tile-part index of this version")
+        size, body_offset, etag_len, modified_len = struct.unpack_from(">QQHH", data, len(_MAGIC))
+        etag_at = len(_MAGIC) + 20
+        modified_at = etag_at + etag_len
+        prefix_at = modified_at + modified_len
+        etag, modified = data[etag_at:modified_at].decode(), data[modified_at:prefix_at].decode()
+        return cls(etag, size, body_offset, data[prefix_at:], modified)
 
 
 class _Reader:
@@ -191,7 +198,9 @@ def tlm_segments(parts: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
-def build_index(read: Callable[[int, int], bytes], size: int, etag: str) -> tuple[TilePartIndex, int]:
+def build_index(
+    read: Callable[[int, int], bytes], size: int, etag: str, last_modified: str = ""
+) -> tuple[TilePartIndex, int]:
     """Walk the object once and build its index; returns it with the number of range reads made.
 
     ``read(offset, length)`` fetches bytes of the original object. Raises ``NotIndexable`` when
@@ -209,4 +218,4 @@ def build_index(read: Callable[[int, int], bytes], size: int, etag: str) -> tupl
             struct.pack_into(">Q", head, box_offset + 8, wide + len(marker))
         elif length != 0:  # 0: the box runs to the end of the file, whatever its size
             struct.pack_into(">I", head, box_offset, length + len(marker))
-    return TilePartIndex(etag, size, first, bytes(head) + marker), reader.requests
+    return TilePartIndex(etag, size, first, bytes(head) + marker, last_modified), reader.requests

@@ -98,7 +98,8 @@ class TlmServing:
             return answer.body
 
         try:
-            index, requests = await asyncio.to_thread(build_index, read, size, first.etag)
+            modified = first.headers.get("last-modified", "")
+            index, requests = await asyncio.to_thread(build_index, read, size, first.etag, modified)
         except NotIndexable as exc:
             log.info("no tile-part index for %s: %s", path.rsplit("/", 1)[-1], exc)
             return None
@@ -124,7 +125,7 @@ class TlmServing:
             if index is None:
                 return None
             if method == "HEAD":
-                return Upstream(200, {"content-length": str(index.virtual_size), "etag": index.etag}, b"")
+                return Upstream(200, {"content-length": str(index.virtual_size), **_identity(index)}, b"")
             match = _RANGE.match(f"bytes=0-{index.virtual_size - 1}")  # a whole-object GET: rare
         assert match is not None
         start = int(match.group(1))
@@ -153,7 +154,7 @@ class TlmServing:
             index.prefix[first : last + 1] if from_prefix else await self._original(path, index, first, last)
             for from_prefix, first, last in index.pieces(start, stop)
         ]
-        headers = {"content-range": f"bytes {start}-{stop}/{index.virtual_size}", "etag": index.etag}
+        headers = {"content-range": f"bytes {start}-{stop}/{index.virtual_size}", **_identity(index)}
         return Upstream(206, headers, b"".join(chunks))
 
     async def _original(self, path: str, index: TilePartIndex, first: int, last: int) -> bytes:
@@ -252,3 +253,15 @@ class TlmServing:
             self.tile_parts.put((path, etag, offset, length), blob)
         self._to_disk(path, etag, run, blobs)
         return blobs
+
+
+def _identity(index: TilePartIndex) -> dict[str, str]:
+    """The original object's ETag and Last-Modified, which the virtual object answers with.
+
+    GDAL takes a file's modification time from Last-Modified; the decoded-block cache keys
+    blocks on size and that time, so without it every version of an object looked the same.
+    """
+    headers = {"etag": index.etag}
+    if index.last_modified:
+        headers["last-modified"] = index.last_modified
+    return headers

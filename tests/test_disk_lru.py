@@ -99,3 +99,28 @@ def test_a_read_only_directory_is_still_read(tmp_path: Path) -> None:
         assert disk.get(key(0)) == b"z" * 1000
     finally:
         directory.chmod(0o755)
+
+
+def test_index_store_removes_stale_temporaries_and_logs_a_failing_disk_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from server.sources.jp2_index import TilePartIndex
+    from server.sources.jp2_index_store import IndexStore
+
+    index = TilePartIndex('"e"', 1000, 10, b"\xff\x4f" * 8, "Mon, 05 Oct 2026 11:54:11 GMT")
+    directory = tmp_path / "index"
+    directory.mkdir()
+    stale = directory / ".0123abcd.99.1"  # a crashed writer's temporary
+    stale.write_bytes(b"x" * 100)
+    os.utime(stale, (time.time() - 3600,) * 2)
+    IndexStore(directory, None).store("/eodata/a.jp2", index)
+    assert not stale.exists()
+    assert IndexStore(directory, None).load("/eodata/a.jp2") == index
+
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    failing = IndexStore(blocker / "index", None)
+    with caplog.at_level(logging.WARNING):
+        for i in range(10):
+            failing.store(f"/eodata/{i}.jp2", index)
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1

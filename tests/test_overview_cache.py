@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import morecantile
@@ -67,6 +69,10 @@ def expected_z10(tree: dict, product: str) -> np.ndarray:
 
 def test_warm_overview_needs_no_s3_request(config: Path, s3: S3Server, tree: dict, tmp_path: Path):
     product = tree["requests"]["jp2"][0]
+    crashed = tmp_path / "ov" / "0123abcd_80m.4242.1.tmp"  # a build that died an hour ago
+    crashed.parent.mkdir()
+    crashed.write_bytes(b"x" * 1000)
+    os.utime(crashed, (time.time() - 3600,) * 2)
     pipe = make_pipeline(config, s3, tmp_path / "ov")
     try:
         s3.reset()
@@ -74,6 +80,7 @@ def test_warm_overview_needs_no_s3_request(config: Path, s3: S3Server, tree: dic
         assert s3.requests()
         assert pipe.overviews is not None and pipe.overviews.drain()
         assert pipe.overviews.stats()["builds"] == 1  # built from S3 once, off the request
+        assert not crashed.exists()  # removed when the new level was counted in
         s3.reset()
         got = render(pipe, product, 10).filled(np.nan)
         assert s3.requests() == []

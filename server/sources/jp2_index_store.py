@@ -2,25 +2,22 @@
 
 An index (``jp2_index.py``, a few KB) is built once per object by walking its tile-part chain;
 kept on disk it serves a restarted gateway, kept in Redis every replica. Each level is optional
-and a failure at one only costs a rebuild.
+and a failure at one only costs a rebuild. The directory is a ``DiskLru`` bounded by
+``INDEX_DISK_BYTES`` (shared by every gateway that uses it, written atomically).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import logging
-import os
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from server.cache.disk_lru import DiskLru
 from server.redis_client import RestedRedis
 from server.sources.jp2_index import TilePartIndex
 
-log = logging.getLogger(__name__)
-
 INDEX_MEMORY = 4096  # indexes (a few KB each) kept in memory
+INDEX_DISK_BYTES = 512 * 1024**2  # indexes kept on disk: ~100,000 band files, least recently used removed
 
 
 class IndexStore:
@@ -28,6 +25,7 @@ class IndexStore:
 
     def __init__(self, directory: Path | None, redis_url: str | None) -> None:
         self.directory = directory
+        self._files = DiskLru(directory, INDEX_DISK_BYTES, what="tile-part index store") if directory else None
         self._memory: OrderedDict[str, TilePartIndex | None] = OrderedDict()
         self._redis = RestedRedis(
             redis_url or None, rest_seconds=30.0, what="tile-part index store", asynchronous=False
@@ -46,13 +44,8 @@ class IndexStore:
 
     def load(self, path: str) -> TilePartIndex | bool:
         """From the directory or Redis (blocking I/O: call off the event loop); ``False`` when absent."""
-        data = None
         name = self._name(path)
-        try:
-            if self.directory is not None and (self.directory / name).is_file():
-                data = (self.directory / name).read_bytes()
-        except OSError as exc:
-            log.warning("tile-part index directory unreadable: %s", exc)
+        data = self._files.read(name) if self._files is not None else None
         client = self._redis.client() if data is None else None
         if client is not None:
             try:
@@ -78,15 +71,8 @@ class IndexStore:
     def store(self, path: str, index: TilePartIndex) -> None:
         """Write ``index`` to the directory and Redis (blocking I/O); failures only cost a rebuild later."""
         data, name = index.to_bytes(), self._name(path)
-        if self.directory is not None:
-            tmp = self.directory / f".{name}.{os.getpid()}.{threading.get_ident()}"
-            try:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                tmp.write_bytes(data)
-                tmp.replace(self.directory / name)
-            except OSError as exc:
-                log.warning("tile-part index not stored on disk: %s", exc)
-                tmp.unlink(missing_ok=True)
+        if self._files is not None:
+            self._files.write(name, data)
         client = self._redis.client()
         if client is not None:
             try:
@@ -97,6 +83,5 @@ class IndexStore:
     def forget(self, path: str) -> None:
         """Drop ``path`` everywhere (its object changed)."""
         self._memory.pop(path, None)
-        if self.directory is not None:
-            with contextlib.suppress(OSError):
-                (self.directory / self._name(path)).unlink(missing_ok=True)
+        if self._files is not None:
+            self._files.remove(self._name(path))

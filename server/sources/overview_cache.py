@@ -14,8 +14,9 @@ at background priority (one connection of the quota at most).
 
 Files are keyed by the source path and the level's resolution (``<sha>_<res>m.tif``), written
 to a temporary name and renamed, so concurrent workers never see half a file. The directory is
-bounded in bytes; the least recently used files are evicted. Any failure to build or store
-(full disk, read-only directory) is logged once and the request reads the source instead.
+a ``DiskLru`` bounded in bytes: the least recently used files are evicted, temporaries a crashed
+build left are removed. Any failure to build or store (full disk, read-only directory) is logged
+once and the request reads the source instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rio_tiler.io import Reader
+
+from server.cache.disk_lru import DiskLru
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class OverviewCache:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        # evicted down to the bound itself: a level is a few to tens of MB, so 10 % free would
+        # drop a level more than the bound needs
+        self._files = DiskLru(directory, max_bytes, what="overview cache", suffix=".tif", keep=1.0)
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview")
@@ -106,7 +111,7 @@ class OverviewCache:
         while res >= native_res:
             found = self._file(source, res)
             if found.exists():
-                self._touch(found)
+                self._files.touch(found.name)  # LRU order for eviction
                 self.hits += 1
                 return str(found)
             res /= 2
@@ -184,7 +189,7 @@ class OverviewCache:
     def _build(
         self, source: str, target: Path, factor: float, categorical: bool, nodata: float, max_pixels: int | None = None
     ) -> bool:
-        tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = self._files.temp_path(target.name)
         method = "nearest" if categorical else "average"
         try:
             if max_pixels is not None:
@@ -218,7 +223,7 @@ class OverviewCache:
                 return False
             with rasterio.open(tmp, "w", **profile, COMPRESS="DEFLATE", BLOCKSIZE=512, OVERVIEWS="AUTO") as dst:
                 dst.write(data, 1)
-            os.replace(tmp, target)
+            self._files.commit(tmp, target.name)  # renamed into place, then the bound kept
         except Exception as exc:  # noqa: BLE001 - a failed build must never fail the request
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
@@ -229,37 +234,15 @@ class OverviewCache:
             return False
         self._failing = False
         self.builds += 1
-        self._evict()
         return True
-
-    def _touch(self, path: Path) -> None:
-        with contextlib.suppress(OSError):
-            os.utime(path)  # LRU order for eviction
-
-    def _evict(self) -> None:
-        """Delete least recently used files until the directory fits in ``max_bytes``."""
-        files = []
-        for path in self.directory.glob("*.tif"):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            files.append((stat.st_mtime, stat.st_size, path))
-        total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= self.max_bytes:
-                break
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
-            total -= size
 
     def stats(self) -> dict[str, int | bool]:
         """Files and bytes on disk, builds, hits and skipped builds (for /cache/stats)."""
-        files = list(self.directory.glob("*.tif")) if self.directory.is_dir() else []
+        on_disk = self._files.stats()
         return {
             "enabled": True,
-            "files": len(files),
-            "bytes": sum(p.stat().st_size for p in files if p.exists()),
+            "files": on_disk["files"],
+            "bytes": on_disk["bytes"],
             "max_bytes": self.max_bytes,
             "builds": self.builds,
             "hits": self.hits,

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -87,18 +91,33 @@ def test_a_failing_directory_logs_once(tmp_path: Path, caplog: pytest.LogCapture
     assert disk.get(key(0)) is None
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_a_read_only_directory_is_still_read(tmp_path: Path) -> None:
-    directory = tmp_path / "parts"
-    disk = DiskTileParts(directory, max_bytes=1_000_000)
-    disk.put(key(0), b"z" * 1000)
-    for f in directory.iterdir():
-        f.chmod(0o444)
-    directory.chmod(0o555)
+def test_a_read_only_directory_is_still_read() -> None:
+    """Files another user wrote, in a directory this process cannot write: read, never reordered."""
+    directory = Path(tempfile.mkdtemp(prefix="eotiler-read-only-"))  # not under root's private tmp
     try:
-        assert disk.get(key(0)) == b"z" * 1000
-    finally:
+        DiskTileParts(directory / "parts", max_bytes=1_000_000).put(key(0), b"z" * 1000)
+        for f in (directory / "parts").iterdir():
+            f.chmod(0o444)
+        (directory / "parts").chmod(0o555)
         directory.chmod(0o755)
+        code = (
+            "from pathlib import Path; from server.sources.s3_tile_part_cache import DiskTileParts; "
+            f"print(len(DiskTileParts(Path({str(directory / 'parts')!r}), 1_000_000).get({key(0)!r}) or b''))"
+        )
+        command = [sys.executable, "-c", code]
+        if os.geteuid() == 0:  # root writes anywhere: read as nobody
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("needs setpriv to read as another user")
+            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        repo = Path(__file__).resolve().parents[1]
+        env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
+        out = subprocess.run(command, capture_output=True, text=True, cwd=repo, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "1000"
+    finally:
+        (directory / "parts").chmod(0o755)
+        shutil.rmtree(directory)
 
 
 def test_index_store_removes_stale_temporaries_and_logs_a_failing_disk_once(

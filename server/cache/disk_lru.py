@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat as stat_module
 import threading
 import time
 from collections.abc import Iterator
@@ -160,7 +161,7 @@ class DiskLru:
                         os.unlink(entry.path)
                         self.stale_removed += 1
                 continue
-            if entry.name.endswith(self.suffix) and entry.is_file(follow_symlinks=False):
+            if entry.name.endswith(self.suffix) and stat_module.S_ISREG(stat.st_mode):
                 yield stat.st_mtime, stat.st_size, Path(entry.path)
 
     def evict(self) -> int:

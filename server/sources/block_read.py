@@ -6,7 +6,8 @@ resampling, ``nodata`` as source and destination nodata and the mask ``value == 
 the window of the file that VRT would read (plus a margin for the resampling kernel) is
 assembled from whole blocks, each decoded once by ``BlockCache``, and warped with
 rio-tiler's own ``read`` through the same ``WarpedVRT`` parameters, from an in-memory dataset of
-those blocks.
+those blocks; the bands of one pixel grid with the same nodata pixels are one dataset and one
+warp (``assemble`` each, then ``warp`` them together).
 
 It serves only what GDAL would decode at full resolution: a grid coarser than 1.5x the file's
 resolution reads JPEG2000 resolution levels (GDAL picks a 2x overview from ~1.67x on) and stays

@@ -27,10 +27,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = Path(args.config).resolve()
-    registry = _registry(config)  # fail fast with a readable message instead of a worker traceback
-    from server.evalscript import js_pool
+    # fail fast with a readable message instead of a worker traceback
+    from server.serve_workers import validate, validate_apart
 
-    js_pool.shutdown()  # validation compiled the JavaScript layers; the workers start their own pools
+    buckets = validate_apart(config) if args.workers > 1 else validate(config)
     # Workers are separate processes built by the factory from EOTILER_* settings.
     os.environ["EOTILER_CONFIG"] = str(config)
     print(f"eotiler serving {config.name} at http://{args.host}:{args.port}", flush=True)
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 tempfile.TemporaryDirectory(prefix="eotiler-metrics-")
             )
         if args.workers > 1:
-            stack.enter_context(_shared_s3_gateway(registry))
+            stack.enter_context(_shared_s3_gateway(frozenset(buckets)))
         options = dict(
             app="server.app:create_app",
             factory=True,
@@ -63,22 +63,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _shared_s3_gateway(registry) -> Iterator[None]:  # noqa: ANN001 - LayerRegistry, imported lazily
+def _shared_s3_gateway(buckets: frozenset[str]) -> Iterator[None]:
     """One S3 gateway for all workers, so the quota holds for the whole server (not per worker).
 
     Workers find it through ``EOTILER_S3_GATEWAY_ADDRESS``; its counters reach ``/metrics``
     through the multiprocess directory like every worker's own.
     """
+    if not buckets:  # nothing on S3: the supervisor imports nothing of the reading side
+        yield
+        return
     from prometheus_client import CollectorRegistry
 
     from server.api.observability import REFRESH_SECONDS, GatewayMetrics
     from server.settings import Settings
-    from server.sources.s3_gateway import s3_buckets
     from server.sources.s3_gateway_process import GatewayProcess
 
     settings = Settings()
-    buckets = s3_buckets(layer.collection.data_root for layer in registry.layers.values())
-    if not buckets or not settings.s3_gateway or settings.s3_gateway_address:
+    if not settings.s3_gateway or settings.s3_gateway_address:
         yield
         return
     gateway = GatewayProcess(settings.gateway_options(buckets))

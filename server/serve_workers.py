@@ -1,4 +1,5 @@
-"""Several uvicorn workers, each with its own listening socket (``SO_REUSEPORT``).
+"""Several uvicorn workers, each with its own listening socket (``SO_REUSEPORT``), and the
+configuration check that runs before any worker starts (``validate``, ``validate_apart``).
 
 Why: uvicorn's workers share one listening socket, and the kernel hands its connections to
 whichever worker happens to be waiting in ``accept``: the load soak saw all 16 keep-alive
@@ -25,7 +26,9 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -33,6 +36,29 @@ import uvicorn
 log = logging.getLogger("eotiler.serve")
 BACKLOG = 2048
 RESTART_PAUSE = 1.0  # seconds between replacing a dead worker and the next check
+
+
+def validate(config: Path) -> list[str]:
+    """Load and smoke-test the configuration; the S3 buckets its layers read (for the gateway)."""
+    from server.catalog.layers import LayerRegistry
+    from server.config import load_config
+    from server.evalscript import js_pool
+    from server.sources.s3_gateway_options import s3_buckets
+
+    registry = LayerRegistry(load_config(config))
+    js_pool.shutdown()  # validation compiled the JavaScript layers; the workers start their own pools
+    return sorted(s3_buckets(layer.collection.data_root for layer in registry.layers.values()))
+
+
+def validate_apart(config: Path) -> list[str]:
+    """``validate`` in a process of its own, which ends after it.
+
+    Why: the supervisor of ``--workers N`` lives as long as the server, and what validation
+    imports and builds (GDAL, numpy, every layer's script) would stay in its memory for nothing,
+    ~100 MB next to each worker's own copy.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(validate, config).result()
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

@@ -34,7 +34,11 @@ def requests_total(text: str, endpoint: str) -> float:
 
 
 def test_metrics_are_summed_over_workers(test_config: Path) -> None:
-    with eotiler_serve(test_config, "--workers", "2") as (url, _):
+    with eotiler_serve(test_config, "--workers", "2") as (url, process):
+        # the supervisor only supervises: the configuration was checked in a process of its own,
+        # so neither GDAL nor the layers' scripts stay in its memory for the server's life
+        supervisor_maps = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "libgdal" not in supervisor_maps and "mini_racer" not in supervisor_maps
         pids = set()
         for _ in range(40):
             with httpx.Client() as fresh:  # a new connection each time: both workers answer

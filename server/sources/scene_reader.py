@@ -356,11 +356,12 @@ def _warp_blocks(group: list[Served], grid: Grid, resampling: str) -> list[Calla
 
     Why one: most of a warp's cost is its coordinate transformation, and a warp of the bands
     stacked computes it once (``benchmarks/read_stack.py --jp2``, 24 warm z14 tiles of three
-    10 m bands: 467-535 ms wall and 476-551 ms CPU stacked, 665-667 and 768-812 band by band on
-    the read threads). Stacked costs less CPU at every size measured (256-2048 px); warps apart
-    on two cores finished 10-20 % sooner only for 1024 px grids at z13 resolution (3x3 blocks).
-    Above ``BLOCK_STACK_MAX_PIXELS`` (images that large are drawn in strips anyway) the bands
-    are warped apart, in parallel on the read threads.
+    10 m bands: 425-535 ms wall and 439-551 ms CPU stacked, 619-667 and 769-812 band by band on
+    the read threads, under load). Stacked costs less CPU at every size measured (256-2048 px,
+    25-45 % less); warps apart on two idle cores finished sooner only for 1024 px grids at z13
+    resolution (3x3 blocks: 2.9-3.3 s against 3.5-4.3 s for 24), and a busy server has no idle
+    core to give them. Above ``BLOCK_STACK_MAX_PIXELS`` (images that large are drawn in strips
+    anyway) the bands are warped apart, in parallel on the read threads.
     """
     method = "nearest" if group[0][0][1].categorical else resampling
 

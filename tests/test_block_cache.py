@@ -20,12 +20,15 @@ import httpx
 import numpy as np
 import pytest
 import rasterio
+import rasterio.io
+import rasterio.windows
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 from rio_tiler.io import Reader
 
 from server.grids import get_tms, tile_grid
 from server.models import Grid
+from server.sources import block_read
 from server.sources.block_cache import BlockCache, BlockKey
 from server.sources.block_read import object_version, read_from_blocks
 from server.sources.gdal_env import GdalEnvironment, S3Settings
@@ -195,6 +198,64 @@ def test_concurrent_tiles_on_real_blocks_decode_each_block_once() -> None:
     assert not errors
     blocks = len(cache._memory)  # noqa: SLF001 - the distinct blocks those tiles touched
     assert cache.decodes == blocks
+
+
+class _CountingDataset:
+    """A real open dataset whose ``read`` calls are counted (pixels decoded) and slowed down, so
+    that two reads started together overlap as two tiles of a map view do."""
+
+    def __init__(self, dataset: rasterio.io.DatasetReader, decoded: list[int], lock: threading.Lock) -> None:
+        self._dataset, self._decoded, self._lock = dataset, decoded, lock
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._dataset, name)
+
+    def read(self, *args: object, window: rasterio.windows.Window, **kwargs: object) -> np.ndarray:
+        with self._lock:
+            self._decoded.append(int(window.width * window.height))
+        time.sleep(0.3)
+        return self._dataset.read(*args, window=window, **kwargs)
+
+
+def test_neighbouring_reads_never_decode_a_shared_block_twice() -> None:
+    """Two reads over blocks (0, 1) and (1, 2) of one row, started together: three blocks decoded.
+
+    Each read decodes the blocks it lacks in one read of their rectangle; without claiming them
+    together first, both rectangles held block 1 and it was decoded twice.
+    """
+    path = str(ORIGINAL)
+    cache = BlockCache(64 * 1024**2)
+    decoded: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(2)
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+    with rasterio.open(path) as probe:
+        size = probe.block_shapes[0][0]
+        version = object_version(path)
+        expected = probe.read(1, window=rasterio.windows.Window(0, 0, 4 * size, size))
+    assert version is not None
+
+    def read(first_block: int) -> None:
+        try:
+            with rasterio.open(path) as dataset:
+                window = (0, size, first_block * size, (first_block + 2) * size)  # rows, then columns
+                barrier.wait(10)
+                array, _ = block_read._assemble(_CountingDataset(dataset, decoded, lock), path, version, window, cache)  # noqa: SLF001
+                results[first_block] = array
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(first,)) for first in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert sum(decoded) == 3 * size * size, decoded
+    assert cache.decodes == 3
+    for first, array in results.items():
+        assert np.array_equal(array, expected[:, first * size : (first + 2) * size])
 
 
 def test_memory_budget_holds_under_16_concurrent_tiles() -> None:

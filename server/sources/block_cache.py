@@ -27,8 +27,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,10 @@ class BlockKey:
         """A flat, fixed-length name: paths may be long and hold any character."""
         digest = hashlib.sha256(f"{self.path}\0{self.version}".encode()).hexdigest()[:32]
         return f"{digest}_{self.band}_{self.column}_{self.row}.npy"
+
+
+class BlockUnavailable(Exception):
+    """Another thread's decode of a block this thread waited for failed (its error is the cause)."""
 
 
 class _Flight:
@@ -113,12 +118,48 @@ class BlockCache:
                 flight = self._flights[key] = _Flight()
             else:
                 self.waits += 1
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.value is not None
-            return flight.value
+        if leader:
+            return self._settle(key, flight, decode)
+        flight.done.wait()
+        if flight.error is not None:
+            raise BlockUnavailable(f"decoding block {key.column},{key.row} of {key.path} failed") from flight.error
+        assert flight.value is not None
+        return flight.value
+
+    def claim(self, keys: Iterable[BlockKey]) -> list[BlockKey]:
+        """Those of ``keys`` this thread is to produce: in neither memory nor another thread's hands.
+
+        Why all at once, under one lock: a read decodes the blocks it lacks in one go (one GDAL
+        read of their rectangle), and two neighbouring reads that each looked first and claimed
+        later would both decode the blocks they share. Every claimed key must then be settled
+        by ``produce``, or threads waiting for it would wait for ever.
+        """
+        led: list[BlockKey] = []
+        with self._lock:
+            for key in keys:
+                if key not in self._memory and key not in self._flights:
+                    self._flights[key] = _Flight()
+                    led.append(key)
+        return led
+
+    def produce(self, keys: list[BlockKey], decode: Callable[[BlockKey], np.ndarray]) -> None:
+        """Settle the ``claim``-ed ``keys``, each from disk or ``decode(key)``; on an error every key
+        not yet settled fails with it too, so no waiter is left behind."""
+        for index, key in enumerate(keys):
+            with self._lock:
+                flight = self._flights[key]
+            try:
+                self._settle(key, flight, partial(decode, key))
+            except BaseException as exc:
+                for rest in keys[index + 1 :]:
+                    with self._lock:
+                        pending = self._flights.pop(rest)
+                    pending.error = exc
+                    pending.done.set()
+                raise
+
+    def _settle(self, key: BlockKey, flight: _Flight, decode: Callable[[], np.ndarray]) -> np.ndarray:
+        """The leader's part of a flight: load or decode, remember, and release the waiters."""
         try:
             value = self._load(key)
             if value is None:

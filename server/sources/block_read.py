@@ -264,10 +264,11 @@ def _assemble(
 ) -> tuple[np.ndarray, Affine]:
     """The whole blocks covering ``window`` in one array, and that array's geotransform.
 
-    Blocks missing from the cache are decoded by one read of the rectangle around them: over
-    S3, GDAL then fetches their tile-parts in parallel, where one read per block would wait a
-    round trip after another (a cold 1024 px GetMap took 2.5 s that way against 3.7-5.9 s
-    block by block). Each block still goes through the cache's single flight.
+    Blocks missing from the cache are claimed together (``BlockCache.claim``) and decoded by one
+    read of their rectangle: over S3, GDAL then fetches their tile-parts in parallel, where one
+    read per block waits a round trip after another (a cold 1024 px GetMap: 3.7-5.9 s block by
+    block). Blocks another thread has claimed are waited for, never decoded twice; when this
+    read's blocks do not fill a rectangle, each is read alone.
     """
     row0, row1, col0, col1 = window
     block_height, block_width = dataset.block_shapes[0]
@@ -277,8 +278,10 @@ def _assemble(
     height = min(dataset.height, (rows[-1] + 1) * block_height) - top
     width = min(dataset.width, (cols[-1] + 1) * block_width) - left
     keys = {(row, col): BlockKey(path, version, 1, col, row) for row in rows for col in cols}
-    missing = [(row, col) for (row, col), key in keys.items() if not cache.holds(key)]
-    region = _Region(dataset, missing, block_height, block_width)
+    led = cache.claim(keys.values())  # the blocks this read produces; others are another thread's
+    where = {key: place for place, key in keys.items()}
+    region = _Region(dataset, [where[key] for key in led if not cache.holds(key)], block_height, block_width)
+    cache.produce(led, lambda key: region.block(*where[key]))
     if len(keys) == 1:  # the usual tile at z14 and finer: the cached block itself, no copy
         block = cache.get(next(iter(keys.values())), partial(region.block, rows[0], cols[0]))
         return block, dataset.transform * Affine.translation(left, top)
@@ -291,13 +294,15 @@ def _assemble(
 
 
 class _Region:
-    """The rectangle of blocks a read lacks, decoded by one ``dataset.read`` when first needed."""
+    """The rectangle of blocks a read produces, decoded by one ``dataset.read`` when first needed."""
 
     def __init__(self, dataset: DatasetReader, blocks: list[tuple[int, int]], height: int, width: int) -> None:
         self.dataset = dataset
         self.block_height, self.block_width = height, width
         self.rows = (min(r for r, _ in blocks), max(r for r, _ in blocks)) if blocks else (0, -1)
         self.cols = (min(c for _, c in blocks), max(c for _, c in blocks)) if blocks else (0, -1)
+        if len(set(blocks)) != (self.rows[1] - self.rows[0] + 1) * (self.cols[1] - self.cols[0] + 1):
+            self.rows, self.cols = (0, -1), (0, -1)  # not a rectangle: its gaps are others' blocks
         self._data: np.ndarray | None = None
 
     def block(self, row: int, col: int) -> np.ndarray:

@@ -141,6 +141,17 @@ def test_gdal_waits_fit_the_budget_left():
     assert late.identity != base.identity  # handles opened with shorter waits are pooled apart
 
 
+def test_background_reads_keep_long_waits_whatever_request_queued_them():
+    """An overview build queued by a request near its deadline waits in the gateway's queue behind
+    the views: its waits are the background ones, not the request's shortened ones."""
+    settings = Settings(s3_timeout=30, s3_retries=3, s3_stall_timeout=5, request_budget=20)
+    late = settings.gdal_environment().within(2)
+    background = late.background()
+    assert background.options["GDAL_HTTP_TIMEOUT"] >= 120 and background.options["GDAL_HTTP_LOW_SPEED_TIME"] >= 120
+    assert background.options["GDAL_HTTP_HEADERS"] == "X-Eotiler-Priority: background"
+    assert background.identity != late.identity  # never pooled with the request's own handles
+
+
 def test_gdal_gives_up_on_a_hung_store_within_the_time_left():
     """A real socket that accepts and never answers: GDAL's open fails once the time left is spent
     on each of its requests (it makes two), not after EOTILER_S3_TIMEOUT."""

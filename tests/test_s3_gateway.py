@@ -344,6 +344,55 @@ def test_background_reads_wait_for_the_foreground_to_be_quiet(tmp_path: Path) ->
         store.stop()
 
 
+def test_a_walk_started_by_a_background_read_runs_at_foreground_priority(tmp_path: Path) -> None:
+    """An overview build opening an unindexed JPEG2000 starts the tile-part walk that the views
+    will need too: it does not wait for the views to be quiet, read after read.
+
+    While tiles of another file keep the store busy, a background open of the ESA original (a
+    walk of ~100 sequential reads) is answered in seconds; at background priority every read of
+    the walk waited up to 2 s for a quiet moment that never came.
+    """
+    (tmp_path / "originals").mkdir()
+    shutil.copy(ORIGINALS / B04, tmp_path / "originals" / B04)
+    (tmp_path / "originals" / "other.bin").write_bytes(os.urandom(1 << 20))
+    store = S3Server(tmp_path, delay_ms=10)
+    gw = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), index_dir=tmp_path / "index"))
+    gw.start()
+    try:
+        base = f"http://{gw.address}/eodata/originals"
+
+        async def session() -> tuple[httpx.Response, float, int]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                done = asyncio.Event()
+                views = 0
+
+                async def view() -> None:  # foreground reads back to back, as a map being panned
+                    nonlocal views
+                    while not done.is_set():
+                        await client.get(f"{base}/other.bin", headers={"Range": "bytes=0-4095"})
+                        views += 1
+
+                busy = [asyncio.ensure_future(view()) for _ in range(3)]
+                await asyncio.sleep(0.2)
+                started = time.monotonic()
+                opened = await client.get(
+                    f"{base}/{B04}", headers={"Range": "bytes=0-16383", "X-Eotiler-Priority": "background"}
+                )
+                elapsed = time.monotonic() - started
+                done.set()
+                await asyncio.gather(*busy)
+                return opened, elapsed, views
+
+        opened, elapsed, views = asyncio.run(session())
+        assert opened.status_code == 206 and opened.content[:4] == b"\x00\x00\x00\x0c"  # the JP2 signature box
+        assert gw.jp2.index_reads > 50  # the walk ran
+        assert views > 20  # the views kept the store busy meanwhile
+        assert elapsed < 15, elapsed
+    finally:
+        gw.stop()
+        store.stop()
+
+
 def test_a_restarted_gateway_reads_tile_parts_from_disk(store: S3Server, tmp_path: Path) -> None:
     """Tile-parts kept on disk: a new gateway (index and tile-parts on disk) only checks the ETag."""
     options = GatewayOptions(

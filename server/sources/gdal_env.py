@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from rasterio.session import Session
 
 PRIORITY_HEADER = "X-Eotiler-Priority"
+BACKGROUND_WAIT_SECONDS = 120  # GDAL's HTTP timeout and stall limit for background reads
 
 
 def _proj_search_paths_set_once() -> None:
@@ -143,9 +144,15 @@ class GdalEnvironment:
         """This environment for work no request waits for (overview builds, prefetch).
 
         Its S3 requests carry ``X-Eotiler-Priority: background``: the S3 gateway lets them use one
-        connection of the quota at most, so they never crowd out the views people wait for.
+        connection of the quota at most, and only when the views people wait for leave it idle,
+        so they may wait there for a while: their waits are ``BACKGROUND_WAIT_SECONDS``, never
+        the shortened ones of the request that queued them (an overview build queued near a
+        request's deadline timed out in the gateway's queue with 0 bytes received).
         """
-        return GdalEnvironment({**self.options, "GDAL_HTTP_HEADERS": f"{PRIORITY_HEADER}: background"}, self.s3)
+        options = {**self.options, "GDAL_HTTP_HEADERS": f"{PRIORITY_HEADER}: background"}
+        for name in ("GDAL_HTTP_TIMEOUT", "GDAL_HTTP_LOW_SPEED_TIME"):
+            options[name] = max(self._seconds(name, 0), BACKGROUND_WAIT_SECONDS)
+        return GdalEnvironment(options, self.s3)
 
     def _seconds(self, name: str, default: int) -> int:
         """An integer GDAL option (seconds or a count)."""

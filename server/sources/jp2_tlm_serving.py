@@ -38,11 +38,25 @@ class TlmServing:
     """Answers GDAL's reads of JPEG2000 objects from their tile-part index (one per gateway)."""
 
     def __init__(
-        self, fetch: Fetch, indexes: IndexStore, tile_part_bytes: int, disk: DiskTileParts | None = None
+        self,
+        fetch: Fetch,
+        indexes: IndexStore,
+        tile_part_bytes: int,
+        disk: DiskTileParts | None = None,
+        walk_fetch: Fetch | None = None,
     ) -> None:
-        """``fetch(method, path, range)``: one store request through the gateway's governor;
-        ``disk``: tile-parts kept across restarts (``None``: memory only)."""
+        """``fetch(method, path, range)``: one store request through the gateway's governor, at the
+        priority of the GDAL request being answered; ``walk_fetch``: the same at foreground
+        priority, for the tile-part chain walks (default ``fetch``); ``disk``: tile-parts kept
+        across restarts (``None``: memory only).
+
+        Why walks are foreground: a walk is a hundred small sequential reads that every later
+        reader of the file waits for, whichever request started it; at background priority
+        each read waited for the views to be quiet, and a view that then needed the file found
+        its walk far from done (GDAL timed out on it).
+        """
         self.fetch = fetch
+        self.walk_fetch = walk_fetch or fetch
         self.indexes = indexes
         self.tile_parts = BytesLru(tile_part_bytes)
         self.disk = disk
@@ -79,7 +93,7 @@ class TlmServing:
             self._building.pop(path, None)
 
     async def _build(self, path: str, opening: Upstream | None) -> TilePartIndex | None:
-        first = opening or await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
+        first = opening or await self.walk_fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
         size = first.total_size()
         if first.status not in (200, 206) or size is None:
             raise PassedOn(first)
@@ -90,7 +104,7 @@ class TlmServing:
             if offset + length <= len(cached):
                 return cached[offset : offset + length]
             answer = asyncio.run_coroutine_threadsafe(
-                self.fetch("GET", path, f"bytes={offset}-{offset + length - 1}"), loop
+                self.walk_fetch("GET", path, f"bytes={offset}-{offset + length - 1}"), loop
             ).result()
             if answer.status != 206 or answer.etag != first.etag:
                 raise NotIndexable("the object changed or could not be read while it was indexed")

@@ -74,7 +74,7 @@ class S3Gateway:
         disk = None
         if options.tile_part_dir is not None and options.tile_part_disk_bytes > 0:
             disk = DiskTileParts(options.tile_part_dir, options.tile_part_disk_bytes)
-        self.jp2 = TlmServing(self.fetch, self.indexes, options.tile_part_bytes, disk)
+        self.jp2 = TlmServing(self.fetch, self.indexes, options.tile_part_bytes, disk, self.fetch_foreground)
         self.coalesced = 0
         self._inflight: dict[tuple[str, str, str], asyncio.Task[Upstream]] = {}
         self._client: httpx.AsyncClient | None = None
@@ -130,6 +130,14 @@ class S3Gateway:
                 return answer
             log.info("S3 answered %d: waiting %.2f s before retrying", answer.status, wait)
         return answer
+
+    async def fetch_foreground(self, method: str, path: str, byte_range: str | None = None) -> Upstream:
+        """``fetch`` at foreground priority, whatever the request being answered asked for."""
+        token = _BACKGROUND.set(False)
+        try:
+            return await self.fetch(method, path, byte_range)
+        finally:
+            _BACKGROUND.reset(token)
 
     async def fetch(self, method: str, path: str, byte_range: str | None = None) -> Upstream:
         """``_send``, with identical requests in flight at the same time made once.
@@ -274,6 +282,7 @@ def main() -> None:
     the gateway stops too.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per store request otherwise
     options = options_from_json(sys.stdin.readline())
     gateway = S3Gateway(options)
     print(f"READY {gateway.start(int(sys.argv[1]))}", flush=True)

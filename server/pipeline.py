@@ -426,7 +426,9 @@ class Pipeline:
     ) -> RenderResult:
         """Encode post-processed data in the request's format and time it."""
         mark = time.perf_counter()
-        content = encode(data, req.grid, req.format, self.settings.png_zlevel, coverage=req.coverage)
+        # A coverage is the script's bands as they are: an alpha band only when the script made one.
+        alpha = not req.coverage or self.output(req).has_alpha
+        content = encode(data, req.grid, req.format, self.settings.png_zlevel, coverage=req.coverage, alpha=alpha)
         timings = {**timings, "encode": (time.perf_counter() - mark) * 1000}
         return RenderResult(
             content, req.format.value, [s.id for s in scenes], timings, empty=bool(np.ma.getmaskarray(data).all())

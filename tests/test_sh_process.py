@@ -123,10 +123,24 @@ def test_true_colour_png_equals_wcs(live_url: str, client: httpx.Client):
         bbox=BBox(BOX, crs=UTM29),
     )
     image = request.get_data()[0]
-    assert image.shape[:2] == (SIZE[1], SIZE[0]) and image.dtype == np.uint8
+    # three output bands are an RGB PNG, as Sentinel Hub returns it: no alpha the script did not make
+    assert image.shape == (SIZE[1], SIZE[0], 3) and image.dtype == np.uint8
     expected = wcs_bands(client, TRUE_COLOUR)  # (3, h, w) uint8
     assert expected.dtype == np.uint8 and expected.std() > 5  # a real picture, not a blank
-    assert np.array_equal(np.moveaxis(image[:, :, :3], -1, 0), expected)
+    assert np.array_equal(np.moveaxis(image, -1, 0), expected)
+
+
+def test_a_fourth_output_band_is_the_png_alpha(live_url: str):
+    """Sentinel Hub's transparency: the script's 4th band (here dataMask) is the PNG's alpha."""
+    with_alpha = TRUE_COLOUR.replace('"B04"]', '"B04", "dataMask"]').replace("bands: 3", "bands: 4")
+    with_alpha = with_alpha.replace("2.5 * s.B02]", "2.5 * s.B02, s.dataMask]")
+    assert "dataMask]" in with_alpha and "bands: 4" in with_alpha
+    responses = [SentinelHubRequest.output_response("default", MimeType.PNG)]
+    rgb = sh_request(live_url, TRUE_COLOUR, responses, bbox=BBox(BOX, crs=UTM29)).get_data()[0]
+    rgba = sh_request(live_url, with_alpha, responses, bbox=BBox(BOX, crs=UTM29)).get_data()[0]
+    assert rgba.shape == (SIZE[1], SIZE[0], 4)
+    assert np.array_equal(rgba[..., :3][rgba[..., 3] == 255], rgb[rgba[..., 3] == 255])
+    assert set(np.unique(rgba[..., 3])) <= {0, 255} and (rgba[..., 3] == 255).mean() > 0.5
 
 
 def test_ndvi_float32_tiff_equals_wcs_and_an_independent_ndvi(live_url: str, client: httpx.Client):

@@ -31,7 +31,7 @@ from server.evalscript.contract import OutputSpec, SampleType
 from server.models import Grid, ImageFormat
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOUR_TYPE = {2: 4, 4: 6}  # channels with alpha -> PNG colour type (grey + alpha, RGBA)
+_PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey + alpha, RGB, RGBA)
 _PNG_FILTER_UP = 2
 JPEG_QUALITY = 90
 WEBP_QUALITY = 90
@@ -110,8 +110,18 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
 
 
-def _png(data: np.ma.MaskedArray, level: int) -> bytes:
-    """8- or 16-bit grey + alpha or RGBA PNG.
+def _bands_only(data: np.ma.MaskedArray, dtype: np.dtype) -> np.ndarray:
+    """(h, w, bands) pixels in ``dtype``: the values as they are, masked or not."""
+    bands, height, width = data.shape
+    pixels = np.empty((height, width, bands), dtype=dtype)
+    values = np.ma.getdata(data)
+    for band in range(bands):
+        pixels[..., band] = values[band]
+    return pixels
+
+
+def _png(data: np.ma.MaskedArray, level: int, alpha: bool = True) -> bytes:
+    """8- or 16-bit grey + alpha or RGBA PNG; grey or RGB without ``alpha``.
 
     Every row uses the "Up" filter (difference to the row above, bytewise, so one numpy
     subtraction serves 8 and 16 bits): on rendered imagery it compresses as well as libpng's
@@ -119,7 +129,8 @@ def _png(data: np.ma.MaskedArray, level: int) -> bytes:
     """
     if data.dtype not in (np.uint8, np.uint16):
         raise InvalidFormat(f"{data.dtype} output needs image/tiff (.tif)", parameter="format")
-    pixels = _with_alpha(data, np.dtype(">u2") if data.dtype == np.uint16 else np.dtype(np.uint8))
+    dtype = np.dtype(">u2") if data.dtype == np.uint16 else np.dtype(np.uint8)
+    pixels = _with_alpha(data, dtype) if alpha else _bands_only(data, dtype)
     height, width, channels = pixels.shape
     rows = pixels.view(np.uint8).reshape(height, -1)
     filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
@@ -165,13 +176,23 @@ def _webp(data: np.ma.MaskedArray) -> bytes:
 
 
 def encode(
-    data: np.ma.MaskedArray, grid: Grid, fmt: ImageFormat, png_zlevel: int = 6, *, coverage: bool = False
+    data: np.ma.MaskedArray,
+    grid: Grid,
+    fmt: ImageFormat,
+    png_zlevel: int = 6,
+    *,
+    coverage: bool = False,
+    alpha: bool = True,
 ) -> bytes:
-    """Encode ``data`` (bands, h, w) for ``grid`` in ``fmt``; ``png_zlevel`` is zlib-ng's level (1-9)."""
+    """Encode ``data`` (bands, h, w) for ``grid`` in ``fmt``; ``png_zlevel`` is zlib-ng's level (1-9).
+
+    ``alpha=False``: a PNG of the bands alone (Sentinel Hub's Process API: transparency only from
+    a script's own 4th band).
+    """
     if fmt is ImageFormat.GTIFF:
         return _geotiff(data, grid, coverage)
     if fmt is ImageFormat.PNG:
-        return _png(data, png_zlevel)
+        return _png(data, png_zlevel, alpha)
     if data.dtype != np.uint8:
         raise InvalidFormat("16-bit output needs image/png or image/tiff", parameter="format")
     if fmt is ImageFormat.JPEG:

@@ -157,7 +157,8 @@ def render_request(parsed: ProcessRequest, responses: tuple[Wanted, ...]) -> Out
             continue
         fmt = FORMATS[wanted.media]
         script = shr.for_output(parsed.script, wanted.identifier, "evalscript")
-        outputs.append(replace(base, format=fmt, script=script, coverage=fmt is ImageFormat.GTIFF))
+        # the script's bands as they are, as Sentinel Hub returns them (no alpha it did not make)
+        outputs.append(replace(base, format=fmt, script=script, coverage=True))
     wants_user_data = any(wanted.identifier == USERDATA for wanted in responses)
     return OutputsRequest(base, tuple(outputs), wants_user_data)
 

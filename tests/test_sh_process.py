@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely.geometry
+from PIL import Image
 from sentinelhub import CRS, BBox, DataCollection, Geometry, MimeType, SentinelHubRequest
 
 from server.models import Grid
@@ -223,6 +224,30 @@ def test_single_response_honours_accept(client: httpx.Client):
     jpeg = client.post("/api/v1/process", json=body, headers={"Accept": "image/jpeg"})
     assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg"
     assert jpeg.content[:3] == b"\xff\xd8\xff"
+
+
+def test_an_rgb_png_over_a_polygon_is_black_outside_it(client: httpx.Client):
+    """No alpha band to make them transparent: pixels outside the geometry are 0, as in Sentinel Hub."""
+    x0, y0, x1, y1 = BOX
+    triangle = [[x0, y0], [x1, y0], [x0, y1], [x0, y0]]  # the lower-left half of the box
+    crs = {"crs": "http://www.opengis.net/def/crs/EPSG/0/32629"}
+    body = {
+        "input": {
+            "bounds": {"geometry": {"type": "Polygon", "coordinates": [triangle]}, "properties": crs},
+            "data": [{"type": "sentinel-2-l2a"}],
+        },
+        "output": {"width": 64, "height": 64},
+        "evalscript": TRUE_COLOUR,
+    }
+    png = client.post("/api/v1/process", json=body, headers={"Accept": "image/png"})
+    assert png.status_code == 200, png.text
+    with Image.open(io.BytesIO(png.content)) as decoded:
+        assert decoded.mode == "RGB"
+        pixels = np.asarray(decoded)
+    rows, cols = np.mgrid[0:64, 0:64]
+    outside, inside = cols > rows, cols < rows  # centres right of / left of the diagonal (x1, y0)-(x0, y1)
+    assert (pixels[outside] == 0).all()
+    assert (pixels[inside].sum(axis=-1) > 0).mean() > 0.9
 
 
 @pytest.mark.parametrize("size", [SIZE, (1800, 1080)], ids=["whole", "in-strips"])

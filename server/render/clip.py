@@ -32,8 +32,8 @@ def inside(geometry: dict[str, Any] | str, on: Grid) -> np.ndarray:
 
 def mask_outside(data: np.ma.MaskedArray, keep: np.ndarray) -> np.ma.MaskedArray:
     """``data`` (bands, h, w) without data where ``keep`` is False: masked, and NaN for float
-    values (as the pipeline marks no data in float outputs)."""
+    values (as the pipeline marks no data in float outputs), 0 for integer ones (what Sentinel Hub
+    returns there, its samples being 0 outside the geometry, where an image has no alpha band)."""
     values = np.array(data.data, copy=True)
-    if np.issubdtype(values.dtype, np.floating):
-        values[:, ~keep] = np.nan
+    values[:, ~keep] = np.nan if np.issubdtype(values.dtype, np.floating) else 0
     return np.ma.MaskedArray(values, mask=np.ma.getmaskarray(data) | ~keep[None, :, :])

@@ -109,8 +109,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(settings: Settings) -> Iterator[str]:
     """Run the app for ``settings`` under real uvicorn on a free 127.0.0.1 port; yield its base URL."""
+    with serve_app(create_app(settings)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_app(app: object) -> Iterator[str]:
+    """Run ``app`` (an ASGI app already built, e.g. with a pipeline setting changed) like ``serve``."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.warp import transform
@@ -25,7 +22,7 @@ from server.app import create_app
 from server.models import Grid
 from server.render.strips import STRIP_PIXELS, strips
 from server.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import serve_app
 
 SIZE = 2048
 # A band's coarsest file at most 1.05 x the map's ground resolution is read: the sample's
@@ -57,19 +54,8 @@ def whole_url(settings: Settings) -> Iterator[str]:
     """A second server of the same configuration whose pipeline never cuts an image in strips."""
     app = create_app(settings)
     app.state.pipeline.strip_pixels = 1 << 40
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the second server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 def getmap(base_url: str, box: tuple[float, float, float, float], **extra: str) -> np.ndarray:

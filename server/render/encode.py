@@ -94,30 +94,24 @@ def _geotiff(data: np.ma.MaskedArray, grid: Grid, coverage: bool) -> bytes:
         return memfile.read()
 
 
-def _with_alpha(data: np.ma.MaskedArray, dtype: np.dtype) -> np.ndarray:
-    """(h, w, bands + 1) pixels in ``dtype``; alpha is the dtype's maximum where any band has data."""
+def _with_alpha(data: np.ma.MaskedArray, dtype: np.dtype, alpha: bool = True) -> np.ndarray:
+    """(h, w, bands + 1) pixels in ``dtype``; alpha is the dtype's maximum where any band has data.
+
+    ``alpha=False``: (h, w, bands), the values as they are, masked or not.
+    """
     bands, height, width = data.shape
-    pixels = np.empty((height, width, bands + 1), dtype=dtype)
+    pixels = np.empty((height, width, bands + alpha), dtype=dtype)
     values = np.ma.getdata(data)
     for band in range(bands):  # band by band: 10x faster than one copy of the moved axes
         pixels[..., band] = values[band]
-    valid = ~np.logical_and.reduce(np.ma.getmaskarray(data), axis=0)
-    pixels[..., bands] = np.where(valid, dtype.type(np.iinfo(data.dtype).max), dtype.type(0))
+    if alpha:
+        valid = ~np.logical_and.reduce(np.ma.getmaskarray(data), axis=0)
+        pixels[..., bands] = np.where(valid, dtype.type(np.iinfo(data.dtype).max), dtype.type(0))
     return pixels
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
-
-
-def _bands_only(data: np.ma.MaskedArray, dtype: np.dtype) -> np.ndarray:
-    """(h, w, bands) pixels in ``dtype``: the values as they are, masked or not."""
-    bands, height, width = data.shape
-    pixels = np.empty((height, width, bands), dtype=dtype)
-    values = np.ma.getdata(data)
-    for band in range(bands):
-        pixels[..., band] = values[band]
-    return pixels
 
 
 def _png(data: np.ma.MaskedArray, level: int, alpha: bool = True) -> bytes:
@@ -130,7 +124,7 @@ def _png(data: np.ma.MaskedArray, level: int, alpha: bool = True) -> bytes:
     if data.dtype not in (np.uint8, np.uint16):
         raise InvalidFormat(f"{data.dtype} output needs image/tiff (.tif)", parameter="format")
     dtype = np.dtype(">u2") if data.dtype == np.uint16 else np.dtype(np.uint8)
-    pixels = _with_alpha(data, dtype) if alpha else _bands_only(data, dtype)
+    pixels = _with_alpha(data, dtype, alpha)
     height, width, channels = pixels.shape
     rows = pixels.view(np.uint8).reshape(height, -1)
     filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)

@@ -36,6 +36,7 @@ import argparse
 import io
 import json
 import math
+import os
 import queue
 import shutil
 import sys
@@ -318,6 +319,9 @@ def run_peer(peer: Peer, steps: list[Step], proxy: QuotaProxy, advance: Callable
             decoded = block_decodes(server) if peer.name == "eotiler" else 0.0
             result = fetch(server, urls, peer.name)
             result.update(summarise(proxy.requests()))
+            if trace := os.environ.get("MAP_SESSION_TRACE"):  # every proxied request of the step, to study
+                Path(trace).mkdir(parents=True, exist_ok=True)
+                (Path(trace) / f"{peer.name}-{step.key}.json").write_text(json.dumps(proxy.requests()))
             if peer.name == "eotiler":
                 result["block_decodes"] = block_decodes(server) - decoded
             results[step.key] = result

@@ -100,7 +100,10 @@ class SceneReads:
 def _public(exc: Exception) -> str:
     """A log-safe one-line description of a read failure (GDAL messages name paths, never keys)."""
     text = exc.public_message if isinstance(exc, EotilerError) else str(exc)
-    return f"{type(exc).__name__}: {text[:300]}"
+    cause = exc.__cause__ if not isinstance(exc, EotilerError) else None
+    if cause is not None:  # rasterio's "Read failed. See previous exception": GDAL's own message
+        text = f"{text[:150]} <- {type(cause).__name__}: {str(cause)[:300]}"
+    return f"{type(exc).__name__}: {text[:500]}"
 
 
 def _upstream_fault(exc: Exception) -> bool:
@@ -189,7 +192,7 @@ def mosaic_scenes(
             log.warning("reading scene %s failed: %s", scene.id, _public(exc))
             mosaic.failed.append(scene.id)
             unreadable += 1
-            timeouts += isinstance(exc, UpstreamTimeout) or "timed out" in str(exc)  # curl error 28
+            timeouts += isinstance(exc, UpstreamTimeout) or "timed out" in _public(exc)  # curl error 28
             upstream_failures += _upstream_fault(exc)
             reads.failed()
             continue

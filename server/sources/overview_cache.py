@@ -229,7 +229,8 @@ class OverviewCache:
                 tmp.unlink(missing_ok=True)
             self.skipped += 1
             if not self._failing:
-                log.warning("overview cache: cannot build %s (%s); reading the source", target.name, exc)
+                cause = f" <- {exc.__cause__}" if exc.__cause__ is not None else ""  # GDAL's own message
+                log.warning("overview cache: cannot build %s (%s%s); reading the source", target.name, exc, cause)
                 self._failing = True
             return False
         self._failing = False

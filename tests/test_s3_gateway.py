@@ -120,7 +120,7 @@ def test_index_gives_identical_pixels_and_few_requests(store: S3Server, gateway:
     store.reset()
     first = read_window(gateway.address, KEY, window)  # builds the index: walks the tile-part chain once
     np.testing.assert_array_equal(first, expected(B04, window))
-    assert gateway.index_reads > 20  # the walk happened here, through the store
+    assert gateway.index_reads > 0  # the walk happened here, through the store
 
     # 256 px windows over 2 x 2 of the file's 192 px JPEG2000 tiles, as a map tile at 60 m touches them
     for other in (Window(202, 394, 256, 256), Window(970, 1160, 256, 256)):
@@ -385,7 +385,7 @@ def test_a_walk_started_by_a_background_read_runs_at_foreground_priority(tmp_pat
 
         opened, elapsed, views = asyncio.run(session())
         assert opened.status_code == 206 and opened.content[:4] == b"\x00\x00\x00\x0c"  # the JP2 signature box
-        assert gw.jp2.index_reads > 50  # the walk ran
+        assert gw.jp2.index_reads > 5  # the walk ran (reads spanning several tile-parts: fewer than the hops)
         assert views > 20  # the views kept the store busy meanwhile
         assert elapsed < 15, elapsed
     finally:

@@ -13,6 +13,11 @@ the first tile-part on. ``TilePartIndex.pieces`` maps a byte range of the virtua
 prefix and the original object. An index is a few KB and is keyed on the object's ETag; it also
 keeps the object's ``Last-Modified``, which the virtual object carries, so that GDAL's idea of
 the file's version (size and modification time) changes when the object does.
+
+How far each read of the walk reaches is the caller's choice (``window``): a hop reads the next
+SOT header only, which costs one round trip per tile-part; when moving a tile-part's bytes costs
+less than a round trip, one read spanning several tile-parts walks them all, and the tile-parts
+it holds whole are handed to ``keep`` (the walk then fetched them already).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ TLM = 0xFF55
 SOC = 0xFF4F
 _NO_INDEX_MARKERS = {TLM, 0xFF57, 0xFF60}  # TLM already there; PLM/PPM: packed headers, left alone
 _MAGIC = b"EOJ2IDX2"  # 2: with Last-Modified; an index of another version is built again
-_READ_AHEAD = 16 * 1024  # small tile-parts (60 m bands) share one range request
+HOP_BYTES = 16 * 1024  # the least a walk reads: small tile-parts (60 m bands) share one range request
 _MAX_TILE_PARTS = 65535 * 255  # beyond any real file: a corrupt chain is refused, not walked forever
 
 
@@ -107,12 +112,17 @@ class _Reader:
         self._start = 0
         self._data = b""
         self.requests = 0
+        self.window = HOP_BYTES  # bytes the next read fetches from where it starts
+
+    def holds(self, offset: int, length: int) -> bool:
+        """Whether bytes ``offset..offset+length`` are in the last read."""
+        return self._start <= offset and offset + length <= self._start + len(self._data)
 
     def get(self, offset: int, length: int) -> bytes:
         if offset < 0 or offset + length > self._size:
             raise NotIndexable("a marker points outside the file")
-        if not (self._start <= offset and offset + length <= self._start + len(self._data)):
-            want = min(max(length, _READ_AHEAD), self._size - offset)
+        if not self.holds(offset, length):
+            want = min(max(length, self.window, HOP_BYTES), self._size - offset)
             self._data = self._read(offset, want)
             self._start = offset
             self.requests += 1
@@ -158,7 +168,7 @@ def _main_header_end(reader: _Reader, start: int) -> int:
         offset += 2 + length
 
 
-def _tile_parts(reader: _Reader, first: int, end: int) -> list[tuple[int, int]]:
+def _tile_parts(reader: _Reader, first: int, end: int, walk: WalkPolicy) -> list[tuple[int, int]]:
     """``(tile index, length)`` of every tile-part in codestream order, by walking the SOT chain."""
     parts: list[tuple[int, int]] = []
     offset = first
@@ -173,8 +183,11 @@ def _tile_parts(reader: _Reader, first: int, end: int) -> list[tuple[int, int]]:
             psot = last - offset
         if psot < 14 or len(parts) >= _MAX_TILE_PARTS:
             raise NotIndexable("broken tile-part chain")
+        if walk.keep is not None and reader.holds(offset, psot):
+            walk.keep(offset, reader.get(offset, psot))
         parts.append((isot, psot))
         offset += psot
+        reader.window = walk.window((offset - first) / len(parts))
     if not parts:
         raise NotIndexable("no tile-parts")
     return parts
@@ -198,8 +211,22 @@ def tlm_segments(parts: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
+@dataclass(frozen=True, slots=True)
+class WalkPolicy:
+    """How a chain walk reads: ``window(mean tile-part bytes so far)`` is how many bytes its next
+    read fetches (``HOP_BYTES``: the next header only); ``keep(offset, bytes)`` receives every
+    tile-part a read held whole."""
+
+    window: Callable[[float], int] = lambda _: HOP_BYTES
+    keep: Callable[[int, bytes], None] | None = None
+
+
 def build_index(
-    read: Callable[[int, int], bytes], size: int, etag: str, last_modified: str = ""
+    read: Callable[[int, int], bytes],
+    size: int,
+    etag: str,
+    last_modified: str = "",
+    walk: WalkPolicy | None = None,
 ) -> tuple[TilePartIndex, int]:
     """Walk the object once and build its index; returns it with the number of range reads made.
 
@@ -209,8 +236,8 @@ def build_index(
     reader = _Reader(read, size)
     box_offset, start, end = _codestream(reader, size)
     first = _main_header_end(reader, start)
-    marker = tlm_segments(_tile_parts(reader, first, end))
-    head = bytearray(reader.get(0, first))
+    head = bytearray(reader.get(0, first))  # before the walk moves the reader's window away
+    marker = tlm_segments(_tile_parts(reader, first, end, walk or WalkPolicy()))
     if box_offset >= 0:
         length = struct.unpack_from(">I", head, box_offset)[0]
         if length == 1:

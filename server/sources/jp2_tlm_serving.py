@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from server.sources.jp2_index import NotIndexable, TilePartIndex, build_index
+from server.sources.jp2_index import HOP_BYTES, NotIndexable, TilePartIndex, WalkPolicy, build_index
 from server.sources.jp2_index_store import INDEX_MEMORY, IndexStore
 from server.sources.s3_tile_part_cache import BytesLru, DiskTileParts
 from server.sources.s3_upstream import PassedOn, Upstream, slice_answer
@@ -44,11 +44,13 @@ class TlmServing:
         tile_part_bytes: int,
         disk: DiskTileParts | None = None,
         walk_fetch: Fetch | None = None,
+        walk_window: Callable[[float], int] = lambda _: HOP_BYTES,
     ) -> None:
         """``fetch(method, path, range)``: one store request through the gateway's governor, at the
         priority of the GDAL request being answered; ``walk_fetch``: the same at foreground
         priority, for the tile-part chain walks (default ``fetch``); ``disk``: tile-parts kept
-        across restarts (``None``: memory only).
+        across restarts (``None``: memory only); ``walk_window``: bytes a walk read fetches for
+        a mean tile-part size (``LinkEstimate.walk_window``; default: the next header only).
 
         Why walks are foreground: a walk is a hundred small sequential reads that every later
         reader of the file waits for, whichever request started it; at background priority
@@ -57,6 +59,7 @@ class TlmServing:
         """
         self.fetch = fetch
         self.walk_fetch = walk_fetch or fetch
+        self.walk_window = walk_window
         self.indexes = indexes
         self.tile_parts = BytesLru(tile_part_bytes)
         self.disk = disk
@@ -111,14 +114,23 @@ class TlmServing:
             self.index_reads += 1
             return answer.body
 
+        def keep(offset: int, blob: bytes) -> None:  # a tile-part a spanning walk read held whole
+            loop.call_soon_threadsafe(self._keep, path, first.etag, offset, blob)
+
+        walk = WalkPolicy(self.walk_window, keep)
         try:
             modified = first.headers.get("last-modified", "")
-            index, requests = await asyncio.to_thread(build_index, read, size, first.etag, modified)
+            index, requests = await asyncio.to_thread(build_index, read, size, first.etag, modified, walk)
         except NotIndexable as exc:
             log.info("no tile-part index for %s: %s", path.rsplit("/", 1)[-1], exc)
             return None
         log.info("tile-part index of %s built with %d range reads", path.rsplit("/", 1)[-1], requests)
         return index
+
+    def _keep(self, path: str, etag: str, offset: int, blob: bytes) -> None:
+        """A tile-part the walk fetched, kept as if read for GDAL (memory, and disk off the loop)."""
+        self.tile_parts.put((path, etag, offset, len(blob)), blob)
+        self._to_disk(path, etag, [(offset, len(blob))], [blob])
 
     async def serve(self, method: str, path: str, byte_range: str | None) -> Upstream | None:
         """The answer for a JPEG2000 object seen with its TLM marker; ``None``: serve it as it is.

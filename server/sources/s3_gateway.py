@@ -44,6 +44,7 @@ from server.sources.jp2_index_store import IndexStore
 from server.sources.jp2_tlm_serving import TlmServing
 from server.sources.s3_gateway_options import GatewayOptions, options_from_json, options_to_json, s3_buckets
 from server.sources.s3_governor import Governor, QuotaWaitTimeout
+from server.sources.s3_link import LinkEstimate
 from server.sources.s3_signing import sign_headers
 from server.sources.s3_tile_part_cache import DiskTileParts
 from server.sources.s3_upstream import RETRYABLE, PassedOn, Upstream, retry_after
@@ -74,7 +75,10 @@ class S3Gateway:
         disk = None
         if options.tile_part_dir is not None and options.tile_part_disk_bytes > 0:
             disk = DiskTileParts(options.tile_part_dir, options.tile_part_disk_bytes)
-        self.jp2 = TlmServing(self.fetch, self.indexes, options.tile_part_bytes, disk, self.fetch_foreground)
+        self.link = LinkEstimate()
+        self.jp2 = TlmServing(
+            self.fetch, self.indexes, options.tile_part_bytes, disk, self.fetch_foreground, self.link.walk_window
+        )
         self.coalesced = 0
         self._inflight: dict[tuple[str, str, str], asyncio.Task[Upstream]] = {}
         self._client: httpx.AsyncClient | None = None
@@ -116,7 +120,10 @@ class S3Gateway:
                     s3.region,
                 )
             async with self.governor.slot(deadline, background=_BACKGROUND.get()) as held:
+                sent = time.monotonic()
                 response = await self._client.request(method, url, headers=headers)
+                if response.status_code in (200, 206):
+                    self.link.observe(time.monotonic() - sent, len(response.content))
                 if response.http_version == "HTTP/1.1" and response.headers.get("connection", "").lower() != "close":
                     held.linger = 0.0  # the next request on this connection reaches the store after this one ended
             answer = Upstream(
@@ -259,6 +266,8 @@ class S3Gateway:
             "peak_in_flight": s.peak_in_flight,
             "coalesced": self.coalesced,
             "index_reads": self.index_reads,
+            "round_trip_seconds": self.link.round_trip,
+            "throughput_bytes_per_second": self.link.throughput,
         }
 
 

@@ -1,0 +1,96 @@
+"""Tile-part chain walks that read several tile-parts at once when the link favours it.
+
+The JPEG2000 files are ESA's untouched originals (no TLM, one tile-part per tile); the store is
+the loopback S3 server with a 30 ms round trip, counting requests.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from server.sources.jp2_index import HOP_BYTES, WalkPolicy, build_index
+from server.sources.s3_gateway import GatewayOptions, S3Gateway
+from server.sources.s3_link import MAX_WALK_WINDOW, WALK_PARTS, LinkEstimate
+from tests.support.s3_server import S3Server
+from tests.test_s3_gateway import B04, ORIGINALS, expected, read_window, upstream
+
+pytestmark = pytest.mark.skipif(not ORIGINALS.is_dir(), reason="needs the shared real ESA JPEG2000 files")
+
+
+def reads_of(data: bytes, log: list[tuple[int, int]]):  # noqa: ANN201 - the read callable build_index takes
+    def read(offset: int, length: int) -> bytes:
+        log.append((offset, length))
+        return data[offset : offset + length]
+
+    return read
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ORIGINALS.glob("*.jp2")) if ORIGINALS.is_dir() else [])
+def test_spanning_walk_builds_the_same_index_and_hands_over_whole_tile_parts(name: str) -> None:
+    data = (ORIGINALS / name).read_bytes()
+    hops: list[tuple[int, int]] = []
+    by_hops, _ = build_index(reads_of(data, hops), len(data), '"e"')
+    spans: list[tuple[int, int]] = []
+    kept: dict[int, bytes] = {}
+    spanning = WalkPolicy(lambda part: int(WALK_PARTS * part), kept.__setitem__)
+    by_spans, requests = build_index(reads_of(data, spans), len(data), '"e"', walk=spanning)
+
+    assert by_spans == by_hops  # the same TLM marker, byte for byte
+    parts = dict(by_spans.tile_parts())
+    assert requests == len(spans) < len(hops)
+    assert len(spans) <= len(parts) / WALK_PARTS + 3, (len(spans), len(parts))  # a read per WALK_PARTS parts
+    assert len(kept) >= len(parts) // 2  # most tile-parts came whole with the walk ...
+    for offset, blob in kept.items():  # ... and each is exactly the original's bytes of one tile-part
+        assert parts[offset] == len(blob)
+        assert blob == data[offset : offset + len(blob)]
+
+
+def test_the_link_decides_between_hops_and_spanning_reads() -> None:
+    cdse = LinkEstimate(round_trip=0.040, throughput=20e6)
+    assert cdse.walk_window(1_000_000) == HOP_BYTES  # a 10 m tile-part takes 50 ms to move: hop
+    assert cdse.walk_window(40_000) == WALK_PARTS * 40_000  # a 60 m one takes 2 ms: span
+    assert cdse.walk_window(0) == HOP_BYTES
+    slow = LinkEstimate(round_trip=0.120, throughput=20e6)
+    assert slow.walk_window(400_000) == WALK_PARTS * 400_000
+    assert slow.walk_window(4_000_000) == HOP_BYTES
+    assert LinkEstimate(round_trip=1.0, throughput=1e9).walk_window(2_000_000) == MAX_WALK_WINDOW
+
+    link = LinkEstimate(round_trip=0.040, throughput=20e6)
+    for _ in range(30):
+        link.observe(0.100, 16_384)  # small answers: the round trip
+        link.observe(0.100 + 0.5, 5_000_000)  # large ones: 5 MB in 0.5 s beyond it
+    assert link.round_trip == pytest.approx(0.100, rel=0.01)
+    assert link.throughput == pytest.approx(10e6, rel=0.05)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[S3Server]:
+    (tmp_path / "originals").mkdir()
+    shutil.copy(ORIGINALS / B04, tmp_path / "originals" / B04)
+    server = S3Server(tmp_path, delay_ms=30)
+    yield server
+    server.stop()
+
+
+def test_tile_parts_the_walk_fetched_are_not_fetched_again(store: S3Server, tmp_path: Path) -> None:
+    """After a spanning walk, reading elsewhere in the file costs the ETag check, not tile-parts."""
+    gateway = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), index_dir=tmp_path / "index"))
+    gateway.start()
+    try:
+        key = f"originals/{B04}"
+        first = Window(0, 0, 64, 64)
+        np.testing.assert_array_equal(read_window(gateway.address, key, first), expected(B04, first))
+        assert gateway.link.walk_window(30_000) > HOP_BYTES  # the loopback store: spanning reads
+        for other in (Window(1500, 1400, 256, 256), Window(600, 900, 300, 200)):
+            store.reset()
+            np.testing.assert_array_equal(read_window(gateway.address, key, other), expected(B04, other))
+            fetched = [r for r in store.requests() if r["range"] != "bytes=0-0"]
+            assert len(fetched) <= 1, [(r["range"], r["bytes"]) for r in fetched]
+    finally:
+        gateway.stop()

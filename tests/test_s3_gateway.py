@@ -110,6 +110,31 @@ def test_signature_matches_botocore() -> None:
     assert ours["x-amz-date"] == stamp
 
 
+def test_a_directory_listing_does_not_cut_the_last_tile_part(store: S3Server, gateway: S3Gateway) -> None:
+    """GDAL lists a directory now and then (``?list-type=2&prefix=...``). The gateway refuses it:
+    a listing gives every object's stored size, and GDAL, taking it for the size of the object
+    served with its TLM marker, never read the last tile-part's end (the bottom-right tile failed)."""
+    import ctypes
+
+    from server.sources import gdal_native
+
+    library = gdal_native._GDAL  # noqa: SLF001 - the one loaded GDAL
+    library.VSIReadDir.restype = ctypes.POINTER(ctypes.c_char_p)
+    library.VSIReadDir.argtypes = [ctypes.c_char_p]
+    corner = Window(1830 - 300, 1830 - 200, 300, 200)  # the last tile-parts of the file
+    path = f"/vsis3/eodata/{KEY}"
+    s3 = S3Settings(endpoint=gateway.address, https=False, region="us-east-1", no_sign_request=True)
+    store.reset()
+    with GdalEnvironment(READ_OPTIONS, s3).env(path):
+        forget_remote_file(path)
+        listed = library.VSIReadDir(b"/vsis3/eodata/originals/")
+        if listed:
+            library.CSLDestroy(listed)
+        with rasterio.open(path) as dataset:
+            np.testing.assert_array_equal(dataset.read(1, window=corner), expected(B04, corner))
+    assert not [r for r in store.requests() if r["path"].rstrip("/") == "/eodata"]  # no listing reached the store
+
+
 def test_index_gives_identical_pixels_and_few_requests(store: S3Server, gateway: S3Gateway, tmp_path: Path) -> None:
     window = Window(1500, 1400, 256, 256)
     store.reset()

@@ -16,6 +16,11 @@ gateway, which
   on disk and in Redis (``jp2_index_store.py``), keyed on the object's ETag, so that later reads
   in any process fetch only the tile-parts a window needs.
 
+It serves object reads only. A request with a query string (GDAL lists a "directory" with
+``?list-type=2&prefix=...`` now and then) is refused: a listing reports each JPEG2000 object's
+stored size, which GDAL would then take for the size of the object served with its TLM marker
+(larger), and it would never read the last tile-part's end.
+
 GDAL reaches it as an S3 endpoint (``AWS_S3_ENDPOINT=127.0.0.1:<port>``, ``AWS_HTTPS=NO``,
 ``AWS_NO_SIGN_REQUEST=YES``). It runs in a process of its own (``s3_gateway_process.py``),
 started by the server or, with ``serve --workers N``, by the supervisor for all workers, and only
@@ -173,7 +178,8 @@ class S3Gateway:
             await _respond(send, Upstream(200, {"content-type": "application/json"}, body), method)
             return
         bucket = path.lstrip("/").partition("/")[0]
-        if method not in ("GET", "HEAD") or bucket not in self.options.buckets or "/../" in path:
+        refused = method not in ("GET", "HEAD") or bucket not in self.options.buckets or "/../" in path
+        if refused or scope.get("query_string"):  # listings and sub-resources: see the module's docstring
             await _respond(send, Upstream(403, {}, b""), method)
             return
         headers = dict(scope["headers"])

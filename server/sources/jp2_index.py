@@ -183,11 +183,12 @@ def _tile_parts(reader: _Reader, first: int, end: int, walk: WalkPolicy) -> list
             psot = last - offset
         if psot < 14 or len(parts) >= _MAX_TILE_PARTS:
             raise NotIndexable("broken tile-part chain")
-        if walk.keep is not None and reader.holds(offset, psot):
-            walk.keep(offset, reader.get(offset, psot))
         parts.append((isot, psot))
+        reader.window = walk.window((offset + psot - first) / len(parts))  # the mean tile-part so far
+        if walk.keep is not None and (reader.holds(offset, psot) or psot <= reader.window):
+            # a tile-part the last read cut is read whole from its start: the next read starts there
+            walk.keep(offset, reader.get(offset, psot))
         offset += psot
-        reader.window = walk.window((offset - first) / len(parts))
     if not parts:
         raise NotIndexable("no tile-parts")
     return parts

@@ -366,8 +366,11 @@ class LocalUrls:
         return lambda r: [template.format(w=w, s=s, e=e, n=n) for w, s, e, n in self.boxes("EPSG:32629", r)]
 
 
-def local_scenarios(local: dict, plan: Plan, progress: Progress) -> list[dict]:
-    """Uncached XYZ tiles and 1024 px GetMaps from the local COGs; WCS 2.0.1 float32 coverages."""
+def local_scenarios(local: dict, plan: Plan, progress: Progress, only: list[str] | None = None) -> list[dict]:
+    """Uncached XYZ tiles and 1024 px GetMaps from the local COGs; WCS 2.0.1 float32 coverages.
+
+    ``only``: substrings of scenario titles to keep (all when empty), for measuring one change.
+    """
     u = LocalUrls(local, plan)
     eotiler_tiles, titiler_tiles, titiler_bbox, wcs = u.eotiler_tiles, u.titiler_tiles, u.titiler_bbox, u.wcs
 
@@ -417,6 +420,9 @@ def local_scenarios(local: dict, plan: Plan, progress: Progress) -> list[dict]:
         ),
         ("WCS 2.0.1 GetCoverage 1024 px float32 GeoTIFF", {"eotiler": wcs("eotiler"), "mapserver": wcs("mapserver")}),
     ]
+    if only:
+        scenarios = [s for s in scenarios if any(part.lower() in s[0].lower() for part in only)]
+        servers = {name: start for name, start in servers.items() if any(name in s[1] for s in scenarios)}
     task = progress.add_task("local scenarios", total=sum(len(s[1]) for s in scenarios))
     for name in servers:  # one server at a time: peers never share the CPU
         server = servers[name]()
@@ -441,6 +447,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the CI smoke run: small files, one repeat")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="run only the local scenarios whose title contains TEXT (repeatable); prints their rows, writes no report",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     missing = [tool for tool in ("lighttpd", "mapserv") if shutil.which(tool) is None]
@@ -451,7 +463,10 @@ def main() -> int:
     started = time.monotonic()
     with Progress() as progress:
         local = build_local(work, plan.size)
-        rows = local_scenarios(local, plan, progress)
+        rows = local_scenarios(local, plan, progress, args.only)
+        if args.only:
+            print(json.dumps(rows, indent=1))
+            return 0
         from bench_s3 import s3_scenarios  # noqa: PLC0415 - the S3 part lives in its own module
 
         rows += s3_scenarios(plan, args.out, progress)

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     max_scenes: int = Field(default=10, ge=1, le=100, description="scenes read per request at most")
     max_tile_scale: int = Field(default=4, ge=1, le=8)
     read_threads: int = Field(default=4, ge=1, le=32, description="parallel band reads per request")
-    png_zlevel: int = Field(default=6, ge=1, le=9)
+    png_zlevel: int = Field(default=3, ge=1, le=9, description="PNG deflate level (render/encode.py: PNG_ZLEVEL)")
     max_image_size: int = Field(default=4096, ge=256, le=16384, description="largest WIDTH/HEIGHT of a map")
     extra_crs: list[str] = Field(default_factory=list, description="CRS codes advertised besides the defaults")
     log_level: str = "info"

@@ -254,6 +254,7 @@ def fetch(server: Server, urls: list[str], name: str) -> dict:
         todo.put(url)
     outcomes: list[tuple[bool, bool, bool]] = []
     errors: list[str] = []
+    timings: list[tuple[str, float, str | None]] = []  # per answer: URL, seconds, Server-Timing
 
     def client() -> None:
         with httpx.Client(base_url=server.url, timeout=300) as http:
@@ -264,7 +265,9 @@ def fetch(server: Server, urls: list[str], name: str) -> dict:
                     return
                 response = None
                 try:
+                    began = time.perf_counter()
                     response = http.get(url)
+                    timings.append((url, round(time.perf_counter() - began, 3), response.headers.get("server-timing")))
                 except httpx.HTTPError as error:
                     errors.append(f"{url[:120]}: {error!r}")
                 outcome = _outcome(response, name)
@@ -285,6 +288,7 @@ def fetch(server: Server, urls: list[str], name: str) -> dict:
         "incomplete": sum(o[1] for o in outcomes),
         "blank": sum(o[2] for o in outcomes),
         "errors": errors[:5],
+        "timings": timings,
     }
 
 
@@ -322,6 +326,8 @@ def run_peer(peer: Peer, steps: list[Step], proxy: QuotaProxy, advance: Callable
             if trace := os.environ.get("MAP_SESSION_TRACE"):  # every proxied request of the step, to study
                 Path(trace).mkdir(parents=True, exist_ok=True)
                 (Path(trace) / f"{peer.name}-{step.key}.json").write_text(json.dumps(proxy.requests()))
+                (Path(trace) / f"{peer.name}-{step.key}-answers.json").write_text(json.dumps(result["timings"]))
+            result.pop("timings")
             if peer.name == "eotiler":
                 result["block_decodes"] = block_decodes(server) - decoded
             results[step.key] = result

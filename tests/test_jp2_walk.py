@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from server.sources.jp2_index import HOP_BYTES, WalkPolicy, build_index
+from server.sources.jp2_index import WalkPolicy, build_index
+from server.sources.jp2_walk import HOP_BYTES
 from server.sources.s3_gateway import GatewayOptions, S3Gateway
 from server.sources.s3_link import MAX_WALK_WINDOW, WALK_PARTS, LinkEstimate
 from tests.support.s3_server import S3Server
@@ -31,24 +32,55 @@ def reads_of(data: bytes, log: list[tuple[int, int]]):  # noqa: ANN201 - the rea
     return read
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in ORIGINALS.glob("*.jp2")) if ORIGINALS.is_dir() else [])
-def test_spanning_walk_builds_the_same_index_and_hands_over_whole_tile_parts(name: str) -> None:
+NAMES = sorted(p.name for p in ORIGINALS.glob("*.jp2")) if ORIGINALS.is_dir() else []
+
+
+@pytest.mark.parametrize("segments", [1, 3])
+@pytest.mark.parametrize("name", NAMES)
+def test_spanning_walk_builds_the_same_index_and_hands_over_whole_tile_parts(name: str, segments: int) -> None:
     data = (ORIGINALS / name).read_bytes()
     hops: list[tuple[int, int]] = []
     by_hops, _ = build_index(reads_of(data, hops), len(data), '"e"')
     spans: list[tuple[int, int]] = []
     kept: dict[int, bytes] = {}
-    spanning = WalkPolicy(lambda part: int(WALK_PARTS * part), kept.__setitem__)
+    spanning = WalkPolicy(lambda part: int(WALK_PARTS * part), kept.__setitem__, segments)
     by_spans, requests = build_index(reads_of(data, spans), len(data), '"e"', walk=spanning)
 
     assert by_spans == by_hops  # the same TLM marker, byte for byte
     parts = dict(by_spans.tile_parts())
     assert requests == len(spans) < len(hops)
-    assert len(spans) <= len(parts) / WALK_PARTS + 3, (len(spans), len(parts))  # a read per WALK_PARTS parts
+    # a read per WALK_PARTS tile-parts, and per segment a probe and a tile-part cut at its end
+    assert len(spans) <= len(parts) / WALK_PARTS + 3 * segments, (len(spans), len(parts))
     assert len(kept) == len(parts)  # every tile-part came whole with the walk ...
     for offset, blob in kept.items():  # ... and each is exactly the original's bytes of one tile-part
         assert parts[offset] == len(blob)
         assert blob == data[offset : offset + len(blob)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_segments_walked_at_once_by_hops_give_the_same_index(name: str) -> None:
+    """Split points found by their SOT marker, each segment walked in its own thread."""
+    data = (ORIGINALS / name).read_bytes()
+    alone, _ = build_index(reads_of(data, []), len(data), '"e"')
+    log: list[tuple[int, int]] = []
+    together, _ = build_index(reads_of(data, log), len(data), '"e"', walk=WalkPolicy(segments=4))
+    assert together == alone
+    if len(alone.tile_parts()) >= 32:  # split: reads start in the middle before the chain gets there
+        assert sum(1 for offset, _ in log if offset > len(data) // 2) > 3
+
+
+def test_a_false_sot_at_a_split_point_costs_time_not_a_wrong_index() -> None:
+    """Bytes that look like an SOT inside packet data: the chain never lands there, so the
+    segment walked from it is ignored and the chain walked on from where it is."""
+    data = bytearray((ORIGINALS / B04).read_bytes())
+    alone, _ = build_index(reads_of(bytes(data), []), len(data), '"e"')
+    parts = alone.tile_parts()
+    middle = alone.body_offset + (len(data) - 2 - alone.body_offset) // 2
+    offset, length = next((o, n) for o, n in parts if o <= middle < o + n)
+    fake = max(middle, offset + 64)  # inside a tile-part's packet data, where the split point's probe reads
+    data[fake : fake + 10] = b"\xff\x90\x00\x0a" + (5).to_bytes(2, "big") + (10**6).to_bytes(4, "big")
+    walked, _ = build_index(reads_of(bytes(data), []), len(data), '"e"', walk=WalkPolicy(segments=2))
+    assert walked == alone
 
 
 def test_the_link_decides_between_hops_and_spanning_reads() -> None:

@@ -26,18 +26,15 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-SOT = 0xFF90
-EOC = 0xFFD9
+from server.sources.jp2_walk import SOT, NotIndexable, Reader, WalkPolicy, walk_chain
+
+__all__ = ["NotIndexable", "TilePartIndex", "WalkPolicy", "build_index", "tlm_segments"]
+
 TLM = 0xFF55
 SOC = 0xFF4F
+SIZ = 0xFF51
 _NO_INDEX_MARKERS = {TLM, 0xFF57, 0xFF60}  # TLM already there; PLM/PPM: packed headers, left alone
 _MAGIC = b"EOJ2IDX2"  # 2: with Last-Modified; an index of another version is built again
-HOP_BYTES = 16 * 1024  # the least a walk reads: small tile-parts (60 m bands) share one range request
-_MAX_TILE_PARTS = 65535 * 255  # beyond any real file: a corrupt chain is refused, not walked forever
-
-
-class NotIndexable(ValueError):
-    """The object is not a JPEG2000 file this index can help (already has TLM, or malformed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,35 +100,7 @@ class TilePartIndex:
         return cls(etag, size, body_offset, data[prefix_at:], modified)
 
 
-class _Reader:
-    """Range reads with a read-ahead window, so hops that land in bytes already fetched are free."""
-
-    def __init__(self, read: Callable[[int, int], bytes], size: int) -> None:
-        self._read = read
-        self._size = size
-        self._start = 0
-        self._data = b""
-        self.requests = 0
-        self.window = HOP_BYTES  # bytes the next read fetches from where it starts
-
-    def holds(self, offset: int, length: int) -> bool:
-        """Whether bytes ``offset..offset+length`` are in the last read."""
-        return self._start <= offset and offset + length <= self._start + len(self._data)
-
-    def get(self, offset: int, length: int) -> bytes:
-        if offset < 0 or offset + length > self._size:
-            raise NotIndexable("a marker points outside the file")
-        if not self.holds(offset, length):
-            want = min(max(length, self.window, HOP_BYTES), self._size - offset)
-            self._data = self._read(offset, want)
-            self._start = offset
-            self.requests += 1
-            if len(self._data) < length:
-                raise NotIndexable("short read")
-        return self._data[offset - self._start : offset - self._start + length]
-
-
-def _codestream(reader: _Reader, size: int) -> tuple[int, int, int]:
+def _codestream(reader: Reader, size: int) -> tuple[int, int, int]:
     """``(box_offset, codestream_start, codestream_end)`` of the ``jp2c`` box (-1: a bare codestream)."""
     if reader.get(0, 2) == b"\xff\x4f":
         return -1, 0, size
@@ -152,46 +121,26 @@ def _codestream(reader: _Reader, size: int) -> tuple[int, int, int]:
     raise NotIndexable("no codestream box")
 
 
-def _main_header_end(reader: _Reader, start: int) -> int:
-    """Offset of the first SOT marker; refuses files that already carry TLM, PLM or PPM."""
+def _main_header_end(reader: Reader, start: int) -> tuple[int, int]:
+    """Offset of the first SOT marker and the tile count (from SIZ; 0 if absent); refuses files
+    that already carry TLM, PLM or PPM."""
     if struct.unpack(">H", reader.get(start, 2))[0] != SOC:
         raise NotIndexable("codestream does not start with SOC")
     offset = start + 2
+    tiles = 0
     while True:
         marker, length = struct.unpack(">HH", reader.get(offset, 4))
         if marker == SOT:
-            return offset
+            return offset, tiles
+        if marker == SIZ and length >= 38:
+            width, height, _, _, tile_w, tile_h, tile_x, tile_y = struct.unpack(">8I", reader.get(offset + 6, 32))
+            if tile_w and tile_h:
+                tiles = -(-(width - tile_x) // tile_w) * -(-(height - tile_y) // tile_h)
         if marker in _NO_INDEX_MARKERS:
             raise NotIndexable(f"main header already has marker {marker:04X}")
         if marker >> 8 != 0xFF or length < 2:
             raise NotIndexable("malformed main header")
         offset += 2 + length
-
-
-def _tile_parts(reader: _Reader, first: int, end: int, walk: WalkPolicy) -> list[tuple[int, int]]:
-    """``(tile index, length)`` of every tile-part in codestream order, by walking the SOT chain."""
-    parts: list[tuple[int, int]] = []
-    offset = first
-    last = end - 2  # the EOC marker
-    while offset < last:
-        marker, lsot, isot, psot = struct.unpack(">HHHI", reader.get(offset, 10))
-        if marker == EOC:
-            break
-        if marker != SOT or lsot != 10:
-            raise NotIndexable("broken tile-part chain")
-        if psot == 0:  # the last tile-part runs to the end of the codestream
-            psot = last - offset
-        if psot < 14 or len(parts) >= _MAX_TILE_PARTS:
-            raise NotIndexable("broken tile-part chain")
-        parts.append((isot, psot))
-        reader.window = walk.window((offset + psot - first) / len(parts))  # the mean tile-part so far
-        if walk.keep is not None and (reader.holds(offset, psot) or psot <= reader.window):
-            # a tile-part the last read cut is read whole from its start: the next read starts there
-            walk.keep(offset, reader.get(offset, psot))
-        offset += psot
-    if not parts:
-        raise NotIndexable("no tile-parts")
-    return parts
 
 
 def tlm_segments(parts: list[tuple[int, int]]) -> bytes:
@@ -212,16 +161,6 @@ def tlm_segments(parts: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True, slots=True)
-class WalkPolicy:
-    """How a chain walk reads: ``window(mean tile-part bytes so far)`` is how many bytes its next
-    read fetches (``HOP_BYTES``: the next header only); ``keep(offset, bytes)`` receives every
-    tile-part a read held whole."""
-
-    window: Callable[[float], int] = lambda _: HOP_BYTES
-    keep: Callable[[int, bytes], None] | None = None
-
-
 def build_index(
     read: Callable[[int, int], bytes],
     size: int,
@@ -234,11 +173,12 @@ def build_index(
     ``read(offset, length)`` fetches bytes of the original object. Raises ``NotIndexable`` when
     the object already has TLM (OpenJPEG uses it as it is) or is not a JPEG2000 file.
     """
-    reader = _Reader(read, size)
+    reader = Reader(read, size)
     box_offset, start, end = _codestream(reader, size)
-    first = _main_header_end(reader, start)
-    head = bytearray(reader.get(0, first))  # before the walk moves the reader's window away
-    marker = tlm_segments(_tile_parts(reader, first, end, walk or WalkPolicy()))
+    first, tiles = _main_header_end(reader, start)
+    head = bytearray(reader.get(0, first))
+    parts, requests = walk_chain(read, size, first, end, tiles, walk or WalkPolicy())
+    marker = tlm_segments(parts)
     if box_offset >= 0:
         length = struct.unpack_from(">I", head, box_offset)[0]
         if length == 1:
@@ -246,4 +186,4 @@ def build_index(
             struct.pack_into(">Q", head, box_offset + 8, wide + len(marker))
         elif length != 0:  # 0: the box runs to the end of the file, whatever its size
             struct.pack_into(">I", head, box_offset, length + len(marker))
-    return TilePartIndex(etag, size, first, bytes(head) + marker, last_modified), reader.requests
+    return TilePartIndex(etag, size, first, bytes(head) + marker, last_modified), reader.requests + requests

@@ -16,8 +16,9 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from server.sources.jp2_index import HOP_BYTES, NotIndexable, TilePartIndex, WalkPolicy, build_index
+from server.sources.jp2_index import NotIndexable, TilePartIndex, WalkPolicy, build_index
 from server.sources.jp2_index_store import INDEX_MEMORY, IndexStore
+from server.sources.jp2_walk import HOP_BYTES
 from server.sources.s3_tile_part_cache import BytesLru, DiskTileParts
 from server.sources.s3_upstream import PassedOn, Upstream, slice_answer
 
@@ -45,12 +46,14 @@ class TlmServing:
         disk: DiskTileParts | None = None,
         walk_fetch: Fetch | None = None,
         walk_window: Callable[[float], int] = lambda _: HOP_BYTES,
+        walk_segments: int = 1,
     ) -> None:
         """``fetch(method, path, range)``: one store request through the gateway's governor, at the
         priority of the GDAL request being answered; ``walk_fetch``: the same at foreground
         priority, for the tile-part chain walks (default ``fetch``); ``disk``: tile-parts kept
         across restarts (``None``: memory only); ``walk_window``: bytes a walk read fetches for
-        a mean tile-part size (``LinkEstimate.walk_window``; default: the next header only).
+        a mean tile-part size (``LinkEstimate.walk_window``; default: the next header only);
+        ``walk_segments``: parts of a chain walked at the same time (``jp2_walk.py``).
 
         Why walks are foreground: a walk is a hundred small sequential reads that every later
         reader of the file waits for, whichever request started it; at background priority
@@ -60,6 +63,7 @@ class TlmServing:
         self.fetch = fetch
         self.walk_fetch = walk_fetch or fetch
         self.walk_window = walk_window
+        self.walk_segments = walk_segments
         self.indexes = indexes
         self.tile_parts = BytesLru(tile_part_bytes)
         self.disk = disk
@@ -117,7 +121,7 @@ class TlmServing:
         def keep(offset: int, blob: bytes) -> None:  # a tile-part a spanning walk read held whole
             loop.call_soon_threadsafe(self._keep, path, first.etag, offset, blob)
 
-        walk = WalkPolicy(self.walk_window, keep)
+        walk = WalkPolicy(self.walk_window, keep, self.walk_segments)
         try:
             modified = first.headers.get("last-modified", "")
             index, requests = await asyncio.to_thread(build_index, read, size, first.etag, modified, walk)

@@ -81,8 +81,17 @@ class S3Gateway:
         if options.tile_part_dir is not None and options.tile_part_disk_bytes > 0:
             disk = DiskTileParts(options.tile_part_dir, options.tile_part_disk_bytes)
         self.link = LinkEstimate()
+        # a chain is walked in two segments at once: three bands opened together keep the quota's
+        # connections busy (one walk per band left one of four idle)
+        segments = max(1, options.connections // 2)
         self.jp2 = TlmServing(
-            self.fetch, self.indexes, options.tile_part_bytes, disk, self.fetch_foreground, self.link.walk_window
+            self.fetch,
+            self.indexes,
+            options.tile_part_bytes,
+            disk,
+            self.fetch_foreground,
+            self.link.walk_window,
+            segments,
         )
         self.coalesced = 0
         self._inflight: dict[tuple[str, str, str], asyncio.Task[Upstream]] = {}

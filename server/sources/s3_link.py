@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from server.sources.jp2_index import HOP_BYTES
+from server.sources.jp2_walk import HOP_BYTES
 
 SMALL_ANSWER = 64 * 1024  # answers up to this size measure the round trip
 LARGE_ANSWER = 512 * 1024  # answers from this size on measure the throughput

@@ -27,6 +27,7 @@ HOP_BYTES = 16 * 1024  # the least a read fetches: small tile-parts (60 m bands)
 MAX_TILE_PARTS = 65535 * 255  # beyond any real file: a corrupt chain is refused, not walked forever
 _SOT_START = b"\xff\x90\x00\x0a"  # SOT marker and its fixed segment length (Lsot = 10)
 _MIN_SEGMENT_TILE_PARTS = 8  # a file with fewer tile-parts per segment is walked in one piece
+_HELD_BYTES = 64 * 1024**2  # tile-parts a segment holds until the chain reaches it, at most
 
 
 class NotIndexable(ValueError):
@@ -85,6 +86,7 @@ class _Segment:
     parts: list[tuple[int, int]] = field(default_factory=list)  # (tile index, length)
     end: int = 0
     kept: list[tuple[int, bytes]] = field(default_factory=list)
+    held: int = 0  # bytes in ``kept``
     requests: int = 0
 
 
@@ -184,8 +186,9 @@ def _walk_into(segment: _Segment, reader: Reader, stop: int, last: int, walk: Wa
             blob = reader.get(offset, psot)
             if hand_over:
                 walk.keep(offset, blob)
-            else:
+            elif segment.held + len(blob) <= _HELD_BYTES:
                 segment.kept.append((offset, blob))
+                segment.held += len(blob)
         offset += psot
     segment.end = offset
 

@@ -327,6 +327,9 @@ def run_peer(peer: Peer, steps: list[Step], proxy: QuotaProxy, advance: Callable
                 Path(trace).mkdir(parents=True, exist_ok=True)
                 (Path(trace) / f"{peer.name}-{step.key}.json").write_text(json.dumps(proxy.requests()))
                 (Path(trace) / f"{peer.name}-{step.key}-answers.json").write_text(json.dumps(result["timings"]))
+                if peer.name == "eotiler":  # what the caches did in the step
+                    stats = httpx.get(server.url + "/cache/stats", timeout=30).text
+                    (Path(trace) / f"{peer.name}-{step.key}-cache.json").write_text(stats)
             result.pop("timings")
             if peer.name == "eotiler":
                 result["block_decodes"] = block_decodes(server) - decoded

@@ -13,7 +13,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import httpx
@@ -94,15 +94,25 @@ def _warm_process(server: Server) -> None:
     else:
         urls = [f"/cog/tiles/WebMercatorQuad/8/119/109.png?url={sample}&rescale=0,4000"]
     for url in urls:
-        answer = httpx.get(server.url + url, timeout=60)
+        answer = _client().get(server.url + url, timeout=60)
         if answer.status_code != 200:
             raise RuntimeError(f"{server.name} {url} -> {answer.status_code}: {answer.text[:300]}")
+
+
+@cache
+def _client() -> httpx.Client:
+    """One HTTP client for every measured request.
+
+    Why: ``httpx.get`` builds a client (and its TLS context) per call, 30-200 ms on this machine
+    depending on load, which was counted in every tile's time, for both servers alike.
+    """
+    return httpx.Client(timeout=300)
 
 
 def _one(server: Server, url: str, s3) -> dict:
     s3.reset()
     start = time.perf_counter()
-    response = httpx.get(server.url + url, timeout=300)
+    response = _client().get(server.url + url)
     ms = (time.perf_counter() - start) * 1000
     if response.status_code != 200:
         raise RuntimeError(f"{server.name} {url} -> {response.status_code}: {response.text[:300]}")
@@ -245,3 +255,56 @@ def _credential_row(plan: Plan, config: Path, env: dict[str, str], s3, size: int
         "ratios": {},  # the same server twice: no peer
         "spellings": {"cold": ratio(aws["cold"], ours["cold"]), "warm": ratio(aws["warm"], ours["warm"])},
     }
+
+
+def _probe(fmt: str, zoom: int, tiles: int, servers: tuple[str, ...], env_extra: dict[str, str]) -> None:
+    """Cold tiles of one format and zoom, each in a new process, with each answer's Server-Timing
+    and the S3 requests it made (method, range, bytes): where a cold tile's time goes."""
+    from tests.support.s3_server import S3Server
+
+    size = 10980
+    eodata = build(ROOT / "benchmarks" / "results" / "data", size)
+    work = Path(tempfile.mkdtemp(prefix="eotiler-bench-s3-"))
+    config = s3_config(work, size, work / "items")
+    s3 = S3Server(eodata, delay_ms=RTT_MS)
+    env = {**s3.env(), "EOTILER_S3_TILE_PART_DISK_MB": "0", **env_extra}
+    starters = {
+        "eotiler": lambda: start_eotiler(config, 1, {**env, "EOTILER_OVERVIEW_CACHE_DIR": tempfile.mkdtemp()}),
+        "titiler": lambda: start_titiler(1, {**env, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}),
+    }
+    try:
+        found: dict[str, list[float]] = {name: [] for name in servers}
+        for tile in tiles_for(zoom, tiles, size):
+            for name in servers:
+                server = starters[name]()
+                try:
+                    _warm_process(server)
+                    url = _tile_urls(fmt, tile)[name]
+                    s3.reset()
+                    start = time.perf_counter()
+                    answer = _client().get(server.url + url)
+                    ms = (time.perf_counter() - start) * 1000
+                    found[name].append(ms)
+                    print(f"{name} {tile} {ms:.1f} ms  {answer.headers.get('server-timing', '')}")
+                    for entry in s3.requests():
+                        print(f"    {entry['method']} {entry['range']} {entry['bytes']}")
+                finally:
+                    server.stop()
+        for name, values in found.items():
+            print(name, "p50", round(statistics.median(values), 1), [round(v) for v in values])
+    finally:
+        s3.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="cold tiles of one S3 row, with timings and S3 requests")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="cog")
+    parser.add_argument("--zoom", type=int, default=14)
+    parser.add_argument("--tiles", type=int, default=3)
+    parser.add_argument("--servers", default="eotiler,titiler")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for both servers")
+    args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
+    _probe(args.format, args.zoom, args.tiles, tuple(args.servers.split(",")), extra)

@@ -263,11 +263,19 @@ class TlmServing:
         writing.add_done_callback(self._writing.discard)
 
     def _parts(self, path: str, index: TilePartIndex) -> list[tuple[int, int]]:
+        """``(offset, length)`` of the tile-parts, then of the object's tail after them (the EOC
+        marker, and any box after the codestream), which is fetched and kept like a tile-part:
+        GDAL reads those last bytes once per file, and at background priority each such read
+        waited for the views to be quiet."""
         key = (path, index.etag)
         if key not in self._part_lists:
             if len(self._part_lists) >= INDEX_MEMORY:
                 self._part_lists.pop(next(iter(self._part_lists)))
-            self._part_lists[key] = index.tile_parts()
+            parts = index.tile_parts()
+            tail = parts[-1][0] + parts[-1][1] if parts else index.body_offset
+            if tail < index.size:
+                parts.append((tail, index.size - tail))
+            self._part_lists[key] = parts
         return self._part_lists[key]
 
     async def _fetch_parts(self, path: str, etag: str, run: list[tuple[int, int]]) -> list[bytes]:

@@ -56,6 +56,11 @@ class Reader:
         self.requests = 0
         self.window = window  # bytes the next read fetches from where it starts
 
+    @property
+    def size(self) -> int:
+        """Bytes of the object read."""
+        return self._size
+
     def seed(self, start: int, data: bytes) -> None:
         """Bytes from ``start`` already read elsewhere: the first gets are answered from them."""
         self._start, self._data = start, data
@@ -183,14 +188,23 @@ def _walk_into(segment: _Segment, reader: Reader, stop: int, last: int, walk: Wa
         reader.window = walk.window((offset + psot - start) / len(segment.parts))  # the mean tile-part so far
         if walk.keep is not None and (reader.holds(offset, psot) or psot <= reader.window):
             # a tile-part the last read cut is read whole from its start: the next read starts there
-            blob = reader.get(offset, psot)
-            if hand_over:
-                walk.keep(offset, blob)
-            elif segment.held + len(blob) <= _HELD_BYTES:
-                segment.kept.append((offset, blob))
-                segment.held += len(blob)
+            _hold(segment, walk, hand_over, offset, reader.get(offset, psot))
         offset += psot
     segment.end = offset
+    tail = reader.size - offset  # the EOC marker and any box after the codestream
+    if walk.keep is not None and offset >= last and 0 < tail <= HOP_BYTES and reader.holds(offset, tail):
+        _hold(segment, walk, hand_over, offset, reader.get(offset, tail))
+
+
+def _hold(segment: _Segment, walk: WalkPolicy, hand_over: bool, offset: int, blob: bytes) -> None:
+    """Bytes read whole: to ``walk.keep`` now when on the chain for sure, else kept in the segment
+    (up to ``_HELD_BYTES``) until the chain reaches it."""
+    assert walk.keep is not None
+    if hand_over:
+        walk.keep(offset, blob)
+    elif segment.held + len(blob) <= _HELD_BYTES:
+        segment.kept.append((offset, blob))
+        segment.held += len(blob)
 
 
 def _sot_after(

@@ -195,3 +195,23 @@ def test_a_first_view_prefetches_the_coarsest_file_so_zooming_out_is_local(
         assert zoomed_out.count() > 1000
     finally:
         pipe.close()
+
+
+def test_a_band_too_large_to_copy_is_looked_at_once(
+    config: Path, s3: S3Server, tree: dict, tmp_path: Path, monkeypatch
+):
+    """Full copies are for bands up to FULL_COPY_PIXELS; a larger one is opened once to learn its
+    size, not again for every tile of every view (each open cost S3 requests in the background)."""
+    from server.sources import overview_cache
+
+    monkeypatch.setattr(overview_cache, "FULL_COPY_PIXELS", 100 * 100)  # every band of the fixture is larger
+    product = tree["requests"]["levels"][0]
+    pipe = make_pipeline(config, s3, tmp_path / "ov")
+    try:
+        for _ in range(3):
+            assert render(pipe, product, 13).count() > 1000
+            assert pipe.overviews is not None and pipe.overviews.drain()
+        stats = pipe.overviews.stats()
+        assert stats["skipped"] == 2 and stats["builds"] == 0  # the 10 m copy and the 60 m prefetch, once each
+    finally:
+        pipe.close()

@@ -56,6 +56,7 @@ class OverviewCache:
         self._files = DiskLru(directory, max_bytes, what="overview cache", suffix=".tif", keep=1.0)
         self._lock = threading.Lock()
         self._queued: set[str] = set()
+        self._too_large: set[str] = set()  # full copies a band's size rules out
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview")
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-prefetch")
         self._failing = False  # logged once per outage, as the tile cache does for Redis
@@ -155,7 +156,7 @@ class OverviewCache:
         target = self._file(source, res)
         factor = res / native_res
         with self._lock:
-            if str(target) in self._queued or target.exists():
+            if str(target) in self._queued or str(target) in self._too_large or target.exists():
                 return
             self._queued.add(str(target))
         fill = 0.0 if nodata is None else nodata
@@ -195,6 +196,8 @@ class OverviewCache:
             if max_pixels is not None:
                 with rasterio.open(source) as probe:  # the header only: size before any pixel is read
                     if probe.width * probe.height > max_pixels:
+                        with self._lock:  # never opened again for this: every tile of a view asked
+                            self._too_large.add(str(target))
                         self.skipped += 1
                         return False
             with Reader(source, options={"nodata": nodata, "resampling_method": method}) as src:

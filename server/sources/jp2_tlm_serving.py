@@ -169,7 +169,9 @@ class TlmServing:
             if index is None:  # served as it is: the bytes just fetched answer GDAL's open
                 return slice_answer(opening, start, end)
         elif start == 0 and index is not None:  # GDAL opens the file: is it still the object we indexed?
-            probe = await self.fetch("GET", path, "bytes=0-0")
+            # at foreground priority, as walks: one round trip that gates a whole overview build,
+            # which at background priority waited up to 2 s for the views to be quiet per open
+            probe = await self.walk_fetch("GET", path, "bytes=0-0")
             if probe.status not in (200, 206):
                 return probe
             if probe.etag != index.etag:

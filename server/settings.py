@@ -104,7 +104,9 @@ class Settings(BaseSettings):
     dataset_handles: int = Field(
         default=32, ge=0, le=1024, description="open raster handles kept between requests per process (0: off)"
     )
-    gdal_cache_mb: int = Field(default=256, ge=16, le=65536, description="GDAL block cache per process (MB)")
+    # 64 MB holds the decoded blocks consecutive GetMaps and neighbouring tiles share (a 1024 px
+    # map reads 14-24 MB of them); kept VRT handles hold theirs until evicted (scene_reader.py).
+    gdal_cache_mb: int = Field(default=64, ge=16, le=65536, description="GDAL block cache per process (MB)")
     malloc_arenas: int = Field(default=2, ge=0, le=64, description="glibc malloc arenas per process (0: glibc's)")
     overview_cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "eotiler" / "overviews",

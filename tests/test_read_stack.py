@@ -153,3 +153,31 @@ def test_jpeg2000_bands_of_a_scene_are_warped_once_over_decoded_blocks(
         valid &= ~np.ma.getmaskarray(alone)
         assert np.array_equal(data.bands[name], to_units(alone, band, scene, "DN"))
     assert np.array_equal(data.valid, valid) and valid.mean() > 0.9
+
+
+def test_the_stacked_vrt_is_a_pooled_handle_that_threads_share_in_turn(band_files: list[str]):
+    """The VRT is kept open in the dataset pool (its opening is a quarter of a 256 px tile's read)
+    and lent to one thread at a time: reads from four threads over one pool give the pixels of
+    the band reads alone, and the pool holds one VRT besides the three files."""
+    pool = DatasetPool(16)
+    grids = [grid_over(band_files[0], crs, size) for crs in ("EPSG:3857", "EPSG:4326") for size in (256, 384, 512)]
+    expected = {
+        id(grid): [_read_one(path, BAND, grid, "nearest", False) for path in band_files] for grid in grids
+    }
+
+    def check(grid: Grid) -> bool:
+        stacked = _read_stack(band_files, BAND, grid, "nearest", pool, "")
+        assert stacked is not None
+        return all(
+            np.array_equal(np.ma.getmaskarray(a), np.ma.getmaskarray(b)) and np.array_equal(a.filled(0), b.filled(0))
+            for a, b in zip(stacked, expected[id(grid)], strict=True)
+        )
+
+    with ThreadPoolExecutor(4) as executor:
+        assert all(executor.map(check, grids * 4))
+    stats = pool.stats()
+    assert stats["reused"] > 0
+    vrts = [key for key in pool._idle if key[0].startswith("<VRTDataset")]
+    assert len(vrts) == 1, "one VRT key for the three files"
+    assert stats["idle"] <= 4 * 4, "at most one handle per file and thread"
+    pool.close()

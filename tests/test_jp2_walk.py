@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
+from server.sources.gdal_env import GdalEnvironment, S3Settings
 from server.sources.jp2_index import WalkPolicy, build_index
 from server.sources.jp2_walk import HOP_BYTES
 from server.sources.s3_gateway import GatewayOptions, S3Gateway
 from server.sources.s3_link import MAX_WALK_WINDOW, WALK_PARTS, LinkEstimate
 from tests.support.s3_server import S3Server
-from tests.test_s3_gateway import B04, ORIGINALS, expected, read_window, upstream
+from tests.test_s3_gateway import B04, ORIGINALS, READ_OPTIONS, expected, read_window, upstream
 
 pytestmark = pytest.mark.skipif(not ORIGINALS.is_dir(), reason="needs the shared real ESA JPEG2000 files")
 
@@ -125,7 +126,79 @@ def test_tile_parts_the_walk_fetched_are_not_fetched_again(store: S3Server, tmp_
         for other in (Window(1500, 1400, 256, 256), Window(600, 900, 300, 200), Window(1630, 1730, 200, 100)):
             store.reset()
             np.testing.assert_array_equal(read_window(gateway.address, key, other), expected(B04, other))
-            fetched = [r for r in store.requests() if r["range"] != "bytes=0-0"]  # the ETag check on open
+            fetched = [r for r in store.requests() if r["range"] != "bytes=0-65535"]  # the open (and ETag check)
             assert not fetched, [(r["range"], r["bytes"]) for r in fetched]
     finally:
         gateway.stop()
+
+
+def tlm_file(path: Path, size: int = 2048, block: int = 512) -> Path:
+    """A JPEG2000 file as GDAL writes it with ``TLM=YES`` (its own tile-part lengths), real-like pixels."""
+    import rasterio
+
+    with rasterio.open(ORIGINALS / B04) as source:
+        band = source.read(1)
+    data = np.tile(band, (2, 2))[:size, :size]
+    transform = rasterio.transform.from_origin(499980.0, 5900040.0, 10.0, 10.0)
+    profile = {"driver": "JP2OpenJPEG", "width": size, "height": size, "count": 1, "dtype": "uint16"}
+    profile |= {"crs": "EPSG:32629", "transform": transform}
+    options = {"QUALITY": 100, "REVERSIBLE": "YES", "RESOLUTIONS": 4, "TLM": "YES"}
+    options |= {"BLOCKXSIZE": block, "BLOCKYSIZE": block}
+    with rasterio.open(path, "w", **profile, **options) as target:
+        target.write(data, 1)
+    return path
+
+
+def test_a_file_with_its_own_tlm_is_listed_from_it_and_served_unchanged(tmp_path: Path) -> None:
+    from server.sources.jp2_walk import walk_chain
+
+    data = tlm_file(tmp_path / "tlm.jp2").read_bytes()
+    log: list[tuple[int, int]] = []
+    index, requests = build_index(reads_of(data, log), len(data), '"e"')
+    assert requests == len(log) <= 2  # the header only: no walk
+    assert index.virtual_size == len(data) and index.prefix == data[: index.body_offset]  # served as it is
+    end = len(data)  # a bare codestream or a jp2c box running to the end: its parts end 2 bytes before
+    walked, _ = walk_chain(lambda o, n: data[o : o + n], len(data), index.body_offset, end, 16, WalkPolicy())
+    assert [n for _, n in index.tile_parts()] == [n for _, n in walked]
+    assert index.tile_parts()[0][0] == index.body_offset
+
+
+def gateway_s3(gateway: S3Gateway) -> S3Settings:
+    return S3Settings(endpoint=gateway.address, https=False, region="us-east-1", no_sign_request=True)
+
+
+def test_a_tlm_file_through_the_gateway_is_fetched_a_tile_part_at_a_time(tmp_path: Path) -> None:
+    """GDAL reads a tile-part in growing chunks, a round trip each; the gateway fetches it whole once."""
+    root = tmp_path / "store"
+    (root / "originals").mkdir(parents=True)
+    tlm_file(root / "originals" / "tlm.jp2")
+    store = S3Server(root, delay_ms=30)
+    gateway = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), index_dir=tmp_path / "index"))
+    gateway.start()
+    try:
+        import rasterio
+
+        key = "originals/tlm.jp2"
+        window = Window(700, 900, 600, 500)  # across 2 x 2 tiles of 512 px
+        with rasterio.open(root / key) as local:
+            want = local.read(1, window=window)
+        store.reset()
+        direct = read_window(store.endpoint, key, window, signed=upstream(store))
+        by_gdal = len(store.requests())
+        direct_log = [(r["range"], r["bytes"]) for r in store.requests()]
+        store.reset()
+        with GdalEnvironment(READ_OPTIONS, gateway_s3(gateway)).env(f"/vsis3/eodata/{key}"):
+            with rasterio.open(f"/vsis3/eodata/{key}") as opened:  # the header only
+                assert opened.width == 2048
+        # the open's 64 KB answer the open: no tile-part fetched for it (the first one is 560 KB)
+        assert [r["range"] for r in store.requests()] == ["bytes=0-65535"], store.requests()
+        store.reset()
+        served = read_window(gateway.address, key, window)
+        through_gateway = len(store.requests())
+        np.testing.assert_array_equal(direct, want)
+        np.testing.assert_array_equal(served, want)
+        assert gateway.index_reads == 0  # no walk: the file lists its tile-parts
+        assert through_gateway <= by_gdal, (direct_log, [(r["range"], r["bytes"]) for r in store.requests()])
+    finally:
+        gateway.stop()
+        store.stop()

@@ -14,6 +14,11 @@ prefix and the original object. An index is a few KB and is keyed on the object'
 keeps the object's ``Last-Modified``, which the virtual object carries, so that GDAL's idea of
 the file's version (size and modification time) changes when the object does.
 
+A file that carries TLM markers already (not what ESA ships, but what GDAL writes with
+``TLM=YES``) needs no walk: its index lists the tile-parts from those markers and its prefix is
+the original header unchanged, so the object is served as it is, only a whole tile-part at a time
+(GDAL reads a tile-part in growing chunks, 32 KB then 393 KB then more, a round trip each).
+
 How far each read of the walk reaches is the caller's choice (``window``): a hop reads the next
 SOT header only, which costs one round trip per tile-part; when moving a tile-part's bytes costs
 less than a round trip, one read spanning several tile-parts walks them all, and the tile-parts
@@ -33,7 +38,7 @@ __all__ = ["NotIndexable", "TilePartIndex", "WalkPolicy", "build_index", "tlm_se
 TLM = 0xFF55
 SOC = 0xFF4F
 SIZ = 0xFF51
-_NO_INDEX_MARKERS = {TLM, 0xFF57, 0xFF60}  # TLM already there; PLM/PPM: packed headers, left alone
+_NO_INDEX_MARKERS = {0xFF57, 0xFF60}  # PLM/PPM: packet headers in the main header, left alone
 _MAGIC = b"EOJ2IDX2"  # 2: with Last-Modified; an index of another version is built again
 
 
@@ -66,19 +71,14 @@ class TilePartIndex:
             yield False, first + shift, end + shift
 
     def tile_parts(self) -> list[tuple[int, int]]:
-        """``(offset, length)`` of every tile-part in the original object, read back from the TLM marker."""
+        """``(offset, length)`` of every tile-part in the original object, read back from the TLM
+        marker segments of the prefix (the file's own, or the synthesized ones after its header)."""
+        lengths = tlm_lengths(self.prefix, self.prefix.find(b"\xff\x4f\xff\x51") + 2)
         parts: list[tuple[int, int]] = []
-        offset, at = self.body_offset, self.body_offset
-        while at + 6 <= len(self.prefix):
-            marker, length, _, stlm = struct.unpack_from(">HHBB", self.prefix, at)
-            if marker != TLM:
-                break
-            entry = ">HI" if stlm >> 4 & 3 == 2 else ">BI"
-            for position in range(at + 6, at + 2 + length, struct.calcsize(entry)):
-                _, size = struct.unpack_from(entry, self.prefix, position)
-                parts.append((offset, size))
-                offset += size
-            at += 2 + length
+        offset = self.body_offset
+        for size in lengths:
+            parts.append((offset, size))
+            offset += size
         return parts
 
     def to_bytes(self) -> bytes:
@@ -121,9 +121,30 @@ def _codestream(reader: Reader, size: int) -> tuple[int, int, int]:
     raise NotIndexable("no codestream box")
 
 
+def tlm_lengths(header: bytes, at: int) -> list[int]:
+    """Tile-part lengths listed by the TLM marker segments of the main header starting at ``at``
+    (just after SOC), in their ``Ztlm`` order; any Ttlm and Ptlm size (ISO 15444-1 A.7.1)."""
+    segments: list[tuple[int, list[int]]] = []
+    while 0 <= at and at + 4 <= len(header):
+        marker, length = struct.unpack_from(">HH", header, at)
+        if marker >> 8 != 0xFF or length < 2 or marker == SOT:
+            break
+        if marker == TLM and length >= 4 and at + 2 + length <= len(header):
+            number, stlm = header[at + 4], header[at + 5]
+            tile_bytes, part_bytes = (stlm >> 4) & 3, 4 if stlm >> 6 & 1 else 2
+            if tile_bytes == 3:
+                raise NotIndexable("malformed TLM marker")
+            step = tile_bytes + part_bytes
+            fmt = ">I" if part_bytes == 4 else ">H"
+            starts = range(at + 6 + tile_bytes, at + 2 + length - part_bytes + 1, step)
+            segments.append((number, [struct.unpack_from(fmt, header, p)[0] for p in starts]))
+        at += 2 + length
+    return [size for _, sizes in sorted(segments, key=lambda s: s[0]) for size in sizes]
+
+
 def _main_header_end(reader: Reader, start: int) -> tuple[int, int]:
     """Offset of the first SOT marker and the tile count (from SIZ; 0 if absent); refuses files
-    that already carry TLM, PLM or PPM."""
+    whose main header carries PLM or PPM."""
     if struct.unpack(">H", reader.get(start, 2))[0] != SOC:
         raise NotIndexable("codestream does not start with SOC")
     offset = start + 2
@@ -177,6 +198,11 @@ def build_index(
     box_offset, start, end = _codestream(reader, size)
     first, tiles = _main_header_end(reader, start)
     head = bytearray(reader.get(0, first))
+    native = tlm_lengths(bytes(head), start + 2)
+    if native:  # the file's own TLM: served as it is, the index only lists its tile-parts
+        if any(n < 14 for n in native) or first + sum(native) > end:
+            raise NotIndexable("TLM marker does not fit the codestream")
+        return TilePartIndex(etag, size, first, bytes(head), last_modified), reader.requests
     parts, requests = walk_chain(read, size, first, end, tiles, walk or WalkPolicy())
     marker = tlm_segments(parts)
     if box_offset >= 0:

@@ -163,6 +163,7 @@ class TlmServing:
         index = self.indexes.get(path)
         if index is False:
             index = await asyncio.to_thread(self.indexes.load, path)
+        opening: Upstream | None = None
         if index is False:
             opening = await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
             index = await self.index_for(path, opening)
@@ -170,11 +171,12 @@ class TlmServing:
                 return slice_answer(opening, start, end)
         elif start == 0 and index is not None:  # GDAL opens the file: is it still the object we indexed?
             # at foreground priority, as walks: one round trip that gates a whole overview build,
-            # which at background priority waited up to 2 s for the views to be quiet per open
-            probe = await self.walk_fetch("GET", path, "bytes=0-0")
-            if probe.status not in (200, 206):
-                return probe
-            if probe.etag != index.etag:
+            # which at background priority waited up to 2 s for the views to be quiet per open;
+            # the bytes GDAL's open asks for come with it (else the first tile-part came whole)
+            opening = await self.walk_fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
+            if opening.status not in (200, 206):
+                return opening
+            if opening.etag != index.etag:
                 raise Changed
         if index is None:
             return None
@@ -182,8 +184,14 @@ class TlmServing:
         stop = index.virtual_size - 1 if end is None else min(end, index.virtual_size - 1)
         if start > stop:
             return Upstream(416, {"content-range": f"bytes */{index.virtual_size}"}, b"")
+        # the original's first bytes, when the open just fetched them, answer GDAL's open whole
+        known = opening.body if opening is not None and opening.status == 206 else b""
         chunks = [
-            index.prefix[first : last + 1] if from_prefix else await self._original(path, index, first, last)
+            index.prefix[first : last + 1]
+            if from_prefix
+            else known[first : last + 1]
+            if last < len(known)
+            else await self._original(path, index, first, last)
             for from_prefix, first, last in index.pieces(start, stop)
         ]
         headers = {"content-range": f"bytes {start}-{stop}/{index.virtual_size}", **_identity(index)}

@@ -163,13 +163,13 @@ class Metrics:
         )
         self.s3_requests = Counter(
             "eotiler_s3_requests",
-            "HTTP requests GDAL made to object stores, by file system and method",
+            "HTTP requests GDAL made (to the S3 gateway when it runs, else to the store), by file system and method",
             ["fs", "method"],
             registry=self.registry,
         )
         self.s3_bytes = Counter(
             "eotiler_s3_downloaded_bytes",
-            "Bytes GDAL downloaded from object stores, by file system and method",
+            "Bytes GDAL downloaded (from the S3 gateway when it runs, else from the store), by file system and method",
             ["fs", "method"],
             registry=self.registry,
         )

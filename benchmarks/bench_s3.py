@@ -179,15 +179,29 @@ def s3_scenarios(plan: Plan, out: Path, progress: Progress) -> list[dict]:
     return rows
 
 
+def _wait_for_level(server: Server, seconds: float = 120.0) -> None:
+    """Until the overview cache has a file on disk (the level the cold tile queued), or ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stats = _client().get(server.url + "/cache/stats", timeout=30).json().get("overviews", {})
+        if stats.get("files", 0) >= 1:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the overview level was not built in time")
+
+
 def _overview_rows(plan, config, env, titiler_env, s3, size, progress, task) -> dict:
     """JPEG2000 (no TLM) z8-z10: eotiler with an empty overview cache, then warm (a new process
     sharing the cache directory), against TiTiler."""
 
-    def fresh(start: Callable[[], Server], tile: tuple[int, int, int]) -> dict:
+    def fresh(start: Callable[[], Server], tile: tuple[int, int, int], build: bool = False) -> dict:
         server = start()
         try:
             _warm_process(server)
-            return _one(server, _tile_urls("jp2", tile)[server.name], s3)
+            result = _one(server, _tile_urls("jp2", tile)[server.name], s3)
+            if build:  # the level is built in the background: the process stops once it is on disk
+                _wait_for_level(server)
+            return result
         finally:
             server.stop()
 
@@ -195,7 +209,7 @@ def _overview_rows(plan, config, env, titiler_env, s3, size, progress, task) -> 
     for zoom in (10, 9, 8)[: max(1, plan.s3_tiles)]:
         tile = tiles_for(zoom, 1, size)[0]
         ov_env = {**env, "EOTILER_OVERVIEW_CACHE_DIR": tempfile.mkdtemp(prefix="eotiler-bench-ov-")}
-        cold.append(fresh(partial(start_eotiler, config, 1, ov_env), tile))  # builds the level
+        cold.append(fresh(partial(start_eotiler, config, 1, ov_env), tile, build=True))  # builds the level
         warm.append(fresh(partial(start_eotiler, config, 1, ov_env), tile))  # a new process: GDAL cold
         peer.append(fresh(partial(start_titiler, 1, titiler_env), tile))
         progress.advance(task)

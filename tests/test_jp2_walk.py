@@ -202,3 +202,17 @@ def test_a_tlm_file_through_the_gateway_is_fetched_a_tile_part_at_a_time(tmp_pat
     finally:
         gateway.stop()
         store.stop()
+
+
+def test_tile_parts_are_found_after_a_box_that_holds_codestream_like_bytes() -> None:
+    """The codestream is located by walking the boxes, not by searching for SOC and SIZ: a box
+    before it (GeoJP2, GML) may hold those bytes."""
+    import struct
+
+    data = (ORIGINALS / B04).read_bytes()
+    plain, _ = build_index(reads_of(data, []), len(data), '"e"')
+    signature_and_type = 12 + struct.unpack(">I", data[12:16])[0]  # the JP2 signature box, then ftyp
+    box = struct.pack(">I4s", 8 + 8, b"xml ") + b"\xff\x4f\xff\x51\x00\x29\x00\x00"
+    shifted = data[:signature_and_type] + box + data[signature_and_type:]
+    index, _ = build_index(reads_of(shifted, []), len(shifted), '"e"')
+    assert [(offset - len(box), n) for offset, n in index.tile_parts()] == plain.tile_parts()

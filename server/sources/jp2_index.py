@@ -73,7 +73,8 @@ class TilePartIndex:
     def tile_parts(self) -> list[tuple[int, int]]:
         """``(offset, length)`` of every tile-part in the original object, read back from the TLM
         marker segments of the prefix (the file's own, or the synthesized ones after its header)."""
-        lengths = tlm_lengths(self.prefix, self.prefix.find(b"\xff\x4f\xff\x51") + 2)
+        _, start, _ = _codestream(Reader(lambda o, n: self.prefix[o : o + n], len(self.prefix)), len(self.prefix))
+        lengths = tlm_lengths(self.prefix, start + 2)
         parts: list[tuple[int, int]] = []
         offset = self.body_offset
         for size in lengths:
@@ -200,9 +201,10 @@ def build_index(
     head = bytearray(reader.get(0, first))
     native = tlm_lengths(bytes(head), start + 2)
     if native:  # the file's own TLM: served as it is, the index only lists its tile-parts
-        if any(n < 14 for n in native) or first + sum(native) > end:
-            raise NotIndexable("TLM marker does not fit the codestream")
-        return TilePartIndex(etag, size, first, bytes(head), last_modified), reader.requests
+        if all(n >= 14 for n in native) and end - 2 <= first + sum(native) <= end:
+            return TilePartIndex(etag, size, first, bytes(head), last_modified), reader.requests
+        # a TLM that does not account for the codestream is not trusted: the object is served as it is
+        raise NotIndexable("TLM marker does not fit the codestream")
     parts, requests = walk_chain(read, size, first, end, tiles, walk or WalkPolicy())
     marker = tlm_segments(parts)
     if box_offset >= 0:

@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable
 
 from server.sources.jp2_index import NotIndexable, TilePartIndex, WalkPolicy, build_index
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 READ_AHEAD_BYTES = 256 * 1024  # a run of small tile-parts is fetched up to this size (~13 ms at 20 MB/s)
 OPEN_BYTES = 65536  # what GDAL reads at open: one upstream request learns size and ETag
+WALK_READ_SECONDS = 120.0  # a walk thread never waits longer for one read (a stopped loop never answers)
 
 Fetch = Callable[[str, str, str | None], Awaitable[Upstream]]
 
@@ -72,6 +74,7 @@ class TlmServing:
         self.index_reads = 0  # upstream requests spent walking tile-part chains
         self._building: dict[str, asyncio.Future[TilePartIndex | None]] = {}
         self._part_lists: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        self._counting = threading.Lock()
 
     async def index_for(self, path: str, opening: Upstream | None = None) -> TilePartIndex | None:
         """The index of ``path`` (built once, coalesced); ``None`` when it needs none."""
@@ -112,10 +115,11 @@ class TlmServing:
                 return cached[offset : offset + length]
             answer = asyncio.run_coroutine_threadsafe(
                 self.walk_fetch("GET", path, f"bytes={offset}-{offset + length - 1}"), loop
-            ).result()
+            ).result(timeout=WALK_READ_SECONDS)
             if answer.status != 206 or answer.etag != first.etag:
                 raise NotIndexable("the object changed or could not be read while it was indexed")
-            self.index_reads += 1
+            with self._counting:  # the segments of a walk read from threads of their own
+                self.index_reads += 1
             return answer.body
 
         def keep(offset: int, blob: bytes) -> None:  # a tile-part a spanning walk read held whole
@@ -160,27 +164,12 @@ class TlmServing:
         assert match is not None
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) else None
-        index = self.indexes.get(path)
-        if index is False:
-            index = await asyncio.to_thread(self.indexes.load, path)
-        opening: Upstream | None = None
-        if index is False:
-            opening = await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
-            index = await self.index_for(path, opening)
-            if index is None:  # served as it is: the bytes just fetched answer GDAL's open
-                return slice_answer(opening, start, end)
-        elif start == 0 and index is not None:  # GDAL opens the file: is it still the object we indexed?
-            # at foreground priority, as walks: one round trip that gates a whole overview build,
-            # which at background priority waited up to 2 s for the views to be quiet per open;
-            # the bytes GDAL's open asks for come with it (else the first tile-part came whole)
-            opening = await self.walk_fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
-            if opening.status not in (200, 206):
-                return opening
-            if opening.etag != index.etag:
-                raise Changed
-        if index is None:
-            return None
-        assert isinstance(index, TilePartIndex)
+        found = await self._opened(path, start)
+        if isinstance(found, Upstream):  # the store's answer, passed on
+            return found
+        index, opening = found
+        if index is None:  # served as it is: the bytes just fetched (if any) answer GDAL's open
+            return slice_answer(opening, start, end) if opening is not None else None
         stop = index.virtual_size - 1 if end is None else min(end, index.virtual_size - 1)
         if start > stop:
             return Upstream(416, {"content-range": f"bytes */{index.virtual_size}"}, b"")
@@ -196,6 +185,34 @@ class TlmServing:
         ]
         headers = {"content-range": f"bytes {start}-{stop}/{index.virtual_size}", **_identity(index)}
         return Upstream(206, headers, b"".join(chunks))
+
+    async def _opened(self, path: str, start: int) -> tuple[TilePartIndex | None, Upstream | None] | Upstream:
+        """The object's index (``None``: served as it is) and, when fetched here, its first bytes.
+
+        An unknown object is indexed from an opening read of its first 64 KB. GDAL opening a known
+        one (a read from byte 0) gets those 64 KB read again with their ETag checked, at
+        foreground priority as walks: one round trip that gates a whole overview build (at
+        background priority it waited up to 2 s per open for the views to be quiet), and the
+        bytes GDAL's open asks for come with it (else the first tile-part was fetched whole).
+        """
+        index = self.indexes.get(path)
+        if index is False:
+            index = await asyncio.to_thread(self.indexes.load, path)
+        if index is False:
+            opening = await self.fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
+            index = await self.index_for(path, opening)
+            if index is not None and opening.etag != index.etag:  # built for another version meanwhile
+                raise Changed
+            return index, opening
+        if start != 0 or index is None:
+            return index, None
+        assert isinstance(index, TilePartIndex)
+        opening = await self.walk_fetch("GET", path, f"bytes=0-{OPEN_BYTES - 1}")
+        if opening.status not in (200, 206):
+            return opening
+        if opening.etag != index.etag:
+            raise Changed
+        return index, opening
 
     async def _original(self, path: str, index: TilePartIndex, first: int, last: int) -> bytes:
         """Original bytes ``first..last``, fetched a whole tile-part at a time (and kept).

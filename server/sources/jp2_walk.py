@@ -28,6 +28,7 @@ MAX_TILE_PARTS = 65535 * 255  # beyond any real file: a corrupt chain is refused
 _SOT_START = b"\xff\x90\x00\x0a"  # SOT marker and its fixed segment length (Lsot = 10)
 _MIN_SEGMENT_TILE_PARTS = 8  # a file with fewer tile-parts per segment is walked in one piece
 _HELD_BYTES = 64 * 1024**2  # tile-parts a segment holds until the chain reaches it, at most
+_MAX_PROBE_BYTES = 8 * 1024**2  # the read that looks for an SOT at a split point, at most
 
 
 class NotIndexable(ValueError):
@@ -107,7 +108,8 @@ def walk_chain(
     seeds: dict[int, tuple[int, bytes]] = {}  # split point SOT -> the probe read that found it
     requests = 0
     if walk.segments > 1 and tiles >= _MIN_SEGMENT_TILE_PARTS * walk.segments:
-        probe = int(max(walk.window(mean), 3 * mean))  # wider than a tile-part: an SOT falls inside
+        # wider than a tile-part, so an SOT falls inside (a missed one only costs the segment)
+        probe = min(int(max(walk.window(mean), 3 * mean)), _MAX_PROBE_BYTES)
         points = [first + (last - first) * k // walk.segments for k in range(1, walk.segments)]
         with ThreadPoolExecutor(len(points)) as pool:
             found = list(pool.map(lambda at: _sot_after(read, size, at, probe, last, tiles), points))

@@ -336,19 +336,11 @@ def test_a_changed_file_is_not_served_from_old_blocks(tmp_path: Path) -> None:
 
 def test_a_changed_s3_object_is_not_served_from_old_blocks(originals: S3Server, tmp_path: Path) -> None:
     """Same key, new object (another band): a process that opens it anew reads the new pixels."""
-    import boto3
-
     path = f"/vsis3/eodata/originals/{ORIGINAL.name}"
     gdal = s3_environment(originals)
     cache = BlockCache(256 * 1024**2, tmp_path / "blocks", 1024**3)
     grid = tiles_over(str(ORIGINAL), 14, 1, seed=11)[0]
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://{originals.endpoint}",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-        region_name="us-east-1",
-    )
+    client = originals.client()
     other = ORIGINAL.with_name(ORIGINAL.name.replace("B04", "B8A"))
     try:
         with gdal.env(path):

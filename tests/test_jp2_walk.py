@@ -132,7 +132,7 @@ def test_tile_parts_the_walk_fetched_are_not_fetched_again(store: S3Server, tmp_
         gateway.stop()
 
 
-def tlm_file(path: Path, size: int = 2048, block: int = 512) -> Path:
+def tlm_file(path: Path, size: int = 2048) -> Path:
     """A JPEG2000 file as GDAL writes it with ``TLM=YES`` (its own tile-part lengths), real-like pixels."""
     import rasterio
 
@@ -143,7 +143,6 @@ def tlm_file(path: Path, size: int = 2048, block: int = 512) -> Path:
     profile = {"driver": "JP2OpenJPEG", "width": size, "height": size, "count": 1, "dtype": "uint16"}
     profile |= {"crs": "EPSG:32629", "transform": transform}
     options = {"QUALITY": 100, "REVERSIBLE": "YES", "RESOLUTIONS": 4, "TLM": "YES"}
-    options |= {"BLOCKXSIZE": block, "BLOCKYSIZE": block}
     with rasterio.open(path, "w", **profile, **options) as target:
         target.write(data, 1)
     return path
@@ -158,7 +157,7 @@ def test_a_file_with_its_own_tlm_is_listed_from_it_and_served_unchanged(tmp_path
     assert requests == len(log) <= 2  # the header only: no walk
     assert index.virtual_size == len(data) and index.prefix == data[: index.body_offset]  # served as it is
     end = len(data)  # a bare codestream or a jp2c box running to the end: its parts end 2 bytes before
-    walked, _ = walk_chain(lambda o, n: data[o : o + n], len(data), index.body_offset, end, 16, WalkPolicy())
+    walked, _ = walk_chain(lambda o, n: data[o : o + n], len(data), index.body_offset, end, 0, WalkPolicy())
     assert [n for _, n in index.tile_parts()] == [n for _, n in walked]
     assert index.tile_parts()[0][0] == index.body_offset
 
@@ -179,7 +178,7 @@ def test_a_tlm_file_through_the_gateway_is_fetched_a_tile_part_at_a_time(tmp_pat
         import rasterio
 
         key = "originals/tlm.jp2"
-        window = Window(700, 900, 600, 500)  # across 2 x 2 tiles of 512 px
+        window = Window(700, 900, 600, 500)  # across four of the file's code-stream tiles
         with rasterio.open(root / key) as local:
             want = local.read(1, window=window)
         store.reset()
@@ -199,6 +198,11 @@ def test_a_tlm_file_through_the_gateway_is_fetched_a_tile_part_at_a_time(tmp_pat
         np.testing.assert_array_equal(served, want)
         assert gateway.index_reads == 0  # no walk: the file lists its tile-parts
         assert through_gateway <= by_gdal, (direct_log, [(r["range"], r["bytes"]) for r in store.requests()])
+        data = (root / key).read_bytes()
+        index, _ = build_index(reads_of(data, []), len(data), '"e"')
+        starts = {offset for offset, _ in index.tile_parts()}
+        fetched = [r["range"] for r in store.requests() if r["range"] != "bytes=0-65535"]
+        assert fetched and all(int(r[6:].split("-")[0]) in starts for r in fetched), fetched  # whole tile-parts
     finally:
         gateway.stop()
         store.stop()

@@ -185,17 +185,9 @@ print(json.dumps({{"sum": int(data.astype("int64").sum()), "index_reads": gw.ind
 
 
 def test_index_rebuilt_when_the_object_changes(store: S3Server, gateway: S3Gateway) -> None:
-    import boto3
-
     window = Window(800, 800, 200, 200)
     np.testing.assert_array_equal(read_window(gateway.address, KEY, window), expected(B04, window))
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://{store.endpoint}",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-        region_name="us-east-1",
-    )
+    client = store.client()
     try:
         client.upload_file(str(ORIGINALS / B8A), "eodata", KEY)  # same key, new ETag, other pixels
         np.testing.assert_array_equal(read_window(gateway.address, KEY, window), expected(B8A, window))
@@ -491,17 +483,9 @@ def test_options_reach_the_gateway_process_unchanged(tmp_path: Path) -> None:
 def test_indexed_objects_keep_the_stores_last_modified(store: S3Server, gateway: S3Gateway) -> None:
     """GDAL sees an indexed object's Last-Modified (the decoded-block cache's version is size +
     mtime): a replaced object gets another version, also when its index is served from disk."""
-    import boto3
-
     from server.sources.block_read import object_version
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://{store.endpoint}",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-        region_name="us-east-1",
-    )
+    client = store.client()
     path = f"/vsis3/eodata/{KEY}"
 
     def version_seen(through: S3Gateway = gateway) -> tuple[int, int]:

@@ -252,6 +252,18 @@ class S3Server:
             "AWS_SECRET_ACCESS_KEY": secret,
         }
 
+    def client(self) -> Any:
+        """A boto3 client of this store, for tests that replace an object (a new ETag)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://{self.endpoint}",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+            region_name="us-east-1",
+        )
+
     def requests(self) -> list[dict[str, Any]]:
         """Every S3 request since the last reset."""
         return httpx.get(f"http://{self.endpoint}/_log", timeout=10).json()

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
+@functools.cache
 def _glibc(function: str) -> Callable[..., int] | None:
-    """A libc function by name, ``None`` where libc is not glibc (musl, macOS: nothing to tune)."""
+    """A libc function by name, ``None`` where libc is not glibc (musl, macOS: nothing to tune).
+
+    Looked up once per name: ``find_library`` runs ``ldconfig -p`` in a child process on every
+    call, and ``release_free_memory`` runs each time the renders all leave (after every tile of
+    a client asking one at a time).
+    """
     name = ctypes.util.find_library("c")
     if name is None:
         return None

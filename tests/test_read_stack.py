@@ -181,3 +181,40 @@ def test_the_stacked_vrt_is_a_pooled_handle_that_threads_share_in_turn(band_file
     assert len(vrts) == 1, "one VRT key for the three files"
     assert stats["idle"] <= 4 * 4, "at most one handle per file and thread"
     pool.close()
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """Read threads that count the tasks they are given."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.tasks = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - Executor's signature
+        self.tasks += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_tile_of_local_geotiff_bands_is_read_on_the_calling_thread(
+    monkeypatch: pytest.MonkeyPatch, band_files: list[str]
+):
+    """With the decoded-block cache on, bands in files other than JPEG2000 are not handed to the
+    read threads to look for blocks (a hop per band): a 256 px tile of three GeoTIFF bands is one
+    stacked warp on the calling thread, with the pixels of each band read alone."""
+    folder = Path(band_files[0]).parent
+    bands = {name: BandConfig(asset=name, resolutions=[60], scale=0.0001) for name in ("B04", "B03", "B02")}
+    assets = {name: f"s3://eodata/{name}.tif" for name in bands}
+    scene = Scene("T29UNU", datetime(2022, 10, 5, tzinfo=UTC), 0.0, (-9.0, 52.9, -8.5, 53.3), assets)
+    collection = CollectionConfig(
+        title="sample", catalogue={"type": "static", "path": str(folder)}, data_root=str(folder), bands=bands
+    )
+    monkeypatch.setattr(block_cache, "_CURRENT", BlockCache(64 * 1024**2))
+    grid = grid_over(band_files[0], "EPSG:3857", 256)
+    with CountingExecutor(4) as executor:
+        data = read_scene(scene, collection, list(bands), grid, units="DN", executor=executor, pool=DatasetPool(8))
+    assert executor.tasks == 0
+    assert data is not None and data.valid.mean() > 0.9
+    for name, path in zip(("B04", "B03", "B02"), band_files, strict=True):
+        alone = _read_one(path, bands[name], grid, "nearest", False)
+        assert alone is not None
+        assert np.array_equal(data.bands[name], to_units(alone, bands[name], scene, "DN"))

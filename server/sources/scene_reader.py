@@ -309,11 +309,14 @@ class _BandReads:
         """The GDAL path of ``source``'s file in the scene."""
         return gdal_path(self.scene.assets[source.asset_key], self.collection.href_prefix, self.collection.data_root)
 
-    def load(self, unit: list[tuple[str, BandConfig, BandSource]], paths: list[str] | None) -> list[tuple[str, Raw]]:
-        """The bands of ``unit`` (from ``paths`` when known), stacked when they can be, named."""
+    def load(self, unit: list[tuple[str, BandConfig, BandSource]], known: Mapping[str, str]) -> list[tuple[str, Raw]]:
+        """The bands of ``unit`` (from the files ``known`` by band name, else ``files``), stacked
+        when they can be, named."""
         identity = self.gdal.identity if self.gdal is not None else ""
         with self.env(self.band_file(unit[0][2])):
-            paths = paths or self.files(unit)
+            unknown = [item for item in unit if item[0] not in known]
+            found = dict(zip([name for name, _, _ in unknown], self.files(unknown), strict=True)) if unknown else {}
+            paths = [known.get(name) or found[name] for name, _, _ in unit]
             raws: list[Raw] | None = None
             if len(unit) > 1:
                 raws = _read_stack(paths, unit[0][1], self.grid, self.resampling, self.pool, identity)
@@ -465,20 +468,24 @@ def read_scene(
     tasks: list[Callable[[], list[tuple[str, Raw]]]] = []
     paths: dict[str, str] = {}
     rest = plan
-    if cache is not None:
-        # Bands served by decoded blocks: their blocks assembled (decoded where missing) band by
-        # band in parallel, then one warp per group of bands on one pixel grid (_warp_blocks).
+    # Bands served by decoded blocks (JPEG2000 band files, block_read.applies): their blocks
+    # assembled (decoded where missing) band by band in parallel, then one warp per group of
+    # bands on one pixel grid (_warp_blocks). Other files are never handed to the read threads
+    # for this: a thread hop per band costs a 256 px tile more than the check.
+    blocky = [item for item in plan if cache is not None and block_read.applies(reads.band_file(item[2]))]
+    if cache is not None and blocky:
         assemble = partial(reads.assemble, cache=cache)
-        assembled = list(executor.map(assemble, plan)) if executor and len(plan) > 1 else [assemble(i) for i in plan]
-        served = [(item, part) for item, (_, part) in zip(plan, assembled, strict=True) if part is not None]
+        assembled = list(executor.map(assemble, blocky) if executor and len(blocky) > 1 else map(assemble, blocky))
+        served = [(item, part) for item, (_, part) in zip(blocky, assembled, strict=True) if part is not None]
         for group in _block_groups(served):
             tasks += _warp_blocks(group, grid, resampling)
-        paths = {item[0]: path for item, (path, part) in zip(plan, assembled, strict=True) if part is None}
-        rest = [item for item in plan if item[0] in paths]
+        paths = {item[0]: path for item, (path, part) in zip(blocky, assembled, strict=True) if part is None}
+        assembled_names = {name for name, _, _ in blocky} - paths.keys()
+        rest = [item for item in plan if item[0] not in assembled_names]
     # Remote bands are never stacked (see _read_stack): one unit each, so they are read at once.
     stackable = not gcps and not collection.data_root.startswith("/vsi")
     read_units = _stack_units(rest) if stackable else [[item] for item in rest]
-    tasks += [partial(reads.load, unit, [paths[name] for name, _, _ in unit] if paths else None) for unit in read_units]
+    tasks += [partial(reads.load, unit, paths) for unit in read_units]
     results = list(executor.map(_call, tasks)) if executor and len(tasks) > 1 else [task() for task in tasks]
     by_name = {name: raw for named in results for name, raw in named}
     raws = [by_name[name] for name, _, _ in plan]

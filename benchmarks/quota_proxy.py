@@ -15,8 +15,10 @@ What it does, per request:
   forwarded byte for byte (request line and headers untouched, ``Host`` included, so a SigV4
   signature stays valid for a server that checks it) over a pooled keep-alive connection, and the
   answer is streamed back, optionally capped at ``--mb-per-s`` per connection; the client's
-  connection stays open as CDSE keeps it (the store's ``Connection: close`` is not passed on), or
-  with ``--close-connections`` is closed after every answer, as the moto server does.
+  connection stays open as CDSE and the test S3 server (``tests/support/s3_server.py``) keep theirs
+  (a store's ``Connection: close`` is not passed on), or with ``--close-connections`` is closed
+  after every answer: a store that closes its connections, where a client's next request arrives
+  on a new connection while the store may still count the last one.
 
 The log (``GET /_log``) has one entry per request: method, path, query, range, key, status, body
 bytes, ``active`` (the key's requests in flight when it arrived, itself and refused ones
@@ -67,7 +69,7 @@ class Limits:
     requests_per_minute: int = 2000
     rtt_ms: float = 30.0
     mb_per_s: float = 0.0  # per connection; 0 = uncapped
-    keep_alive: bool = True  # False: every client connection is closed after one answer, as moto does
+    keep_alive: bool = True  # False: every client connection is closed after one answer (a closing store)
 
 
 @dataclass
@@ -299,10 +301,11 @@ class Proxy:
 def _keep_alive(head: bytes) -> bytes:
     """The answer's head without ``Connection: close``: the client's connection stays open.
 
-    The moto server closes its connection after every answer (and says so); CDSE keeps a client's
-    connections open, and a client that opens a new connection per request makes the proxy count
-    the old request a moment after the client holds it no longer. Upstream connections are still
-    closed when the store says so.
+    CDSE keeps a client's connections open; a store that closes one after an answer (the test
+    server does after an error or a short body) must not make the proxy close the client's, or a
+    client opening a new connection per request makes the proxy count the old request a moment
+    after the client holds it no longer. The upstream connection is still closed when the store
+    says so.
     """
     lines = head.split(b"\r\n")
     kept = [line for line in lines if line.replace(b" ", b"").lower() != b"connection:close"]
@@ -443,7 +446,7 @@ def main() -> None:
     parser.add_argument("--requests-per-minute", type=int, default=2000)
     parser.add_argument("--mb-per-s", type=float, default=0.0, help="bandwidth cap per connection (0: none)")
     parser.add_argument(
-        "--close-connections", action="store_true", help="close each client connection after one answer (as moto)"
+        "--close-connections", action="store_true", help="close each client connection after one answer"
     )
     parser.add_argument("--check", action="store_true", help="check the limits against a moto server, then exit")
     args = parser.parse_args()

@@ -2,7 +2,10 @@
 
 Why a process of its own: GDAL reaches it over HTTP exactly as it reaches CDSE (``AWS_S3_ENDPOINT``,
 path-style, signed requests), and a WSGI wrapper counts every request at the server, which is
-what the request-count assertions and the benchmarks need. Options:
+what the request-count assertions and the benchmarks need. As CDSE does, it keeps HTTP/1.1
+connections open between requests (``_KeepAlive``) and answers a range GET in a time that does not
+grow with the object: ranges of the files it was filled with are read from those files
+(``s3_disk_reads.py``, moto's own headers), everything else is moto's answer. Options:
 
 - ``--delay-ms N`` holds each request N ms before answering (an emulated round-trip time);
 - ``--require-key ID`` answers 403 ``InvalidAccessKeyId`` to requests signed with any other key
@@ -15,7 +18,9 @@ the promised body, then the connection closes, ``drop``: the connection closes w
 answer, ``flaky``: every third request dropped) until ``POST /_fault?mode=none``; ``429xN``
 answers the next N requests ``429 SlowDown`` with ``Retry-After: 1``, as CDSE does beyond its quota.
 Each log entry's ``active`` is how many requests were being answered when it arrived (itself
-included), so a test can see the peak concurrency a client put on the store.
+included), so a test can see the peak concurrency a client put on the store. ``GET /_disk_reads``
+tells how many keys are read from disk and how many answers were; ``POST /_disk_reads?mode=off``
+sends every request to moto (``mode=on``: back), to compare the two answers.
 
 ``S3Server`` starts the process from a test and reads the log.
 """
@@ -37,6 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from werkzeug.serving import WSGIRequestHandler
+from werkzeug.wsgi import LimitedStream
+
+from tests.support.s3_disk_reads import DiskReads
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
@@ -44,8 +53,9 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 class _Counting:
     """WSGI middleware: logs method, path, Range, status and body bytes of every S3 request."""
 
-    def __init__(self, app: Any, delay: float, require_key: str | None) -> None:
+    def __init__(self, app: Any, disk: DiskReads, delay: float, require_key: str | None) -> None:
         self.app = app
+        self.disk = disk
         self.delay = delay
         self.require_key = require_key
         self.log: list[dict[str, Any]] = []
@@ -61,6 +71,8 @@ class _Counting:
             return [b""]
         if path.startswith("/_log"):
             return self._control(environ, start_response)
+        if path.startswith("/_disk_reads"):
+            return self.disk.control(environ, start_response)
         with self.lock:
             self.active += 1
             entry = {
@@ -168,7 +180,79 @@ class _Counting:
         return [payload]
 
 
-def _fill(port: int, root: Path, bucket: str, key: str | None) -> int:
+class _KeepAlive(WSGIRequestHandler):
+    """HTTP/1.1 with persistent connections, as CDSE answers.
+
+    werkzeug's own handler sends ``Connection: close`` with every answer (and, after it, reads
+    whatever the client sent next, for 10 ms, to discard an unread body), so every client paid a
+    new TCP connection per request. This one answers with a ``Content-Length`` and reads exactly
+    the request's body before the next request; it closes the connection only when the client
+    asks, when a body is shorter than its ``Content-Length`` (the ``truncate`` fault: the client
+    must see a short read) or after an error (the ``drop`` fault has closed the socket already).
+    """
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave at once, without waiting for an ACK
+
+    def run_wsgi(self) -> None:
+        environ = self.make_environ()
+        if not environ.get("wsgi.input_terminated"):  # chunked bodies end by themselves
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                self.close_connection = True
+                self.send_error(400, "bad Content-Length")
+                return
+            environ["wsgi.input"] = LimitedStream(self.rfile, length)
+        try:
+            self._answer(environ)
+        except (ConnectionError, OSError):
+            self.close_connection = True
+
+    def _answer(self, environ: dict[str, Any]) -> None:
+        """Call the application, send its answer, then read what is left of the request's body."""
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started[:] = [status, headers]
+            return lambda data: None
+
+        try:
+            answer = self.server.app(environ, start_response)
+            try:
+                body = b"".join(answer)
+            finally:
+                getattr(answer, "close", lambda: None)()
+        except (ConnectionError, OSError):
+            raise
+        except Exception:  # noqa: BLE001 - a failing request must not take the server down
+            self.close_connection = True
+            self.send_error(500)
+            return
+        status, headers = started
+        code, _, reason = status.partition(" ")
+        self.send_response(int(code), reason)
+        promised = None
+        for name, value in headers:
+            if name.lower() == "content-length":
+                promised = int(value)
+            self.send_header(name, value)
+        bodiless = environ["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or int(code) < 200
+        if promised is None and not bodiless:
+            promised = len(body)
+            self.send_header("Content-Length", str(promised))
+        self.end_headers()
+        if not bodiless:
+            self.wfile.write(body)
+            if len(body) != promised:
+                self.close_connection = True
+        if not self.close_connection:
+            stream = environ["wsgi.input"]
+            while stream.read(1 << 20):
+                pass
+
+
+def _fill(port: int, root: Path, bucket: str, key: str | None, disk: DiskReads) -> int:
     import boto3  # imported here: only the server process needs it
 
     client = boto3.client(
@@ -182,7 +266,9 @@ def _fill(port: int, root: Path, bucket: str, key: str | None) -> int:
     count = 0
     for path in sorted(root.rglob("*")):
         if path.is_file():
-            client.upload_file(str(path), bucket, path.relative_to(root).as_posix())
+            name = path.relative_to(root).as_posix()
+            client.upload_file(str(path), bucket, name)
+            disk.add(bucket, name, path, key or "fill")
             count += 1
     return count
 
@@ -204,10 +290,11 @@ def main() -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per range GET is noise
 
-    app = _Counting(DomainDispatcherApplication(create_backend_app), 0.0, None)
-    server = make_server("127.0.0.1", args.port, app, threaded=True)
+    disk = DiskReads(DomainDispatcherApplication(create_backend_app))
+    app = _Counting(disk, disk, 0.0, None)
+    server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=_KeepAlive)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    files = sum(_fill(server.server_port, root, args.bucket, args.require_key) for root in args.root)
+    files = sum(_fill(server.server_port, root, args.bucket, args.require_key, disk) for root in args.root)
     app.log.clear()
     app.delay = args.delay_ms / 1000.0
     app.require_key = args.require_key
@@ -271,6 +358,13 @@ class S3Server:
     def reset(self) -> None:
         """Empty the request log."""
         httpx.post(f"http://{self.endpoint}/_log/reset", timeout=10)
+
+    def disk_reads(self, on: bool | None = None) -> dict[str, Any]:
+        """Keys read from disk and answers served so; ``on=False`` sends every request to moto."""
+        if on is None:
+            return httpx.get(f"http://{self.endpoint}/_disk_reads", timeout=10).json()
+        mode = "on" if on else "off"
+        return httpx.post(f"http://{self.endpoint}/_disk_reads?mode={mode}", timeout=10).json()
 
     def set_fault(self, mode: str) -> None:
         """Fail every later S3 request (modes: see the module docstring); ``none`` heals."""

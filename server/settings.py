@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.resources import default_config_path
-from server.sources.gdal_env import GdalEnvironment, S3Settings
+from server.sources.gdal_env import GATEWAY_OPTION, GdalEnvironment, S3Settings
 from server.sources.s3_gateway import GatewayOptions
 
 # GDAL options for cloud reads; values, reasons and the request counts measured for each in
@@ -186,6 +186,7 @@ class Settings(BaseSettings):
         # (the gateway detects those upstream), so GDAL's stall limit is its whole timeout.
         options = self.gdal_options()
         options["GDAL_HTTP_LOW_SPEED_TIME"] = options["GDAL_HTTP_TIMEOUT"]
+        options[GATEWAY_OPTION] = gateway  # reads ask it for a window's tile-parts first (s3_prefetch.py)
         return GdalEnvironment(options, local)
 
     def gateway_options(self, buckets: frozenset[str]) -> GatewayOptions:

@@ -310,6 +310,24 @@ def test_cold_jpeg2000_tile_with_tlm_needs_at_most_six_requests(pipe: Pipeline, 
     assert max(counts) <= 6, counts
 
 
+def test_a_zoomed_out_jpeg2000_tile_fetches_its_tile_parts_at_once(
+    config: Path, s3: S3Server, tree: dict, tmp_path: Path
+) -> None:
+    """GDAL decodes a window's code-stream tiles one after the other; the reader names the window
+    to the S3 gateway first (``s3_prefetch.py``), which fetches their tile-parts concurrently.
+    A z11 tile reads the 10 m file at a resolution level over its four 1024 px tiles."""
+    settings = s3_settings(config, s3, jp2_index_dir=tmp_path / "index")  # a new gateway: nothing held
+    pipeline = Pipeline(LayerRegistry(load_config(config), settings), settings)
+    try:
+        log = count_requests(pipeline, s3, tree["requests"]["jp2"][0], 11)
+        assert pipeline.gateway is not None and pipeline.gateway.stats()["prefetched_tile_parts"] == 4
+    finally:
+        pipeline.close()
+    assert_plain_gets(log)
+    parts = [r for r in log if not r["range"].startswith("bytes=0-")]  # after the open's first 64 KB
+    assert len(parts) <= 4 and max(r["active"] for r in parts) >= 2, parts
+
+
 @pytest.mark.parametrize(("zoom", "folder"), [(14, "/R10m/"), (12, "/R20m/"), (10, "/R60m/")])
 def test_zoomed_out_tiles_read_the_coarser_files(pipe: Pipeline, s3: S3Server, tree: dict, zoom: int, folder: str):
     log = count_requests(pipe, s3, tree["requests"]["levels"][0], zoom)

@@ -218,3 +218,33 @@ def test_a_tile_of_local_geotiff_bands_is_read_on_the_calling_thread(
         alone = _read_one(path, bands[name], grid, "nearest", False)
         assert alone is not None
         assert np.array_equal(data.bands[name], to_units(alone, bands[name], scene, "DN"))
+
+
+@pytest.mark.parametrize(("crs", "full"), [("EPSG:3857", (0.8, 1.0, 1.15, 1.3)), ("EPSG:4326", (0.8, 1.0))])
+def test_a_warp_at_the_files_full_resolution_opens_them_without_overviews(
+    band_files: list[str], crs: str, full: tuple[float, ...]
+):
+    """Grids from 0.8 to 3 times coarser than the files (overviews at 2x and 4x): those GDAL
+    reads at full resolution go through a VRT whose sources hide their overviews, the coarser ones
+    through the overviews, and every one has the pixels of rio-tiler's read of each band alone.
+    GDAL takes the 2x overview from about 1.58 (measured); in EPSG:4326 at 53 N a grid pixel
+    spans more file pixels across than down, so fewer grids are read without overviews."""
+    with rasterio.open(band_files[0]) as src:
+        b = src.bounds
+        centre_x, centre_y = (b.left + b.right) / 2, (b.bottom + b.top) / 2
+    hidden: dict[float, bool] = {}
+    for shrink in (0.8, 1.0, 1.15, 1.3, 1.5, 1.56, 1.6, 1.7, 1.9, 2.3, 3.0):
+        half = 256 * 60 * shrink / 2  # a 256 px grid of ``shrink`` file pixels per grid pixel
+        box = transform_bounds(src.crs, crs, centre_x - half, centre_y - half, centre_x + half, centre_y + half)
+        grid = Grid(box, CRS.from_user_input(crs), 256, 256)
+        pool = DatasetPool(8)
+        stacked = _read_stack(band_files, BAND, grid, "nearest", pool, "")
+        assert stacked is not None
+        hidden[shrink] = any("OVERVIEW_LEVEL" in key[0] for key in pool._idle)
+        for path, array in zip(band_files, stacked, strict=True):
+            alone = _read_one(path, BAND, grid, "nearest", False)
+            assert array is not None and alone is not None
+            assert np.array_equal(np.ma.getmaskarray(array), np.ma.getmaskarray(alone)), f"x{shrink} in {crs}"
+            assert np.array_equal(array.filled(0), alone.filled(0)), f"x{shrink} in {crs}"
+        pool.close()
+    assert [shrink for shrink, yes in hidden.items() if yes] == list(full)

@@ -184,6 +184,74 @@ print(json.dumps({{"sum": int(data.astype("int64").sum()), "index_reads": gw.ind
     assert 1 <= len(store.requests()) <= 6, store.requests()
 
 
+def _tile_part_reads(store: S3Server) -> list[dict]:
+    """The store requests after GDAL's open (which fetches the object's first 64 KB)."""
+    return [r for r in store.requests() if not (r["range"] or "").startswith("bytes=0-")]
+
+
+@pytest.mark.parametrize(
+    ("window", "shape", "runs"),
+    [
+        (Window(1500, 1400, 256, 256), (256, 256), 1),  # a map tile at 60 m: 3 x 2 tiles of 192 px
+        (Window(0, 0, 1152, 768), (384, 576), 2),  # zoomed out: 6 x 4 tiles read at a resolution level
+    ],
+)
+def test_a_prefetched_window_is_read_without_further_requests(
+    store: S3Server, gateway: S3Gateway, window: Window, shape: tuple[int, int], runs: int
+) -> None:
+    """``POST /_prefetch`` fetches the window's tile-parts at once: requests of about a round
+    trip's worth of bytes (800 KB on the gateway's starting figures, CDSE's 40 ms and 20 MB/s),
+    on parallel connections, with the bytes GDAL's chunks reach around them (the first window's
+    six tile-parts are a few KB; the second's 24 are 1.3 MB). GDAL's read then fetches none of
+    the window's bytes; what it may still fetch is its read-ahead beyond them (a doubling chunk
+    reaching further than a round trip's worth past the window)."""
+    read_window(gateway.address, KEY, Window(0, 0, 16, 16))  # the index is built (and kept on disk)
+    # a gateway holding the index but no tile-part (the walk above kept the ones it read)
+    fresh = S3Gateway(GatewayOptions(upstream(store), frozenset({"eodata"}), index_dir=gateway.options.index_dir))
+    fresh.start()
+    try:
+        store.reset()
+        col1, row1 = window.col_off + window.width, window.row_off + window.height
+        cols_rows = [window.col_off, window.row_off, col1, row1]
+        answer = httpx.post(
+            f"http://{fresh.address}/_prefetch", json={"path": f"/eodata/{KEY}", "window": cols_rows}, timeout=30
+        )
+        assert answer.status_code == 200
+        fetched = _tile_part_reads(store)
+        tiles = ((col1 - 1) // 192 - window.col_off // 192 + 1) * ((row1 - 1) // 192 - window.row_off // 192 + 1)
+        assert answer.json() == {"fetched": tiles}
+        assert len(fetched) == runs, fetched
+        assert runs == 1 or max(r["active"] for r in fetched) >= 2, fetched  # at once, not one after the other
+
+        store.reset()
+        path = f"/vsis3/eodata/{KEY}"
+        s3 = S3Settings(endpoint=fresh.address, https=False, region="us-east-1", no_sign_request=True)
+        with GdalEnvironment(READ_OPTIONS, s3).env(path):
+            forget_remote_file(path)
+            with rasterio.open(path) as dataset:
+                data = dataset.read(1, window=window, out_shape=shape)
+        with rasterio.open(ORIGINALS / B04) as dataset:
+            np.testing.assert_array_equal(data, dataset.read(1, window=window, out_shape=shape))
+        original = (ORIGINALS / B04).read_bytes()
+        index, _ = build_index(lambda offset, length: original[offset : offset + length], len(original), "-")
+        window_end = max(offset + length for offset, length in index.tile_parts_under(tuple(cols_rows)))
+        later = _tile_part_reads(store)
+        assert len(later) <= 1 and all(int(r["range"][6:].split("-")[0]) > window_end for r in later), later
+    finally:
+        fresh.stop()
+
+
+def test_prefetch_refuses_what_the_gateway_does_not_serve(gateway: S3Gateway) -> None:
+    url = f"http://{gateway.address}/_prefetch"
+    window = [0, 0, 10, 10]
+    assert httpx.post(url, json={"path": "/other/a.jp2", "window": window}).status_code == 403
+    assert httpx.post(url, json={"path": "/eodata/a.tif", "window": window}).status_code == 403
+    assert httpx.post(url, json={"path": "/eodata/../x.jp2", "window": window}).status_code == 403
+    assert httpx.post(url, content=b"{not json").status_code == 400
+    assert httpx.post(url, json={"path": f"/eodata/{KEY}", "window": "all"}).status_code == 400
+    assert httpx.get(url).status_code == 403
+
+
 def test_index_rebuilt_when_the_object_changes(store: S3Server, gateway: S3Gateway) -> None:
     window = Window(800, 800, 200, 200)
     np.testing.assert_array_equal(read_window(gateway.address, KEY, window), expected(B04, window))

@@ -95,6 +95,10 @@ class GatewayMetrics:
         "queue_wait_seconds": ("eotiler_s3_queue_wait_seconds", "Seconds S3 requests waited for the quota"),
         "coalesced": ("eotiler_s3_coalesced", "Range reads served by an identical request already in flight"),
         "index_reads": ("eotiler_jp2_index_reads", "Range reads spent walking JPEG2000 tile-part chains"),
+        "prefetched_tile_parts": (
+            "eotiler_jp2_prefetched_tile_parts",
+            "JPEG2000 tile-parts fetched ahead of GDAL's reads of a window",
+        ),
     }
 
     def __init__(self, stats: Callable[[], dict[str, float]], registry: CollectorRegistry) -> None:

@@ -40,7 +40,7 @@ from rio_tiler.reader import read
 from rio_tiler.utils import get_vrt_transform
 
 from server.models import Grid
-from server.sources import gdal_native
+from server.sources import gdal_native, s3_prefetch
 from server.sources.block_cache import BlockCache, BlockKey
 
 MAX_VRT_RATIO = 1.5  # VRT pixels per grid pixel above which GDAL would read a resolution level
@@ -151,7 +151,7 @@ def assemble(
     )
     if vrt_width > grid.width * MAX_VRT_RATIO or vrt_height > grid.height * MAX_VRT_RATIO:
         return None
-    window = _source_window(dataset, grid, vrt_transform, vrt_width, vrt_height)
+    window = source_window(dataset, grid, vrt_transform, vrt_width, vrt_height)
     if window is None:
         return None
     version = object_version(path)
@@ -240,7 +240,7 @@ _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": 
                "float32": "Float32", "float64": "Float64"}  # fmt: skip
 
 
-def _source_window(
+def source_window(
     dataset: DatasetReader, grid: Grid, vrt_transform: Affine, vrt_width: int, vrt_height: int
 ) -> tuple[int, int, int, int] | None:
     """Rows and columns ``(row0, row1, col0, col1)`` of the file under the VRT, with a margin."""
@@ -280,7 +280,19 @@ def _assemble(
     keys = {(row, col): BlockKey(path, version, 1, col, row) for row in rows for col in cols}
     led = cache.claim(keys.values())  # the blocks this read produces; others are another thread's
     where = {key: place for place, key in keys.items()}
-    region = _Region(dataset, [where[key] for key in led if not cache.holds(key)], block_height, block_width)
+    decoded = [where[key] for key in led if not cache.holds(key)]
+    if decoded:  # over S3, their tile-parts fetched at once before GDAL reads them one by one
+        block_rows, block_cols = [r for r, _ in decoded], [c for _, c in decoded]
+        s3_prefetch.window(
+            path,
+            (
+                min(block_cols) * block_width,
+                min(block_rows) * block_height,
+                (max(block_cols) + 1) * block_width,
+                (max(block_rows) + 1) * block_height,
+            ),
+        )
+    region = _Region(dataset, decoded, block_height, block_width)
     cache.produce(led, lambda key: region.block(*where[key]))
     if len(keys) == 1:  # the usual tile at z14 and finer: the cached block itself, no copy
         block = cache.get(next(iter(keys.values())), partial(region.block, rows[0], cols[0]))

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from rasterio.session import Session
 
 PRIORITY_HEADER = "X-Eotiler-Priority"
+GATEWAY_OPTION = "EOTILER_S3_GATEWAY"  # a config option GDAL ignores: the S3 gateway a read goes through
 BACKGROUND_WAIT_SECONDS = 120  # GDAL's HTTP timeout and stall limit for background reads
 
 

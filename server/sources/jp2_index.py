@@ -73,14 +73,38 @@ class TilePartIndex:
     def tile_parts(self) -> list[tuple[int, int]]:
         """``(offset, length)`` of every tile-part in the original object, read back from the TLM
         marker segments of the prefix (the file's own, or the synthesized ones after its header)."""
-        _, start, _ = _codestream(Reader(lambda o, n: self.prefix[o : o + n], len(self.prefix)), len(self.prefix))
-        lengths = tlm_lengths(self.prefix, start + 2)
-        parts: list[tuple[int, int]] = []
+        return [(offset, length) for _, offset, length in self._entries()]
+
+    def tile_parts_under(self, window: tuple[int, int, int, int]) -> list[tuple[int, int]]:
+        """``(offset, length)`` of the tile-parts of the code-stream tiles that hold pixels of
+        ``window`` (``col0, row0, col1, row1`` of the full-resolution image, ends excluded), in
+        file order; empty when the header gives no tile grid."""
+        grid = _tile_grid(self.prefix, self._start())
+        if grid is None:
+            return []
+        width, height, x_off, y_off, tile_w, tile_h, tile_x, tile_y = grid
+        col0, row0, col1, row1 = (max(0, v) for v in window)
+        col1, row1 = min(col1, width - x_off), min(row1, height - y_off)
+        if col0 >= col1 or row0 >= row1:
+            return []
+        across = -(-(width - tile_x) // tile_w)
+        first_col, last_col = (x_off + col0 - tile_x) // tile_w, (x_off + col1 - 1 - tile_x) // tile_w
+        first_row, last_row = (y_off + row0 - tile_y) // tile_h, (y_off + row1 - 1 - tile_y) // tile_h
+        tiles = {r * across + c for r in range(first_row, last_row + 1) for c in range(first_col, last_col + 1)}
+        return [(offset, length) for tile, offset, length in self._entries() if tile in tiles]
+
+    def _start(self) -> int:
+        """Where the codestream starts in the prefix."""
+        return _codestream(Reader(lambda o, n: self.prefix[o : o + n], len(self.prefix)), len(self.prefix))[1]
+
+    def _entries(self) -> list[tuple[int, int, int]]:
+        """``(tile, offset, length)`` of every tile-part, from the TLM marker segments."""
+        entries: list[tuple[int, int, int]] = []
         offset = self.body_offset
-        for size in lengths:
-            parts.append((offset, size))
+        for tile, size in tlm_entries(self.prefix, self._start() + 2):
+            entries.append((tile, offset, size))
             offset += size
-        return parts
+        return entries
 
     def to_bytes(self) -> bytes:
         """A compact serialisation for the disk and Redis stores."""
@@ -125,7 +149,15 @@ def _codestream(reader: Reader, size: int) -> tuple[int, int, int]:
 def tlm_lengths(header: bytes, at: int) -> list[int]:
     """Tile-part lengths listed by the TLM marker segments of the main header starting at ``at``
     (just after SOC), in their ``Ztlm`` order; any Ttlm and Ptlm size (ISO 15444-1 A.7.1)."""
-    segments: list[tuple[int, list[int]]] = []
+    return [size for _, size in tlm_entries(header, at)]
+
+
+def tlm_entries(header: bytes, at: int) -> list[tuple[int, int]]:
+    """``(tile, length)`` of each tile-part the TLM marker segments list, in ``Ztlm`` order.
+
+    Without Ttlm (ST=0) the standard has one tile-part per tile, in tile order.
+    """
+    segments: list[tuple[int, list[tuple[int | None, int]]]] = []
     while 0 <= at and at + 4 <= len(header):
         marker, length = struct.unpack_from(">HH", header, at)
         if marker >> 8 != 0xFF or length < 2 or marker == SOT:
@@ -136,11 +168,32 @@ def tlm_lengths(header: bytes, at: int) -> list[int]:
             if tile_bytes == 3:
                 raise NotIndexable("malformed TLM marker")
             step = tile_bytes + part_bytes
-            fmt = ">I" if part_bytes == 4 else ">H"
-            starts = range(at + 6 + tile_bytes, at + 2 + length - part_bytes + 1, step)
-            segments.append((number, [struct.unpack_from(fmt, header, p)[0] for p in starts]))
+            size_fmt = ">I" if part_bytes == 4 else ">H"
+            tile_fmt = {1: ">B", 2: ">H"}.get(tile_bytes)
+            starts = range(at + 6, at + 2 + length - step + 1, step)
+            segments.append((number, [
+                (struct.unpack_from(tile_fmt, header, p)[0] if tile_fmt else None,
+                 struct.unpack_from(size_fmt, header, p + tile_bytes)[0])
+                for p in starts
+            ]))  # fmt: skip
         at += 2 + length
-    return [size for _, sizes in sorted(segments, key=lambda s: s[0]) for size in sizes]
+    entries = [entry for _, listed in sorted(segments, key=lambda s: s[0]) for entry in listed]
+    return [(i if tile is None else tile, size) for i, (tile, size) in enumerate(entries)]
+
+
+def _tile_grid(header: bytes, start: int) -> tuple[int, int, int, int, int, int, int, int] | None:
+    """SIZ's ``Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz`` from the main header
+    starting at ``start`` (the SOC marker); ``None`` when it is not there."""
+    at = start + 2
+    while at + 4 <= len(header):
+        marker, length = struct.unpack_from(">HH", header, at)
+        if marker == SIZ and length >= 38 and at + 38 <= len(header):
+            grid = struct.unpack_from(">8I", header, at + 6)
+            return grid if grid[4] and grid[5] else None  # type: ignore[return-value]
+        if marker >> 8 != 0xFF or length < 2 or marker == SOT:
+            return None
+        at += 2 + length
+    return None
 
 
 def _main_header_end(reader: Reader, start: int) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import re
 import threading
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from server.sources.jp2_index import NotIndexable, TilePartIndex, WalkPolicy, build_index
 from server.sources.jp2_index_store import INDEX_MEMORY, IndexStore
 from server.sources.jp2_walk import HOP_BYTES
-from server.sources.s3_tile_part_cache import BytesLru, DiskTileParts
+from server.sources.s3_tile_part_cache import BytesLru, DiskTileParts, EdgeBytes
 from server.sources.s3_upstream import PassedOn, Upstream, slice_answer
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 READ_AHEAD_BYTES = 256 * 1024  # a run of small tile-parts is fetched up to this size (~13 ms at 20 MB/s)
 OPEN_BYTES = 65536  # what GDAL reads at open: one upstream request learns size and ETag
 WALK_READ_SECONDS = 120.0  # a walk thread never waits longer for one read (a stopped loop never answers)
+PREFETCH_MAX_BYTES = 64 * 1024**2  # a window needing more tile-parts is left to GDAL's own reads
+EDGE_BYTES = 64 * 1024  # bytes fetched before a prefetched run and after it, at least (GDAL's aligned chunks)
+EDGE_AFTER_MAX_BYTES = 4 * 1024**2  # bytes fetched after a prefetched run, at most (``prefetch``)
+EDGE_MEMORY_BYTES = 64 * 1024**2
 
 Fetch = Callable[[str, str, str | None], Awaitable[Upstream]]
 
@@ -49,13 +54,15 @@ class TlmServing:
         walk_fetch: Fetch | None = None,
         walk_window: Callable[[float], int] = lambda _: HOP_BYTES,
         walk_segments: int = 1,
+        round_trip_bytes: Callable[[], int] = lambda: 0,
     ) -> None:
         """``fetch(method, path, range)``: one store request through the gateway's governor, at the
         priority of the GDAL request being answered; ``walk_fetch``: the same at foreground
         priority, for the tile-part chain walks (default ``fetch``); ``disk``: tile-parts kept
         across restarts (``None``: memory only); ``walk_window``: bytes a walk read fetches for
         a mean tile-part size (``LinkEstimate.walk_window``; default: the next header only);
-        ``walk_segments``: parts of a chain walked at the same time (``jp2_walk.py``).
+        ``walk_segments``: parts of a chain walked at the same time (``jp2_walk.py``);
+        ``round_trip_bytes``: what a connection moves in a round trip (``LinkEstimate``).
 
         Why walks are foreground: a walk is a hundred small sequential reads that every later
         reader of the file waits for, whichever request started it; at background priority
@@ -66,6 +73,7 @@ class TlmServing:
         self.walk_fetch = walk_fetch or fetch
         self.walk_window = walk_window
         self.walk_segments = walk_segments
+        self.round_trip_bytes = round_trip_bytes
         self.indexes = indexes
         self.tile_parts = BytesLru(tile_part_bytes)
         self.disk = disk
@@ -75,6 +83,10 @@ class TlmServing:
         self._building: dict[str, asyncio.Future[TilePartIndex | None]] = {}
         self._part_lists: dict[tuple[str, str], list[tuple[int, int]]] = {}
         self._counting = threading.Lock()
+        self.edges = EdgeBytes(EDGE_MEMORY_BYTES)
+        # tile-parts being fetched: a read that needs one waits for that fetch instead of another
+        self._pending: dict[tuple[str, str, int, int], asyncio.Future[bytes]] = {}
+        self.prefetched = 0  # tile-parts fetched ahead of GDAL's reads (``prefetch``)
 
     async def index_for(self, path: str, opening: Upstream | None = None) -> TilePartIndex | None:
         """The index of ``path`` (built once, coalesced); ``None`` when it needs none."""
@@ -214,6 +226,76 @@ class TlmServing:
             raise Changed
         return index, opening
 
+    async def prefetch(self, path: str, window: tuple[int, int, int, int]) -> int:
+        """Fetch the tile-parts of ``window`` (``col0, row0, col1, row1`` of the full-resolution
+        image) that are not at hand, all at once; returns how many were fetched.
+
+        Why: GDAL reads the tile-parts of a window one after the other, a round trip each (a
+        z11 tile of a 10980 px band: 4 tile-parts, 6 sequential requests with the neighbours its
+        chunks touched). The server knows the window before GDAL reads it, so the tile-parts
+        are fetched concurrently (within the governor's quota) and GDAL's reads find them here.
+        A window needing more than ``PREFETCH_MAX_BYTES`` is left to GDAL. Called at the
+        priority of the read it serves.
+
+        How the requests are cut (``_prefetch_runs``) follows from the link: one request moves
+        about a round trip's worth of bytes (``round_trip_bytes``; more would be faster on
+        another connection), tile-parts between two wanted ones come along when they cost less
+        than a round trip (GDAL streams over them when they are close), and each request also
+        brings the bytes GDAL's aligned, doubling chunks reach around it.
+        """
+        try:
+            index = await self.index_for(path)
+            if index is None:
+                return 0
+            etag = index.etag
+            wanted = index.tile_parts_under(window)
+            if not wanted or sum(n for _, n in wanted) > PREFETCH_MAX_BYTES:
+                return 0
+            held = await self._from_disk(path, etag, wanted)
+            missing = [
+                part
+                for part in wanted
+                if part not in held
+                and self.tile_parts.get((path, etag, *part)) is None
+                and (path, etag, *part) not in self._pending
+            ]
+            runs = self._prefetch_runs(self._parts(path, index), missing)
+            reach = max(EDGE_BYTES, min(self.round_trip_bytes(), EDGE_AFTER_MAX_BYTES))
+            fetches = []
+            for i, run in enumerate(runs):
+                first, last = run[0][0], run[-1][0] + run[-1][1] - 1
+                previous_end = runs[i - 1][-1][0] + runs[i - 1][-1][1] if i else index.body_offset
+                next_start = runs[i + 1][0][0] if i + 1 < len(runs) else index.size
+                edges = (min(EDGE_BYTES, first - previous_end), min(reach, next_start - last - 1))
+                fetches.append(self._fetch_parts(path, etag, run, edges))
+            await asyncio.gather(*fetches)
+        except Changed:
+            self.indexes.forget(path)  # the next read indexes the new version
+            return 0
+        self.prefetched += len(missing)
+        return len(missing)
+
+    def _prefetch_runs(
+        self, parts: list[tuple[int, int]], missing: list[tuple[int, int]]
+    ) -> list[list[tuple[int, int]]]:
+        """``missing`` (in file order) cut into requests: a run grows over the tile-parts between
+        two of them while those cost less than a round trip, up to a round trip's worth of bytes
+        (a single larger tile-part is a run of its own)."""
+        step = max(self.round_trip_bytes(), EDGE_BYTES)
+        position = {offset: i for i, (offset, _) in enumerate(parts)}
+        runs: list[list[tuple[int, int]]] = []
+        for part in missing:
+            if runs:
+                run = runs[-1]
+                between = parts[position[run[-1][0]] + 1 : position[part[0]]]
+                gap = sum(n for _, n in between)
+                if gap <= step and part[0] + part[1] - run[0][0] <= step:
+                    run.extend(between)
+                    run.append(part)
+                    continue
+            runs.append([part])
+        return runs
+
     async def _original(self, path: str, index: TilePartIndex, first: int, last: int) -> bytes:
         """Original bytes ``first..last``, fetched a whole tile-part at a time (and kept).
 
@@ -238,8 +320,8 @@ class TlmServing:
         # consecutive tile-parts not in memory are fetched together, one request per run, and a
         # short run reads ahead into the next tile-parts (GDAL asks for them next along a row)
         runs: list[list[tuple[int, int]]] = []
-        for offset, length, _, _ in spans:
-            if (offset, length) in here or self.tile_parts.get((path, etag, offset, length)) is not None:
+        for offset, length, a, b in spans:
+            if (offset, length) in here or self._at_hand(path, etag, offset, length, a, b):
                 continue
             if runs and runs[-1][-1][0] + runs[-1][-1][1] == offset:
                 runs[-1].append((offset, length))
@@ -253,13 +335,32 @@ class TlmServing:
                 run.append(parts[following])
                 following += 1
         await asyncio.gather(*(self._fetch_parts(path, index.etag, run) for run in runs))
-        out = []
-        for offset, length, a, b in spans:
-            blob = here.get((offset, length)) or self.tile_parts.get((path, index.etag, offset, length))
-            if blob is None:  # larger than the memory bound allows: fetched for this answer only
-                blob = (await self._fetch_parts(path, index.etag, [(offset, length)]))[0]
-            out.append(blob[a - offset : b - offset + 1])
-        return b"".join(out)
+        return b"".join([await self._span(path, etag, here, *span) for span in spans])
+
+    async def _span(
+        self, path: str, etag: str, here: dict[tuple[int, int], bytes], offset: int, length: int, a: int, b: int
+    ) -> bytes:
+        """Bytes ``a..b`` of the tile-part at ``offset``, from what is at hand, else fetched."""
+        blob = here.get((offset, length)) or self.tile_parts.get((path, etag, offset, length))
+        pending = self._pending.get((path, etag, offset, length))
+        if blob is None and pending is not None:
+            with contextlib.suppress(Exception):  # a failed prefetch: fetched below instead
+                blob = await asyncio.shield(pending)
+        if blob is None and (edge := self.edges.get(path, etag, a, b)) is not None:
+            return edge
+        if blob is None:  # larger than the memory bound allows: fetched for this answer only
+            blob = (await self._fetch_parts(path, etag, [(offset, length)]))[0]
+        return blob[a - offset : b - offset + 1]
+
+    def _at_hand(self, path: str, etag: str, offset: int, length: int, first: int, last: int) -> bool:
+        """Whether bytes ``first..last`` of the tile-part at ``offset`` need no new fetch: the
+        tile-part is in memory or being fetched, or a prefetch's edge holds those bytes."""
+        key = (path, etag, offset, length)
+        return (
+            self.tile_parts.get(key) is not None
+            or key in self._pending
+            or self.edges.get(path, etag, first, last) is not None
+        )
 
     async def _from_disk(self, path: str, etag: str, spans: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """The tile-parts of ``spans`` not in memory that the disk has (kept in memory too)."""
@@ -305,19 +406,47 @@ class TlmServing:
             self._part_lists[key] = parts
         return self._part_lists[key]
 
-    async def _fetch_parts(self, path: str, etag: str, run: list[tuple[int, int]]) -> list[bytes]:
-        """Consecutive tile-parts (or byte spans) of the original object in one request, kept in memory."""
+    async def _fetch_parts(
+        self, path: str, etag: str, run: list[tuple[int, int]], edges: tuple[int, int] = (0, 0)
+    ) -> list[bytes]:
+        """Consecutive tile-parts (or byte spans) of the original object in one request, kept in
+        memory; ``edges``: bytes before and after the run fetched with it and kept (``EdgeBytes``).
+
+        Reads that need one of these tile-parts meanwhile wait for this request (``_pending``).
+        """
         first, last = run[0][0], run[-1][0] + run[-1][1] - 1
-        answer = await self.fetch("GET", path, f"bytes={first}-{last}")
-        if answer.status in (200, 206) and answer.etag != etag:
-            raise Changed
-        if answer.status != 206 or len(answer.body) != last - first + 1:
-            raise PassedOn(answer)
-        blobs = [answer.body[offset - first : offset - first + length] for offset, length in run]
-        for (offset, length), blob in zip(run, blobs, strict=True):
-            self.tile_parts.put((path, etag, offset, length), blob)
-        self._to_disk(path, etag, run, blobs)
-        return blobs
+        before, after = (max(0, n) for n in edges)
+        keys = [(path, etag, offset, length) for offset, length in run]
+        loop = asyncio.get_running_loop()
+        waiting = {key: loop.create_future() for key in keys if key not in self._pending}
+        self._pending.update(waiting)
+        try:
+            answer = await self.fetch("GET", path, f"bytes={first - before}-{last + after}")
+            if answer.status in (200, 206) and answer.etag != etag:
+                raise Changed
+            if answer.status != 206 or len(answer.body) != last - first + 1 + before + after:
+                raise PassedOn(answer)
+            body = answer.body
+            blobs = [body[before + offset - first : before + offset - first + length] for offset, length in run]
+            for key, blob in zip(keys, blobs, strict=True):
+                self.tile_parts.put(key, blob)
+                if key in waiting:
+                    waiting[key].set_result(blob)
+            if before:
+                self.edges.put(path, etag, first - before, body[:before])
+            if after:
+                self.edges.put(path, etag, last + 1, body[len(body) - after :])
+            self._to_disk(path, etag, run, blobs)
+            return blobs
+        except BaseException as exc:
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a failure nobody waited for is not logged
+            raise
+        finally:
+            for key in waiting:
+                self._pending.pop(key, None)
 
 
 def _identity(index: TilePartIndex) -> dict[str, str]:

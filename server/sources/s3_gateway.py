@@ -16,7 +16,8 @@ gateway, which
   on disk and in Redis (``jp2_index_store.py``), keyed on the object's ETag, so that later reads
   in any process fetch only the tile-parts a window needs.
 
-It serves object reads only. A request with a query string (GDAL lists a "directory" with
+Besides object reads it answers ``POST /_prefetch`` (a JPEG2000 window whose tile-parts the
+server is about to read: ``s3_prefetch.py``) and ``GET /_stats``. A request with a query string (GDAL lists a "directory" with
 ``?list-type=2&prefix=...`` now and then) is refused: a listing reports each JPEG2000 object's
 stored size, which GDAL would then take for the size of the object served with its TLM marker
 (larger), and it would never read the last tile-part's end.
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 _BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("eotiler_s3_background", default=False)
 
 _PASS_HEADERS = ("content-type", "etag", "last-modified", "accept-ranges")
+PREFETCH_BODY_BYTES = 4096
 
 
 class S3Gateway:
@@ -92,6 +94,7 @@ class S3Gateway:
             self.fetch_foreground,
             self.link.walk_window,
             segments,
+            self.link.round_trip_bytes,
         )
         self.coalesced = 0
         self._inflight: dict[tuple[str, str, str], asyncio.Task[Upstream]] = {}
@@ -186,6 +189,9 @@ class S3Gateway:
             body = json.dumps(self.stats()).encode()
             await _respond(send, Upstream(200, {"content-type": "application/json"}, body), method)
             return
+        if path == "/_prefetch" and method == "POST":
+            await _respond(send, await self._prefetch(scope, receive), method)
+            return
         bucket = path.lstrip("/").partition("/")[0]
         refused = method not in ("GET", "HEAD") or bucket not in self.options.buckets or "/../" in path
         if refused or scope.get("query_string"):  # listings and sub-resources: see the module's docstring
@@ -211,6 +217,41 @@ class S3Gateway:
             log.warning("S3 request failed: %s", type(exc).__name__)
             answer = Upstream(502, {}, b"")
         await _respond(send, answer, method)
+
+    async def _prefetch(self, scope: dict[str, Any], receive: Any) -> Upstream:
+        """``POST /_prefetch`` ``{"path": "/bucket/key.jp2", "window": [col0, row0, col1, row1]}``:
+        the tile-parts of that window of a JPEG2000 object fetched now (``TlmServing.prefetch``),
+        answered once they are at hand, at the priority the request asks for.
+
+        The server sends it just before GDAL reads the window (``s3_prefetch.py``); any answer
+        but 200 only means GDAL reads as it would have.
+        """
+        body = b""
+        while len(body) <= PREFETCH_BODY_BYTES:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            asked = json.loads(body) if len(body) <= PREFETCH_BODY_BYTES else None
+            target, window = asked["path"], tuple(int(v) for v in asked["window"])
+        except (ValueError, TypeError, KeyError):
+            return Upstream(400, {}, b"")
+        bucket = str(target).lstrip("/").partition("/")[0]
+        allowed = bucket in self.options.buckets and "/../" not in target and target.lower().endswith(".jp2")
+        if not allowed or len(window) != 4 or not self.options.jp2_index:
+            return Upstream(403, {}, b"")
+        headers = dict(scope["headers"])
+        _BACKGROUND.set(headers.get(PRIORITY_HEADER.lower().encode()) == b"background")
+        try:
+            fetched = await self.jp2.prefetch(target, window)  # type: ignore[arg-type]
+        except PassedOn as exc:
+            return Upstream(exc.answer.status, {}, b"")
+        except QuotaWaitTimeout:
+            return Upstream(503, {"retry-after": "1"}, b"")
+        except httpx.HTTPError:
+            return Upstream(502, {}, b"")
+        return Upstream(200, {"content-type": "application/json"}, json.dumps({"fetched": fetched}).encode())
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, port: int = 0) -> str:
@@ -281,6 +322,7 @@ class S3Gateway:
             "peak_in_flight": s.peak_in_flight,
             "coalesced": self.coalesced,
             "index_reads": self.index_reads,
+            "prefetched_tile_parts": self.jp2.prefetched,
             "round_trip_seconds": self.link.round_trip,
             "throughput_bytes_per_second": self.link.throughput,
         }

@@ -111,6 +111,7 @@ class GatewayProcess:
                 "peak_in_flight",
                 "coalesced",
                 "index_reads",
+                "prefetched_tile_parts",
             )
         }
 

@@ -53,3 +53,9 @@ class LinkEstimate:
             if part_bytes <= 0 or transfer >= self.round_trip / 2:
                 return HOP_BYTES
         return int(min(max(WALK_PARTS * part_bytes, HOP_BYTES), MAX_WALK_WINDOW))
+
+    def round_trip_bytes(self) -> int:
+        """Bytes one connection moves in a round trip: reading that much more with a request
+        costs no more than a request of its own would later."""
+        with self._lock:
+            return int(self.round_trip * self.throughput)

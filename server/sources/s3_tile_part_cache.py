@@ -43,6 +43,40 @@ class BytesLru:
             self.size -= len(dropped)
 
 
+class EdgeBytes:
+    """Bytes just before and after fetched runs of tile-parts, per object version, bounded.
+
+    GDAL reads in chunks aligned on its own boundaries, so its read of a tile-part starts a few
+    KB inside the tile-part before it and ends a few KB into the next one. A prefetch fetches
+    those edges in the same request as the tile-parts (``TlmServing.prefetch``), so that such a
+    read is answered without fetching the neighbours, which the window does not need, whole.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._objects: OrderedDict[tuple[str, str], list[tuple[int, bytes]]] = OrderedDict()
+
+    def put(self, path: str, etag: str, start: int, blob: bytes) -> None:
+        """Keep ``blob``, the object's bytes from ``start``; the oldest objects' edges go first."""
+        if not blob:
+            return
+        key = (path, etag)
+        self._objects.setdefault(key, []).append((start, blob))
+        self._objects.move_to_end(key)
+        self.size += len(blob)
+        while self.size > self.max_bytes and self._objects:
+            _, dropped = self._objects.popitem(last=False)
+            self.size -= sum(len(b) for _, b in dropped)
+
+    def get(self, path: str, etag: str, first: int, last: int) -> bytes | None:
+        """Bytes ``first..last`` (inclusive) when one kept edge holds them all."""
+        for start, blob in self._objects.get((path, etag), ()):
+            if start <= first and last < start + len(blob):
+                return blob[first - start : last - start + 1]
+        return None
+
+
 class DiskTileParts:
     """Tile-parts as files in one directory shared by every gateway, bounded by ``max_bytes``.
 

@@ -16,18 +16,22 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.transform import array_bounds
+from rasterio.warp import calculate_default_transform
 from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.io import Reader
 
 from server.config.models import BandConfig, CollectionConfig
 from server.errors import EvalscriptError
 from server.models import Grid, Scene
-from server.sources import block_cache, block_read
+from server.sources import block_cache, block_read, s3_prefetch
 from server.sources.angles import ANGLE_BANDS, read_angles, scene_angles
 from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
@@ -132,6 +136,7 @@ def _read_one(
             array = block_read.read_from_blocks(dataset, path, grid, method, band.nodata, blocks)
             if array is not None:
                 return array
+        s3_prefetch.grid(dataset, path, grid)  # over S3, the JPEG2000 tile-parts of the read at once
         with Reader(path, dataset=dataset, options=options) as src:  # type: ignore[arg-type]
             image = src.part(grid.bbox, dst_crs=grid.crs, bounds_crs=grid.crs, width=grid.width, height=grid.height)
     return image.array[0]
@@ -215,6 +220,41 @@ def _stack_units(plan: list[tuple[str, BandConfig, BandSource]]) -> list[list[tu
     return list(units.values())
 
 
+# A warp that shrinks the files by less than (their first overview factor / this) on both axes
+# reads their full resolution: GDAL 3.10 takes an overview up to about 1.27 times coarser than a
+# read asks (measured, nearest neighbour, on the finer axis); 1.5 leaves a margin.
+OVERVIEW_MARGIN = 1.5
+
+
+@lru_cache(maxsize=256)
+def _native_resolution(src: CRS, dst: CRS, width: int, height: int, transform: Affine) -> tuple[float, float]:
+    """The files' pixel size in ``dst`` as rio-tiler's warp sets it (``get_vrt_transform``: the
+    default transform of the whole file); the same for every tile of a file, so computed once."""
+    dst_transform, _, _ = calculate_default_transform(src, dst, width, height, *array_bounds(height, width, transform))
+    return abs(dst_transform.a), abs(dst_transform.e)
+
+
+def _warps_at_full_resolution(
+    grid: Grid, width: int, height: int, transform: Affine, crs: CRS, factors: tuple[int, ...]
+) -> bool:
+    """Whether rio-tiler's warp of files with overviews ``factors`` onto ``grid`` reads the files'
+    full resolution: its warped VRT (at the files' resolution) is shrunk onto the grid too little
+    for GDAL to take their first overview (``OVERVIEW_MARGIN``).
+
+    Why it matters: for a read that shrinks the warped VRT at all, GDAL builds a warped dataset
+    per overview level of the source to choose among them, about 7 ms per read of a 256 px tile
+    at z13 (the files' 10 m shrunk 1.15 times), to then read none of them. Sources opened
+    without overviews give the same pixels without that. Geographic files are left alone
+    (rio-tiler adjusts their bounds first).
+    """
+    if not factors or crs.is_geographic:
+        return False
+    res_x, res_y = _native_resolution(crs, grid.crs, width, height, transform)
+    x0, y0, x1, y1 = grid.bbox
+    shrink = max((x1 - x0) / res_x / grid.width, (y1 - y0) / res_y / grid.height)
+    return shrink * OVERVIEW_MARGIN < min(factors)
+
+
 def _read_stack(
     paths: list[str], band: BandConfig, grid: Grid, resampling: str, pool: DatasetPool | None, environment: str
 ) -> list[np.ma.MaskedArray | None] | None:
@@ -238,7 +278,9 @@ def _read_stack(
     Those blocks stay until GDAL evicts them, so ``EOTILER_GDAL_CACHE_MB`` (64) is what they
     cost per process. Its sources are opened unshared (``shared="0"``): GDAL shares a source
     among the datasets one thread opens, and a handle lent to another thread must not read
-    through a source another handle is reading.
+    through a source another handle is reading. When the warp reads the files' full resolution
+    anyway, the sources are opened without overviews (``_warps_at_full_resolution``): the same
+    pixels, without GDAL building a warped dataset per overview level for the read.
     """
     if any(path.startswith("/vsi") for path in paths) or grid.width * grid.height > STACK_MAX_PIXELS:
         return None
@@ -246,6 +288,7 @@ def _read_stack(
     for path in paths:
         with pool.lend(path, environment) if pool is not None else rasterio.open(path) as dataset:
             grids.append((dataset.width, dataset.height, dataset.transform, dataset.crs, dataset.count))
+            factors = tuple(dataset.overviews(1)) if dataset.driver == "GTiff" else ()
     if any(g != grids[0] for g in grids[1:]) or grids[0][4] != 1:
         return None
     width, height, transform, crs, _ = grids[0]
@@ -253,10 +296,12 @@ def _read_stack(
         return None
     dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[band.dtype]
     nodata = "" if band.nodata is None else f"<NoDataValue>{band.nodata:g}</NoDataValue>"
+    full = crs != grid.crs and _warps_at_full_resolution(grid, width, height, transform, crs, factors)
+    hidden = '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions>' if full else ""
     sources = "".join(
         f'<VRTRasterBand dataType="{dtype}" band="{i}">{nodata}<SimpleSource>'
-        f'<SourceFilename relativeToVRT="0" shared="0">{escape(path)}</SourceFilename><SourceBand>1</SourceBand>'
-        f"</SimpleSource></VRTRasterBand>"
+        f'<SourceFilename relativeToVRT="0" shared="0">{escape(path)}</SourceFilename>{hidden}'
+        f"<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>"
         for i, path in enumerate(paths, start=1)
     )
     vrt = (

@@ -17,10 +17,10 @@ gateway, which
   in any process fetch only the tile-parts a window needs.
 
 Besides object reads it answers ``POST /_prefetch`` (a JPEG2000 window whose tile-parts the
-server is about to read: ``s3_prefetch.py``) and ``GET /_stats``. A request with a query string (GDAL lists a "directory" with
-``?list-type=2&prefix=...`` now and then) is refused: a listing reports each JPEG2000 object's
-stored size, which GDAL would then take for the size of the object served with its TLM marker
-(larger), and it would never read the last tile-part's end.
+server is about to read: ``s3_prefetch.py``) and ``GET /_stats``. A request with a query string
+(GDAL lists a "directory" with ``?list-type=2&prefix=...`` now and then) is refused: a listing
+reports each JPEG2000 object's stored size, which GDAL would then take for the size of the
+object served with its TLM marker (larger), and it would never read the last tile-part's end.
 
 GDAL reaches it as an S3 endpoint (``AWS_S3_ENDPOINT=127.0.0.1:<port>``, ``AWS_HTTPS=NO``,
 ``AWS_NO_SIGN_REQUEST=YES``). It runs in a process of its own (``s3_gateway_process.py``),

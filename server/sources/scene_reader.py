@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
@@ -25,7 +26,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform
-from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.errors import NoOverviewWarning, TileOutsideBounds
 from rio_tiler.io import Reader
 
 from server.config.models import BandConfig, CollectionConfig
@@ -41,6 +42,9 @@ from server.sources.overview_cache import OverviewCache
 from server.sources.paths import gdal_path
 
 log = logging.getLogger(__name__)
+# A stacked VRT hides its files' overviews when no warp onto the grid could read them
+# (``_overviews_in_reach``): rio-tiler's note that a dataset has none is then no news.
+warnings.filterwarnings("ignore", category=NoOverviewWarning)
 
 _BASELINE_RE = re.compile(r"_N(\d{2})(\d{2})_")
 
@@ -220,9 +224,9 @@ def _stack_units(plan: list[tuple[str, BandConfig, BandSource]]) -> list[list[tu
     return list(units.values())
 
 
-# A warp that shrinks the files by less than (their first overview factor / this) on both axes
-# reads their full resolution: GDAL 3.10 takes an overview up to about 1.27 times coarser than a
-# read asks (measured, nearest neighbour, on the finer axis); 1.5 leaves a margin.
+# A warp shrinking the files by ``shrink`` may read their overviews of factor below ``shrink`` x
+# this: GDAL 3.10 takes an overview up to about 1.27 times coarser than a read asks (measured,
+# nearest neighbour, on the finer axis); 1.5 leaves a margin.
 OVERVIEW_MARGIN = 1.5
 
 
@@ -234,25 +238,22 @@ def _native_resolution(src: CRS, dst: CRS, width: int, height: int, transform: A
     return abs(dst_transform.a), abs(dst_transform.e)
 
 
-def _warps_at_full_resolution(
+def _overviews_in_reach(
     grid: Grid, width: int, height: int, transform: Affine, crs: CRS, factors: tuple[int, ...]
-) -> bool:
-    """Whether rio-tiler's warp of files with overviews ``factors`` onto ``grid`` reads the files'
-    full resolution: its warped VRT (at the files' resolution) is shrunk onto the grid too little
-    for GDAL to take their first overview (``OVERVIEW_MARGIN``).
+) -> int:
+    """How many of the files' overviews (of ``factors``, finest first) rio-tiler's warp onto
+    ``grid`` could read: those less than ``OVERVIEW_MARGIN`` times coarser than the warped VRT
+    (at the files' resolution) is shrunk onto the grid. 0: it reads the full resolution.
 
     Why it matters: for a read that shrinks the warped VRT at all, GDAL builds a warped dataset
-    per overview level of the source to choose among them, about 7 ms per read of a 256 px tile
-    at z13 (the files' 10 m shrunk 1.15 times), to then read none of them. Sources opened
-    without overviews give the same pixels without that. Geographic files are left alone
-    (rio-tiler adjusts their bounds first).
+    per overview level of the source to choose among them: about 7 ms of a 256 px tile of four
+    levels, at z12 (one level read) as at z13 (none read). The stacked VRT offers only the
+    levels in reach, so the choice and the pixels are GDAL's own.
     """
-    if not factors or crs.is_geographic:
-        return False
     res_x, res_y = _native_resolution(crs, grid.crs, width, height, transform)
     x0, y0, x1, y1 = grid.bbox
     shrink = max((x1 - x0) / res_x / grid.width, (y1 - y0) / res_y / grid.height)
-    return shrink * OVERVIEW_MARGIN < min(factors)
+    return sum(factor < shrink * OVERVIEW_MARGIN for factor in factors)
 
 
 def _read_stack(
@@ -278,9 +279,9 @@ def _read_stack(
     Those blocks stay until GDAL evicts them, so ``EOTILER_GDAL_CACHE_MB`` (64) is what they
     cost per process. Its sources are opened unshared (``shared="0"``): GDAL shares a source
     among the datasets one thread opens, and a handle lent to another thread must not read
-    through a source another handle is reading. When the warp reads the files' full resolution
-    anyway, the sources are opened without overviews (``_warps_at_full_resolution``): the same
-    pixels, without GDAL building a warped dataset per overview level for the read.
+    through a source another handle is reading. A warp sees only the overview levels it could
+    read (``_overviews_in_reach``): the same pixels, without GDAL building a warped dataset per
+    overview level of the files for each read.
     """
     if any(path.startswith("/vsi") for path in paths) or grid.width * grid.height > STACK_MAX_PIXELS:
         return None
@@ -296,12 +297,23 @@ def _read_stack(
         return None
     dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[band.dtype]
     nodata = "" if band.nodata is None else f"<NoDataValue>{band.nodata:g}</NoDataValue>"
-    full = crs != grid.crs and _warps_at_full_resolution(grid, width, height, transform, crs, factors)
-    hidden = '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions>' if full else ""
+    # A warp (geographic files aside: rio-tiler adjusts their bounds first) sees only the overview
+    # levels it could read: the sources' own are hidden, those in reach listed (``vrt://?ovr=``).
+    trimmed = crs != grid.crs and not crs.is_geographic and bool(factors) and not any("?" in p for p in paths)
+    reach = _overviews_in_reach(grid, width, height, transform, crs, factors) if trimmed else 0
+    hidden = '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions>' if trimmed else ""
+
+    def overviews(path: str) -> str:
+        return "".join(
+            f'<Overview><SourceFilename relativeToVRT="0">{escape(f"vrt://{path}?ovr={level}")}</SourceFilename>'
+            "<SourceBand>1</SourceBand></Overview>"
+            for level in range(reach)
+        )
+
     sources = "".join(
         f'<VRTRasterBand dataType="{dtype}" band="{i}">{nodata}<SimpleSource>'
         f'<SourceFilename relativeToVRT="0" shared="0">{escape(path)}</SourceFilename>{hidden}'
-        f"<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>"
+        f"<SourceBand>1</SourceBand></SimpleSource>{overviews(path)}</VRTRasterBand>"
         for i, path in enumerate(paths, start=1)
     )
     vrt = (

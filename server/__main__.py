@@ -33,6 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     buckets = validate_apart(config) if args.workers > 1 else validate(config)
     # Workers are separate processes built by the factory from EOTILER_* settings.
     os.environ["EOTILER_CONFIG"] = str(config)
+    # Each worker takes its share of what the server shares out (EOTILER_RENDER_PIXELS).
+    os.environ["EOTILER_WORKERS"] = str(args.workers)
     print(f"eotiler serving {config.name} at http://{args.host}:{args.port}", flush=True)
     with contextlib.ExitStack() as stack:
         if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -87,7 +87,9 @@ class Pipeline:
         pool = ThreadPoolExecutor(max_workers=settings.read_threads, thread_name_prefix="eotiler-read")
         self.reads = SceneReads(self.gdal, pool, self.overviews, self.datasets)
         self.cache = TileCache(settings.cache_memory_bytes, settings.redis_url, settings.cache_ttl)
-        self.admission = Admission(settings.render_concurrency, settings.render_queue)
+        self.admission = Admission(
+            settings.render_concurrency, settings.render_queue, pixels=settings.render_pixels_per_process
+        )
         self.renders = RenderCache(self.cache, self.admission, settings.request_budget, self.max_age)
         self.breakers = StoreBreakers(settings)
         # Strips of large images, drawn while their render thread waits (render/strips.py).

@@ -37,6 +37,13 @@ CLOUD_GDAL_OPTIONS: dict[str, object] = {
 }
 
 
+# Image pixels a server renders at once (EOTILER_RENDER_PIXELS): two 1024 px maps, the two
+# FastCGI processes of a MapServer on the same machine. A render holds ~110 bytes per pixel
+# (docs/memory.md), so this bounds the renders' memory near 230 MB however the requests fall on
+# the workers; tiles (65-262 kpx) still use every render slot.
+RENDER_PIXELS = 2 * 1024 * 1024
+
+
 def _env(aws_name: str) -> AliasChoices:
     """Accept ``EOTILER_S3_<NAME>`` and the ``AWS_*`` spelling GDAL users already have in their shell."""
     return AliasChoices(f"EOTILER_S3_{aws_name.removeprefix('AWS_').removeprefix('S3_')}", aws_name)
@@ -50,7 +57,7 @@ class Settings(BaseSettings):
     config: Path = Field(default_factory=default_config_path)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(default=1, ge=1, le=64, description="server processes (`eotiler serve --workers`)")
     max_scenes: int = Field(default=10, ge=1, le=100, description="scenes read per request at most")
     max_tile_scale: int = Field(default=4, ge=1, le=8)
     read_threads: int = Field(default=4, ge=1, le=32, description="parallel band reads per request")
@@ -152,9 +159,22 @@ class Settings(BaseSettings):
     )
     render_concurrency: int = Field(default=4, ge=1, le=256, description="renders running at once per process")
     render_queue: int = Field(default=32, ge=0, le=10000, description="renders waiting for a slot before 503")
+    render_pixels: int = Field(
+        default=RENDER_PIXELS,
+        ge=0,
+        description="image pixels the server renders at once, shared by its workers (0: no budget, slots only)",
+    )
     request_budget: float = Field(
         default=20.0, gt=0, le=600, description="seconds a request may spend reading scenes before it stops"
     )
+
+    @property
+    def render_pixels_per_process(self) -> int:
+        """This process's share of ``render_pixels`` (``render/admission.py``); at least a 1024 px
+        map's pixels, so with many workers four 512 px tiles of one worker still render at once."""
+        if self.render_pixels == 0:
+            return 0
+        return max(self.render_pixels // self.workers, 1024 * 1024)
 
     def secrets(self) -> list[str]:
         """Credential values that must never appear in a response or a log line."""

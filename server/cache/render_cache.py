@@ -99,7 +99,8 @@ class RenderCache:
         if not missing:
             return [result for result in results if result is not None]
         deadline = deadline or time.monotonic() + self.budget
-        self.admission.admit(deadline)
+        pixels = req.grid.width * req.grid.height  # the admission's pixel budget: memory of large maps
+        self.admission.admit(deadline, pixels)
         # Reads stop a little before the answer is due (and never later than a budget from now),
         # so a slow request still gets its incomplete image instead of a 504.
         read_by = min(deadline, time.monotonic() + self.budget) - self.budget * READ_MARGIN
@@ -107,7 +108,7 @@ class RenderCache:
         try:
             future = self._renders.submit(self._render_in_slot, wanted, req, lambda: produce(missing), read_by)
         except RuntimeError:  # the pipeline is closing
-            self.admission.leave()
+            self.admission.leave(pixels)
             raise
         try:
             made = future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -137,7 +138,7 @@ class RenderCache:
             return results
         finally:
             self._local.deadline = None
-            self.admission.leave()
+            self.admission.leave(req.grid.width * req.grid.height)
 
     def store(self, key: str, result: RenderResult) -> None:
         """Keep a complete image under ``key`` (its strong ETag computed once, here)."""

@@ -110,6 +110,7 @@ class PythonEvalscript:
         # Sentinel Hub computes in double precision and rounds only the final values; so do the
         # JavaScript twins, and both must give the same bytes.
         samples = samples.as_float64()
+        shape = samples.shape
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             try:
                 result = self._evaluate_pixel(samples)
@@ -117,4 +118,7 @@ class PythonEvalscript:
                 raise
             except Exception as exc:  # noqa: BLE001 - a script bug must not become a 500
                 raise EvalscriptError(f"evalscript '{self.name}' failed: {type(exc).__name__}: {exc}") from exc
-        return stack_output(result, self.output, samples.shape, self.name)
+        # The float64 inputs the result does not hold (8 MB a band on a 1024 px map) go before
+        # the output is stacked, so the render's peak is the script's, not the script's plus the stack.
+        del samples
+        return stack_output(result, self.output, shape, self.name)

@@ -20,7 +20,8 @@ answers the next N requests ``429 SlowDown`` with ``Retry-After: 1``, as CDSE do
 Each log entry's ``active`` is how many requests were being answered when it arrived (itself
 included), so a test can see the peak concurrency a client put on the store. ``GET /_disk_reads``
 tells how many keys are read from disk and how many answers were; ``POST /_disk_reads?mode=off``
-sends every request to moto (``mode=on``: back), to compare the two answers.
+sends every request to moto (``mode=on``: back), to compare the two answers. ``GET /_connections``
+counts the TCP connections accepted and those open, so a test can see a client reuse one.
 
 ``S3Server`` starts the process from a test and reads the log.
 """
@@ -62,6 +63,14 @@ class _Counting:
         self.lock = threading.Lock()
         self.fault = "none"
         self.active = 0
+        self.accepted = 0
+        self.open = 0
+
+    def connected(self, change: int) -> None:
+        """A client connection opened (+1) or closed (-1)."""
+        with self.lock:
+            self.accepted += max(change, 0)
+            self.open += change
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -73,6 +82,11 @@ class _Counting:
             return self._control(environ, start_response)
         if path.startswith("/_disk_reads"):
             return self.disk.control(environ, start_response)
+        if path.startswith("/_connections"):
+            with self.lock:
+                payload = json.dumps({"accepted": self.accepted, "open": self.open}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+            return [payload]
         with self.lock:
             self.active += 1
             entry = {
@@ -194,6 +208,14 @@ class _KeepAlive(WSGIRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body leave at once, without waiting for an ACK
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.app.connected(+1)
+
+    def finish(self) -> None:
+        self.server.app.connected(-1)
+        super().finish()
+
     def run_wsgi(self) -> None:
         environ = self.make_environ()
         if not environ.get("wsgi.input_terminated"):  # chunked bodies end by themselves
@@ -270,6 +292,7 @@ def _fill(port: int, root: Path, bucket: str, key: str | None, disk: DiskReads) 
             client.upload_file(str(path), bucket, name)
             disk.add(bucket, name, path, key or "fill")
             count += 1
+    client.close()  # its idle connections would hold a server thread each
     return count
 
 
@@ -365,6 +388,10 @@ class S3Server:
             return httpx.get(f"http://{self.endpoint}/_disk_reads", timeout=10).json()
         mode = "on" if on else "off"
         return httpx.post(f"http://{self.endpoint}/_disk_reads?mode={mode}", timeout=10).json()
+
+    def connections(self) -> dict[str, int]:
+        """TCP connections accepted since the start (the control requests' own included) and open now."""
+        return httpx.get(f"http://{self.endpoint}/_connections", timeout=10).json()
 
     def set_fault(self, mode: str) -> None:
         """Fail every later S3 request (modes: see the module docstring); ``none`` heals."""

@@ -3,7 +3,7 @@
 A store (or a proxy in front of it) counts a request as in flight until it has sent the last
 byte and done its own bookkeeping, a little after the client has read that byte. Behind
 ``benchmarks/quota_proxy.py`` (CDSE's limits: 4 in flight, 429 beyond; 30 ms round trip, 20 MB/s
-per connection) with every connection closed after one answer, as the moto server does, a next
+per connection) with every connection closed after one answer (``--close-connections``), a next
 request sent on a new connection at once was seen as a fifth. The gateway's governor keeps a
 slot taken a few milliseconds after an answer whose connection was closed.
 """

@@ -251,3 +251,32 @@ def test_a_warp_sees_only_the_overviews_it_could_read(band_files: list[str], crs
             assert np.array_equal(array.filled(0), alone.filled(0)), f"x{shrink} in {crs}"
         pool.close()
     assert levels == reach
+
+
+def test_files_with_different_overviews_are_warped_through_their_own(band_files: list[str], tmp_path: Path):
+    """A band file without the others' overviews: the stack lists no overview level and hides
+    none (a VRT over such files has no overviews: it reads every band at full resolution), and
+    the band without overviews has the pixels of its read alone."""
+    with rasterio.open(band_files[1]) as src:
+        profile, data = src.profile, src.read()
+    bare = tmp_path / "B03_no_overviews.tif"
+    with rasterio.open(bare, "w", **profile) as dst:
+        dst.write(data)
+    paths = [str(bare), band_files[0], band_files[2]]
+    with rasterio.open(band_files[0]) as src:
+        b = src.bounds
+        half = 256 * 60 * 2.3 / 2  # shrunk 2.3 times: the 2x overview is in reach
+        centre_x, centre_y = (b.left + b.right) / 2, (b.bottom + b.top) / 2
+        box = transform_bounds(src.crs, "EPSG:3857", centre_x - half, centre_y - half, centre_x + half, centre_y + half)
+    grid = Grid(box, CRS.from_user_input("EPSG:3857"), 256, 256)
+    pool = DatasetPool(8)
+    stacked = _read_stack(paths, BAND, grid, "nearest", pool, "")
+    assert stacked is not None
+    (vrt,) = [key[0] for key in pool._idle if key[0].startswith("<VRTDataset")]
+    assert "<Overview>" not in vrt and "OVERVIEW_LEVEL" not in vrt
+    alone = _read_one(str(bare), BAND, grid, "nearest", False)
+    assert stacked[0] is not None and alone is not None
+    assert np.array_equal(np.ma.getmaskarray(stacked[0]), np.ma.getmaskarray(alone))
+    assert np.array_equal(stacked[0].filled(0), alone.filled(0))
+    assert all(array is not None and int(array.count()) > 0.5 * array.size for array in stacked)
+    pool.close()

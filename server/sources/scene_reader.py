@@ -285,13 +285,14 @@ def _read_stack(
     """
     if any(path.startswith("/vsi") for path in paths) or grid.width * grid.height > STACK_MAX_PIXELS:
         return None
-    grids = []
+    grids, levels = [], []
     for path in paths:
         with pool.lend(path, environment) if pool is not None else rasterio.open(path) as dataset:
             grids.append((dataset.width, dataset.height, dataset.transform, dataset.crs, dataset.count))
-            factors = tuple(dataset.overviews(1)) if dataset.driver == "GTiff" else ()
+            levels.append(tuple(dataset.overviews(1)) if dataset.driver == "GTiff" else ())
     if any(g != grids[0] for g in grids[1:]) or grids[0][4] != 1:
         return None
+    factors = levels[0] if all(found == levels[0] for found in levels) else ()  # the files' common overviews
     width, height, transform, crs, _ = grids[0]
     if grid.width * grid.height > STACK_UNWARPED_MAX_PIXELS and crs == grid.crs:
         return None

@@ -39,8 +39,10 @@ CLOUD_GDAL_OPTIONS: dict[str, object] = {
 
 # Image pixels a server renders at once (EOTILER_RENDER_PIXELS): two 1024 px maps, the two
 # FastCGI processes of a MapServer on the same machine. A render holds ~110 bytes per pixel
-# (docs/memory.md), so this bounds the renders' memory near 230 MB however the requests fall on
-# the workers; tiles (65-262 kpx) still use every render slot.
+# (docs/memory.md), so with one or two workers this bounds the renders' memory near 230 MB
+# however the requests fall on them (each worker takes at least one 1024 px map's pixels, so
+# more workers hold more); tiles (65-262 kpx) still use every render slot. Statistical API
+# requests take slots only.
 RENDER_PIXELS = 2 * 1024 * 1024
 
 
@@ -171,10 +173,11 @@ class Settings(BaseSettings):
     @property
     def render_pixels_per_process(self) -> int:
         """This process's share of ``render_pixels`` (``render/admission.py``); at least a 1024 px
-        map's pixels, so with many workers four 512 px tiles of one worker still render at once."""
+        map's pixels (so with many workers four 512 px tiles of one worker still render at once),
+        unless the budget itself is smaller."""
         if self.render_pixels == 0:
             return 0
-        return max(self.render_pixels // self.workers, 1024 * 1024)
+        return min(self.render_pixels, max(self.render_pixels // self.workers, 1024 * 1024))
 
     def secrets(self) -> list[str]:
         """Credential values that must never appear in a response or a log line."""

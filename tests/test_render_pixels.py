@@ -131,6 +131,8 @@ def test_the_budget_is_the_servers_and_each_worker_takes_its_share(monkeypatch: 
     assert Settings().render_pixels_per_process == MAP
     monkeypatch.setenv("EOTILER_WORKERS", "8")
     assert Settings().render_pixels_per_process == MAP, "never below one 1024 px map"
+    monkeypatch.setenv("EOTILER_RENDER_PIXELS", str(MAP // 2))
+    assert Settings().render_pixels_per_process == MAP // 2, "unless the operator's budget is smaller"
     monkeypatch.setenv("EOTILER_RENDER_PIXELS", "0")
     assert Settings().render_pixels_per_process == 0
 

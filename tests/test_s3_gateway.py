@@ -247,9 +247,30 @@ def test_prefetch_refuses_what_the_gateway_does_not_serve(gateway: S3Gateway) ->
     assert httpx.post(url, json={"path": "/other/a.jp2", "window": window}).status_code == 403
     assert httpx.post(url, json={"path": "/eodata/a.tif", "window": window}).status_code == 403
     assert httpx.post(url, json={"path": "/eodata/../x.jp2", "window": window}).status_code == 403
+    assert httpx.post(url, json={"path": "/eodata/?list-type=2&prefix=a.jp2", "window": window}).status_code == 403
     assert httpx.post(url, content=b"{not json").status_code == 400
     assert httpx.post(url, json={"path": f"/eodata/{KEY}", "window": "all"}).status_code == 400
+    assert httpx.post(url, json={"path": ["/eodata/a.jp2"], "window": window}).status_code == 400
+    infinite = b'{"path": "/eodata/a.jp2", "window": [0, 0, Infinity, 10]}'
+    assert httpx.post(url, content=infinite).status_code == 400
     assert httpx.get(url).status_code == 403
+
+
+def test_a_window_the_memory_cannot_hold_is_left_to_gdal(store: S3Server, tmp_path: Path) -> None:
+    """Tile-parts the memory would not keep (a blob above a quarter of its bound is dropped)
+    are not prefetched: GDAL would fetch them all again."""
+    options = GatewayOptions(upstream(store), frozenset({"eodata"}), index_dir=tmp_path, tile_part_bytes=64 * 1024)
+    small = S3Gateway(options)
+    small.start()
+    try:
+        read_window(small.address, KEY, Window(0, 0, 16, 16))  # the index is built
+        store.reset()
+        body = {"path": f"/eodata/{KEY}", "window": [0, 0, 1152, 768]}  # 24 tile-parts, 1.3 MB
+        answer = httpx.post(f"http://{small.address}/_prefetch", json=body, timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"fetched": 0}
+        assert _tile_part_reads(store) == []
+    finally:
+        small.stop()
 
 
 def test_index_rebuilt_when_the_object_changes(store: S3Server, gateway: S3Gateway) -> None:

@@ -106,7 +106,7 @@ class RenderCache:
         read_by = min(deadline, time.monotonic() + self.budget) - self.budget * READ_MARGIN
         wanted = [keys[number] for number in missing]
         try:
-            future = self._renders.submit(self._render_in_slot, wanted, req, lambda: produce(missing), read_by)
+            future = self._renders.submit(self._render_in_slot, wanted, req, lambda: produce(missing), read_by, pixels)
         except RuntimeError:  # the pipeline is closing
             self.admission.leave(pixels)
             raise
@@ -121,10 +121,15 @@ class RenderCache:
         return [result for result in results if result is not None]
 
     def _render_in_slot(
-        self, keys: list[str], req: RenderRequest, produce: Callable[[], list[RenderResult]], deadline: float
+        self,
+        keys: list[str],
+        req: RenderRequest,
+        produce: Callable[[], list[RenderResult]],
+        deadline: float,
+        pixels: int,
     ) -> list[RenderResult]:
         """Run on a render thread: produce (reads stop at ``deadline``), store what is complete,
-        then give the slot back."""
+        then give the slot and the ``pixels`` admitted with it back."""
         self._local.deadline = deadline
         try:
             results = produce()
@@ -138,7 +143,7 @@ class RenderCache:
             return results
         finally:
             self._local.deadline = None
-            self.admission.leave(req.grid.width * req.grid.height)
+            self.admission.leave(pixels)
 
     def store(self, key: str, result: RenderResult) -> None:
         """Keep a complete image under ``key`` (its strong ETag computed once, here)."""

@@ -31,7 +31,7 @@ READ_AHEAD_BYTES = 256 * 1024  # a run of small tile-parts is fetched up to this
 OPEN_BYTES = 65536  # what GDAL reads at open: one upstream request learns size and ETag
 WALK_READ_SECONDS = 120.0  # a walk thread never waits longer for one read (a stopped loop never answers)
 PREFETCH_MAX_BYTES = 64 * 1024**2  # a window needing more tile-parts is left to GDAL's own reads
-EDGE_BYTES = 64 * 1024  # bytes fetched before a prefetched run and after it, at least (GDAL's aligned chunks)
+EDGE_BYTES = 64 * 1024  # bytes fetched before a prefetched run at most, after it at least (GDAL's aligned chunks)
 EDGE_AFTER_MAX_BYTES = 4 * 1024**2  # bytes fetched after a prefetched run, at most (``prefetch``)
 EDGE_MEMORY_BYTES = 64 * 1024**2
 
@@ -40,6 +40,10 @@ Fetch = Callable[[str, str, str | None], Awaitable[Upstream]]
 
 class Changed(Exception):
     """The object's ETag is not the one its index was built for."""
+
+
+class FetchAbandoned(Exception):
+    """A tile-part fetch others waited for was cancelled: they fetch for themselves."""
 
 
 class TlmServing:
@@ -55,6 +59,7 @@ class TlmServing:
         walk_window: Callable[[float], int] = lambda _: HOP_BYTES,
         walk_segments: int = 1,
         round_trip_bytes: Callable[[], int] = lambda: 0,
+        background: Callable[[], bool] = lambda: False,
     ) -> None:
         """``fetch(method, path, range)``: one store request through the gateway's governor, at the
         priority of the GDAL request being answered; ``walk_fetch``: the same at foreground
@@ -62,7 +67,8 @@ class TlmServing:
         across restarts (``None``: memory only); ``walk_window``: bytes a walk read fetches for
         a mean tile-part size (``LinkEstimate.walk_window``; default: the next header only);
         ``walk_segments``: parts of a chain walked at the same time (``jp2_walk.py``);
-        ``round_trip_bytes``: what a connection moves in a round trip (``LinkEstimate``).
+        ``round_trip_bytes``: what a connection moves in a round trip (``LinkEstimate``);
+        ``background``: whether the request being answered runs at background priority.
 
         Why walks are foreground: a walk is a hundred small sequential reads that every later
         reader of the file waits for, whichever request started it; at background priority
@@ -74,6 +80,7 @@ class TlmServing:
         self.walk_window = walk_window
         self.walk_segments = walk_segments
         self.round_trip_bytes = round_trip_bytes
+        self.background = background
         self.indexes = indexes
         self.tile_parts = BytesLru(tile_part_bytes)
         self.disk = disk
@@ -234,8 +241,8 @@ class TlmServing:
         z11 tile of a 10980 px band: 4 tile-parts, 6 sequential requests with the neighbours its
         chunks touched). The server knows the window before GDAL reads it, so the tile-parts
         are fetched concurrently (within the governor's quota) and GDAL's reads find them here.
-        A window needing more than ``PREFETCH_MAX_BYTES`` is left to GDAL. Called at the
-        priority of the read it serves.
+        A window needing more than ``PREFETCH_MAX_BYTES`` (or more than the memory keeps) is
+        left to GDAL. Called at the priority of the read it serves.
 
         How the requests are cut (``_prefetch_runs``) follows from the link: one request moves
         about a round trip's worth of bytes (``round_trip_bytes``; more would be faster on
@@ -249,7 +256,10 @@ class TlmServing:
                 return 0
             etag = index.etag
             wanted = index.tile_parts_under(window)
-            if not wanted or sum(n for _, n in wanted) > PREFETCH_MAX_BYTES:
+            # what the memory keeps (BytesLru drops a blob above a quarter of its bound): a
+            # window the memory cannot hold is read by GDAL as it would be without a prefetch
+            kept = self.tile_parts.max_bytes // 4
+            if not wanted or sum(n for _, n in wanted) > min(PREFETCH_MAX_BYTES, kept):
                 return 0
             held = await self._from_disk(path, etag, wanted)
             missing = [
@@ -266,7 +276,9 @@ class TlmServing:
                 first, last = run[0][0], run[-1][0] + run[-1][1] - 1
                 previous_end = runs[i - 1][-1][0] + runs[i - 1][-1][1] if i else index.body_offset
                 next_start = runs[i + 1][0][0] if i + 1 < len(runs) else index.size
-                edges = (min(EDGE_BYTES, first - previous_end), min(reach, next_start - last - 1))
+                # GDAL's last chunk along a run reaches at most about the run's size past it
+                after = min(reach, max(EDGE_BYTES, 2 * (last - first + 1)), next_start - last - 1)
+                edges = (min(EDGE_BYTES, first - previous_end), after)
                 fetches.append(self._fetch_parts(path, etag, run, edges))
             await asyncio.gather(*fetches)
         except Changed:
@@ -297,7 +309,8 @@ class TlmServing:
         return runs
 
     async def _original(self, path: str, index: TilePartIndex, first: int, last: int) -> bytes:
-        """Original bytes ``first..last``, fetched a whole tile-part at a time (and kept).
+        """Original bytes ``first..last``, fetched a whole tile-part at a time (and kept), or
+        from a tile-part being fetched, or from a prefetch's edge bytes.
 
         GDAL reads a tile-part in growing chunks (16 KB, 32 KB, ...), one request each; fetching
         and keeping the whole tile-part once makes a tile-part cost one request in every process.
@@ -348,7 +361,7 @@ class TlmServing:
                 blob = await asyncio.shield(pending)
         if blob is None and (edge := self.edges.get(path, etag, a, b)) is not None:
             return edge
-        if blob is None:  # larger than the memory bound allows: fetched for this answer only
+        if blob is None:  # not kept (beyond the memory bound), or its fetch failed: fetched for this answer
             blob = (await self._fetch_parts(path, etag, [(offset, length)]))[0]
         return blob[a - offset : b - offset + 1]
 
@@ -412,13 +425,16 @@ class TlmServing:
         """Consecutive tile-parts (or byte spans) of the original object in one request, kept in
         memory; ``edges``: bytes before and after the run fetched with it and kept (``EdgeBytes``).
 
-        Reads that need one of these tile-parts meanwhile wait for this request (``_pending``).
+        Reads that need one of these tile-parts meanwhile wait for this request (``_pending``),
+        unless it runs at background priority: background requests wait for the views to be
+        quiet, one at a time, and a view must not wait behind them.
         """
         first, last = run[0][0], run[-1][0] + run[-1][1] - 1
         before, after = (max(0, n) for n in edges)
         keys = [(path, etag, offset, length) for offset, length in run]
         loop = asyncio.get_running_loop()
-        waiting = {key: loop.create_future() for key in keys if key not in self._pending}
+        waited_for = not self.background()
+        waiting = {key: loop.create_future() for key in keys if waited_for and key not in self._pending}
         self._pending.update(waiting)
         try:
             answer = await self.fetch("GET", path, f"bytes={first - before}-{last + after}")
@@ -439,9 +455,10 @@ class TlmServing:
             self._to_disk(path, etag, run, blobs)
             return blobs
         except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else FetchAbandoned()  # a cancellation is this fetch's own
             for future in waiting.values():
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
                     future.exception()  # retrieved: a failure nobody waited for is not logged
             raise
         finally:

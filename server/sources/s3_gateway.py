@@ -95,6 +95,7 @@ class S3Gateway:
             self.link.walk_window,
             segments,
             self.link.round_trip_bytes,
+            _BACKGROUND.get,
         )
         self.coalesced = 0
         self._inflight: dict[tuple[str, str, str], asyncio.Task[Upstream]] = {}
@@ -235,10 +236,13 @@ class S3Gateway:
         try:
             asked = json.loads(body) if len(body) <= PREFETCH_BODY_BYTES else None
             target, window = asked["path"], tuple(int(v) for v in asked["window"])
-        except (ValueError, TypeError, KeyError):
+            if not isinstance(target, str):
+                raise TypeError("path")
+        except (ValueError, TypeError, KeyError, OverflowError):
             return Upstream(400, {}, b"")
-        bucket = str(target).lstrip("/").partition("/")[0]
-        allowed = bucket in self.options.buckets and "/../" not in target and target.lower().endswith(".jp2")
+        bucket = target.lstrip("/").partition("/")[0]
+        plain = "/../" not in target and "?" not in target and "#" not in target
+        allowed = bucket in self.options.buckets and plain and target.lower().endswith(".jp2")
         if not allowed or len(window) != 4 or not self.options.jp2_index:
             return Upstream(403, {}, b"")
         headers = dict(scope["headers"])

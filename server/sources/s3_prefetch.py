@@ -51,12 +51,12 @@ def window(path: str, cols_rows: tuple[int, int, int, int]) -> int:
     headers = {}
     if "background" in str(options.get("GDAL_HTTP_HEADERS", "")):
         headers[PRIORITY_HEADER] = "background"
-    timeout = float(options.get("GDAL_HTTP_TIMEOUT", 30))
     body = {"path": path.removeprefix("/vsis3"), "window": list(cols_rows)}
     try:
+        timeout = float(options.get("GDAL_HTTP_TIMEOUT", 30))
         answer = _client().post(f"http://{address}/_prefetch", json=body, headers=headers, timeout=timeout)
         return int(answer.json()["fetched"]) if answer.status_code == 200 else 0
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         log.debug("prefetch of %s skipped: %s", path.rsplit("/", 1)[-1], exc)
         return 0
 
@@ -67,10 +67,14 @@ def grid(dataset: DatasetReader, path: str, target: Grid) -> int:
 
     if not path.startswith("/vsis3/") or not path.lower().endswith(".jp2"):
         return 0
-    vrt_transform, vrt_width, vrt_height = get_vrt_transform(
-        dataset, target.bbox, target.height, target.width, dst_crs=target.crs
-    )
-    found = source_window(dataset, target, vrt_transform, vrt_width, vrt_height)
+    try:
+        vrt_transform, vrt_width, vrt_height = get_vrt_transform(
+            dataset, target.bbox, target.height, target.width, dst_crs=target.crs
+        )
+        found = source_window(dataset, target, vrt_transform, vrt_width, vrt_height)
+    except Exception as exc:  # noqa: BLE001 - a hint only: the read itself reports what is wrong
+        log.debug("prefetch of %s skipped: %s", path.rsplit("/", 1)[-1], exc)
+        return 0
     if found is None:
         return 0
     row0, row1, col0, col1 = found

@@ -59,8 +59,8 @@ class EdgeBytes:
 
     def put(self, path: str, etag: str, start: int, blob: bytes) -> None:
         """Keep ``blob``, the object's bytes from ``start``; the oldest objects' edges go first."""
-        if not blob:
-            return
+        if not blob or self.get(path, etag, start, start + len(blob) - 1) is not None:
+            return  # nothing new: a window prefetched again
         key = (path, etag)
         self._objects.setdefault(key, []).append((start, blob))
         self._objects.move_to_end(key)

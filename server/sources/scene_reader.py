@@ -246,9 +246,9 @@ def _overviews_in_reach(
     (at the files' resolution) is shrunk onto the grid. 0: it reads the full resolution.
 
     Why it matters: for a read that shrinks the warped VRT at all, GDAL builds a warped dataset
-    per overview level of the source to choose among them: about 7 ms of a 256 px tile of four
-    levels, at z12 (one level read) as at z13 (none read). The stacked VRT offers only the
-    levels in reach, so the choice and the pixels are GDAL's own.
+    per overview level of the source to choose among them, about 7 ms of a 256 px tile of four
+    levels, even when it then reads none (a z13 tile of 10 m bands). With none in reach the
+    stacked VRT opens its sources without overviews, so GDAL's choice and the pixels are the same.
     """
     res_x, res_y = _native_resolution(crs, grid.crs, width, height, transform)
     x0, y0, x1, y1 = grid.bbox
@@ -279,9 +279,10 @@ def _read_stack(
     Those blocks stay until GDAL evicts them, so ``EOTILER_GDAL_CACHE_MB`` (64) is what they
     cost per process. Its sources are opened unshared (``shared="0"``): GDAL shares a source
     among the datasets one thread opens, and a handle lent to another thread must not read
-    through a source another handle is reading. A warp sees only the overview levels it could
-    read (``_overviews_in_reach``): the same pixels, without GDAL building a warped dataset per
-    overview level of the files for each read.
+    through a source another handle is reading. A warp that could read none of the files'
+    overviews (``_overviews_in_reach``; a z13 tile of 10 m bands) opens the sources without
+    them: the same pixels, without GDAL building a warped dataset per overview level of the
+    files for each read.
     """
     if any(path.startswith("/vsi") for path in paths) or grid.width * grid.height > STACK_MAX_PIXELS:
         return None
@@ -298,23 +299,17 @@ def _read_stack(
         return None
     dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[band.dtype]
     nodata = "" if band.nodata is None else f"<NoDataValue>{band.nodata:g}</NoDataValue>"
-    # A warp (geographic files aside: rio-tiler adjusts their bounds first) sees only the overview
-    # levels it could read: the sources' own are hidden, those in reach listed (``vrt://?ovr=``).
-    trimmed = crs != grid.crs and not crs.is_geographic and bool(factors) and not any("?" in p for p in paths)
-    reach = _overviews_in_reach(grid, width, height, transform, crs, factors) if trimmed else 0
-    hidden = '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions>' if trimmed else ""
-
-    def overviews(path: str) -> str:
-        return "".join(
-            f'<Overview><SourceFilename relativeToVRT="0">{escape(f"vrt://{path}?ovr={level}")}</SourceFilename>'
-            "<SourceBand>1</SourceBand></Overview>"
-            for level in range(reach)
-        )
-
+    # A warp that could read none of the files' overviews (geographic files aside: rio-tiler
+    # adjusts their bounds first) opens the sources without them. Overviews it could read stay
+    # the sources' own: a VRT's <Overview> elements are opened shared by GDAL, so a pooled
+    # handle lent to another thread would read through a dataset another thread is reading.
+    warped = crs != grid.crs and not crs.is_geographic and bool(factors)
+    hidden = warped and _overviews_in_reach(grid, width, height, transform, crs, factors) == 0
+    options_xml = '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions>' if hidden else ""
     sources = "".join(
         f'<VRTRasterBand dataType="{dtype}" band="{i}">{nodata}<SimpleSource>'
-        f'<SourceFilename relativeToVRT="0" shared="0">{escape(path)}</SourceFilename>{hidden}'
-        f"<SourceBand>1</SourceBand></SimpleSource>{overviews(path)}</VRTRasterBand>"
+        f'<SourceFilename relativeToVRT="0" shared="0">{escape(path)}</SourceFilename>{options_xml}'
+        f"<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>"
         for i, path in enumerate(paths, start=1)
     )
     vrt = (

@@ -26,7 +26,7 @@ def test_the_arena_cap_is_applied_unless_the_environment_sets_one(monkeypatch: p
 def test_releasing_memory_starts_no_process_after_the_first_time(monkeypatch: pytest.MonkeyPatch) -> None:
     # find_library runs ``ldconfig -p`` in a child process; the idle task runs after every
     # render burst, so libc is found once and kept.
-    assert release_free_memory() in (True, False)  # glibc found (the result says whether pages went back)
+    release_free_memory()  # the first call finds glibc
     lookups: list[str] = []
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: lookups.append(name))
     release_free_memory()

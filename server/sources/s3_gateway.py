@@ -193,8 +193,7 @@ class S3Gateway:
         if path == "/_prefetch" and method == "POST":
             await _respond(send, await self._prefetch(scope, receive), method)
             return
-        bucket = path.lstrip("/").partition("/")[0]
-        refused = method not in ("GET", "HEAD") or bucket not in self.options.buckets or "/../" in path
+        refused = method not in ("GET", "HEAD") or not self._servable(path)
         if refused or scope.get("query_string"):  # listings and sub-resources: see the module's docstring
             await _respond(send, Upstream(403, {}, b""), method)
             return
@@ -219,6 +218,13 @@ class S3Gateway:
             answer = Upstream(502, {}, b"")
         await _respond(send, answer, method)
 
+    def _servable(self, path: str) -> bool:
+        """Whether ``path`` names an object of a configured bucket, and nothing else (no parent
+        step, no query or fragment): the one rule for reads and prefetches alike."""
+        bucket = path.lstrip("/").partition("/")[0]
+        plain = "/../" not in path and "?" not in path and "#" not in path
+        return bucket in self.options.buckets and plain
+
     async def _prefetch(self, scope: dict[str, Any], receive: Any) -> Upstream:
         """``POST /_prefetch`` ``{"path": "/bucket/key.jp2", "window": [col0, row0, col1, row1]}``:
         the tile-parts of that window of a JPEG2000 object fetched now (``TlmServing.prefetch``),
@@ -240,9 +246,7 @@ class S3Gateway:
                 raise TypeError("path")
         except (ValueError, TypeError, KeyError, OverflowError):
             return Upstream(400, {}, b"")
-        bucket = target.lstrip("/").partition("/")[0]
-        plain = "/../" not in target and "?" not in target and "#" not in target
-        allowed = bucket in self.options.buckets and plain and target.lower().endswith(".jp2")
+        allowed = self._servable(target) and target.lower().endswith(".jp2")
         if not allowed or len(window) != 4 or not self.options.jp2_index:
             return Upstream(403, {}, b"")
         headers = dict(scope["headers"])

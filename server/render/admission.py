@@ -9,7 +9,7 @@ per pixel while it runs (a 1024 px map: ~115 MB of float inputs, script values a
 buffers), so four slots are fine for tiles but not for four large maps at once. A render takes
 its pixels from the budget (at most the whole budget, so any image can run alone) and waits in
 line, in arrival order, until they are free; its slot is taken after that, so a waiting map
-holds no slot a tile could use. See ``docs/memory.md``.
+holds no slot, but a tile that arrives behind it waits in the same line. See ``docs/memory.md``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,24 @@ def test_index():
     np.testing.assert_allclose(index(np.array([0.2, 0.0]), np.array([0.2, 0.0])), [0.0, 0.0])
 
 
+def test_index_gives_the_bits_of_its_definition():
+    """(x - y) / (x + y) in double, +0.0 where the sum is 0 (also -0.0 and opposite values), NaN
+    and infinities carried as the division gives them; scalars give a 0-d array."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(-1, 1, 5000), [0.0, -0.0, 0.3, np.nan, np.inf, 2.0, np.inf, -0.0]])
+    y = np.concatenate([rng.uniform(-1, 1, 5000), [0.0, 0.0, -0.3, 1.0, 1.0, np.inf, np.inf, -0.0]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quotient = (x - y) / (x + y)
+    expected = np.where(x + y == 0, 0.0, quotient)
+    got = index(x.reshape(2, -1), y.reshape(2, -1))
+    assert got.shape == (2, len(x) // 2) and got.dtype == np.float64
+    assert got.ravel().tobytes() == expected.tobytes()
+    assert not np.signbit(got.ravel()[[5000, 5001, 5002, 5007]]).any()
+    scalar = index(0.5, 0.25)
+    assert scalar.shape == () and scalar == (0.5 - 0.25) / 0.75
+    assert index(np.array([0.5, 0.0]), 0.5).tolist() == [0.0, -1.0]
+
+
 def test_inverse():
     assert inverse(4.0) == 0.25
     assert inverse(0.0) == JAVA_DOUBLE_MAX_VAL

@@ -9,6 +9,7 @@ and a STAC API, counting decodes in ``/metrics`` and requests at the S3 server.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import threading
@@ -198,6 +199,42 @@ def test_concurrent_tiles_on_real_blocks_decode_each_block_once() -> None:
     assert not errors
     blocks = len(cache._memory)  # noqa: SLF001 - the distinct blocks those tiles touched
     assert cache.decodes == blocks
+
+
+def _read_in_a_worker(path: str, grids: list[Grid], directory: str, barrier, results) -> None:  # noqa: ANN001 - multiprocessing's Barrier and Queue
+    """One worker process's reads: its own cache on the shared directory, started with the other's."""
+    cache = BlockCache(256 * 1024**2, Path(directory), 1024**3)
+    with rasterio.open(path) as dataset:
+        barrier.wait(120)
+        arrays = [read_from_blocks(dataset, path, grid, "nearest", 0, cache) for grid in grids]
+    results.put((cache.decodes, cache.waits, arrays))
+
+
+def test_two_worker_processes_decode_a_block_once(tmp_path: Path) -> None:
+    """The tiles of a map view land on both workers: two processes asking for the same blocks at
+    the same moment decode each block once between them (the other waits and loads its file)."""
+    path = str(REAL_BANDS["AOT_10m"])
+    grids = tiles_over(path, 15, 3, seed=7)
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [
+        context.Process(target=_read_in_a_worker, args=(path, grids, str(tmp_path / "blocks"), barrier, results))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    answers = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    blocks = len(list((tmp_path / "blocks").glob("*.npy")))
+    assert blocks >= len(grids)  # zoom 15 tiles of one file, drawn apart: at least a block each
+    assert sum(decodes for decodes, _, _ in answers) == blocks
+    assert sum(waits for _, waits, _ in answers) >= 1
+    with rasterio.open(path) as dataset:
+        for _, _, arrays in answers:
+            for grid, got in zip(grids, arrays, strict=True):
+                assert got is not None
+                assert_same(got, rio_tiler_part(dataset, grid, "nearest", 0))
 
 
 class _CountingDataset:

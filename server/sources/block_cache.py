@@ -9,7 +9,12 @@ again. Here a block is decoded once and then served to any reader:
 - memory: an LRU bounded in bytes, shared by the threads of a process;
 - single flight: a thread that wants a block another thread is decoding waits for that decode;
 - disk: one raw ``.npy`` per block under a directory bounded in bytes, written to a temporary
-  name and renamed, so worker processes (and the next start) share it without locks. Raw, not
+  name and renamed, so worker processes (and the next start) share it. A process decoding a
+  block holds an advisory lock (``flock``) on the block's ``.lock`` file there, and another
+  process that wants the block waits for that lock and loads the file instead of decoding the
+  block again: with two workers, the tiles of one map view land on both, and each decoded the
+  blocks they shared (a pan at z13 over three 10 m bands: 18 decodes where 6 blocks were new).
+  Raw, not
   compressed: a 1024 px block of the real B04 band shrinks only 1.19x with zlib, and inflating
   it took 40-55 ms where loading the raw 2 MB file took under 1 ms (zstd and lz4 are not
   dependencies).
@@ -22,10 +27,12 @@ has another version, so it is never served from an old block.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESCAN_STORES = 64  # blocks written between two counts of the shared directory
+OTHER_PROCESS_WAIT_S = 30.0  # longest wait for another process's decode, then decode here
+_POLL_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,7 @@ class BlockCache:
         self._held = 0
         self._flights: dict[BlockKey, _Flight] = {}
         self._lock = threading.Lock()
+        self._lock_files: dict[BlockKey, int] = {}  # descriptors of the lock files this process holds
         self._disk_estimate = 0  # bytes this process believes are on disk; rescanned past the budget
         self._stores_since_scan = 0
         self._failing = False
@@ -142,9 +152,26 @@ class BlockCache:
                     led.append(key)
         return led
 
+    def reserve(self, keys: Iterable[BlockKey]) -> list[BlockKey]:
+        """Of the ``claim``-ed ``keys``, those no other process is decoding now: this one decodes them.
+
+        The lock file of each key returned is held until ``produce`` has stored its block. A key
+        left out is another process's now; ``produce`` waits for it and loads its file. Without
+        a disk directory there is nothing to share, and every key is this process's.
+        """
+        if self.directory is None:
+            return list(keys)
+        return [key for key in keys if self._lock_across_processes(key, wait=False)]
+
     def produce(self, keys: list[BlockKey], decode: Callable[[BlockKey], np.ndarray]) -> None:
         """Settle the ``claim``-ed ``keys``, each from disk or ``decode(key)``; on an error every key
-        not yet settled fails with it too, so no waiter is left behind."""
+        not yet settled fails with it too, so no waiter is left behind.
+
+        The keys this process ``reserve``-d are settled first, so that it never waits for
+        another process's decode while holding a lock that process may be waiting for.
+        """
+        with self._lock:
+            keys = sorted(keys, key=lambda key: key not in self._lock_files)
         for index, key in enumerate(keys):
             with self._lock:
                 flight = self._flights[key]
@@ -152,6 +179,7 @@ class BlockCache:
                 self._settle(key, flight, partial(decode, key))
             except BaseException as exc:
                 for rest in keys[index + 1 :]:
+                    self._unlock_across_processes(rest)
                     with self._lock:
                         pending = self._flights.pop(rest)
                     pending.error = exc
@@ -162,6 +190,13 @@ class BlockCache:
         """The leader's part of a flight: load or decode, remember, and release the waiters."""
         try:
             value = self._load(key)
+            if value is None and self.directory is not None:
+                with self._lock:
+                    reserved = key in self._lock_files
+                if not reserved and not self._lock_across_processes(key, wait=True):
+                    with self._lock:
+                        self.waits += 1  # another process decoded it meanwhile: its file, if stored
+                    value = self._load(key)
             if value is None:
                 with self._lock:
                     self.misses += 1
@@ -176,9 +211,50 @@ class BlockCache:
             flight.error = exc
             raise
         finally:
+            self._unlock_across_processes(key)
             with self._lock:
                 self._flights.pop(key, None)
             flight.done.set()
+
+    def _lock_across_processes(self, key: BlockKey, *, wait: bool) -> bool:
+        """Take ``key``'s lock file; ``False`` when another process held it (after waiting for it
+        to be released, when ``wait``). An unusable directory counts as taken: the block is then
+        decoded here, as without a directory.
+
+        Waiting polls rather than blocks, so that a process stuck in a decode costs a reader
+        at most ``OTHER_PROCESS_WAIT_S``; the lock is taken either way once released.
+        """
+        assert self.directory is not None
+        try:
+            descriptor = os.open(self.directory / f"{key.file_name()}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return True
+        free = True
+        deadline = time.monotonic() + OTHER_PROCESS_WAIT_S
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                free = False
+                if not wait:
+                    os.close(descriptor)
+                    return False
+                if time.monotonic() > deadline:
+                    log.warning("block cache: another process still decodes %s; decoding it here", key.file_name())
+                    break
+                time.sleep(_POLL_S)
+            except OSError:  # a file system without flock: no sharing of decodes
+                break
+        with self._lock:
+            self._lock_files[key] = descriptor
+        return free
+
+    def _unlock_across_processes(self, key: BlockKey) -> None:
+        with self._lock:
+            descriptor = self._lock_files.pop(key, None)
+        if descriptor is not None:
+            os.close(descriptor)  # releases the flock
 
     def holds(self, key: BlockKey) -> bool:
         """Whether ``key`` is in memory or on disk now (no counting, no loading)."""
@@ -274,6 +350,7 @@ class BlockCache:
                 break
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
+                path.with_name(f"{path.name}.lock").unlink(missing_ok=True)
             total -= size
         with self._lock:
             self._disk_estimate = total

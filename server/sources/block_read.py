@@ -267,8 +267,8 @@ def _assemble(
     Blocks missing from the cache are claimed together (``BlockCache.claim``) and decoded by one
     read of their rectangle: over S3, GDAL then fetches their tile-parts in parallel, where one
     read per block waits a round trip after another (a cold 1024 px GetMap: 3.7-5.9 s block by
-    block). Blocks another thread has claimed are waited for, never decoded twice; when this
-    read's blocks do not fill a rectangle, each is read alone.
+    block). Blocks another thread or worker process is decoding are waited for, never decoded
+    twice; when this read's blocks do not fill a rectangle, each is read alone.
     """
     row0, row1, col0, col1 = window
     block_height, block_width = dataset.block_shapes[0]
@@ -280,7 +280,8 @@ def _assemble(
     keys = {(row, col): BlockKey(path, version, 1, col, row) for row in rows for col in cols}
     led = cache.claim(keys.values())  # the blocks this read produces; others are another thread's
     where = {key: place for place, key in keys.items()}
-    decoded = [where[key] for key in led if not cache.holds(key)]
+    # Of those, the ones neither on disk nor being decoded by another worker process.
+    decoded = [where[key] for key in cache.reserve([key for key in led if not cache.holds(key)])]
     if decoded:  # over S3, their tile-parts fetched at once before GDAL reads them one by one
         block_rows, block_cols = [r for r, _ in decoded], [c for _, c in decoded]
         s3_prefetch.window(

@@ -28,7 +28,7 @@ from server.catalog.layers import LayerRegistry
 from server.config import load_config
 from server.evalscript import js_pool, js_script
 from server.evalscript.js_pool import JsLimits
-from server.malloc_arenas import limit_arenas
+from server.malloc_arenas import limit_arenas, reuse_freed_arrays
 from server.ogc import routes as ogc_routes
 from server.ogc.exceptions import ows_exception_xml
 from server.ogcapi import routes as ogcapi_routes
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.pop(name, None)
     limit_arenas(settings.malloc_arenas)  # before any thread pool: see server/malloc_arenas.py
+    reuse_freed_arrays()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per STAC API call is noise
     install_access_log()

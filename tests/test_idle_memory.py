@@ -63,3 +63,24 @@ def test_the_idle_task_runs_when_the_last_render_leaves_and_not_before():
     admission.leave()
     assert ran.wait(5), "the last render left: the idle task ran"
     assert admission.load() == (0, 0)
+
+
+def test_renders_that_follow_each_other_keep_their_memory_until_the_burst_is_over():
+    # A client asking one tile at a time leaves the server idle for a few ms between tiles:
+    # giving the freed arrays back then would make each tile map them afresh.
+    calls: list[float] = []
+    ran = threading.Event()
+
+    def on_idle() -> None:
+        calls.append(time.monotonic())
+        ran.set()
+
+    admission = Admission(2, 0, on_idle=on_idle, idle_after=2.0)
+    for _ in range(20):
+        admission.admit(time.monotonic() + 5)
+        admission.leave()
+        time.sleep(0.01)
+    assert calls == [], "renders kept coming: their memory is reused"
+    last = time.monotonic()
+    assert ran.wait(10), "the burst is over: the idle task ran"
+    assert len(calls) == 1 and calls[0] - last >= 1.5

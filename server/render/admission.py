@@ -25,6 +25,11 @@ from server.malloc_arenas import release_free_memory
 
 log = logging.getLogger(__name__)
 
+# Seconds without a render before the idle task runs: renders that follow each other (the tiles of
+# a map view, a client asking one at a time) reuse the arrays the previous ones freed, and the
+# memory goes back once the burst is over (a tile's arrays mapped afresh: docs/xyz-tile-speed.md).
+IDLE_AFTER = 0.5
+
 
 class Admission:
     """Render slots: ``admit`` takes one (waiting until a deadline at most), ``leave`` gives it back.
@@ -32,13 +37,19 @@ class Admission:
     ``pixels`` is the budget of image pixels rendered at once (0: none); ``admit`` and ``leave``
     are told each render's pixels.
 
-    When the last render leaves, a thread of its own gives the memory the renders freed back to
-    the system (``release_free_memory``): off the render thread, so no answer waits for it, and
-    only while no render runs, so a burst of renders reuses its freed arrays instead.
+    When the last render leaves and no render is admitted for ``idle_after`` seconds, a thread of
+    its own gives the memory the renders freed back to the system (``release_free_memory``): off
+    the render thread, so no answer waits for it, and only once renders have stopped, so a burst
+    of renders reuses its freed arrays instead.
     """
 
     def __init__(
-        self, concurrency: int, queue: int, on_idle: Callable[[], object] = release_free_memory, pixels: int = 0
+        self,
+        concurrency: int,
+        queue: int,
+        on_idle: Callable[[], object] = release_free_memory,
+        pixels: int = 0,
+        idle_after: float = IDLE_AFTER,
     ) -> None:
         self.concurrency = concurrency
         self.queue = queue
@@ -48,8 +59,10 @@ class Admission:
         self._in_use = 0
         self._line: deque[object] = deque()  # renders waiting for pixels, first come first served
         self._admitted = 0  # renders running or waiting for a slot
+        self._arrivals = 0  # renders admitted since start: the idle task sees whether one came
         self._lock = threading.Lock()
         self._on_idle = on_idle
+        self._idle_after = idle_after
         self._idle = threading.Event()
         self._idler: threading.Thread | None = None
 
@@ -73,6 +86,7 @@ class Admission:
             if self._admitted >= self.concurrency + self.queue:
                 raise Overloaded("the server is busy rendering: retry shortly")
             self._admitted += 1
+            self._arrivals += 1
         taken = self._take_pixels(pixels, deadline)
         if not taken or not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             if taken:
@@ -126,12 +140,16 @@ class Admission:
                 self._room.notify_all()
 
     def _when_idle(self) -> None:
-        """Run ``on_idle`` each time the renders have all left (once for several departures)."""
+        """Run ``on_idle`` each time the renders have all left and none came for ``idle_after``
+        seconds (once for several departures)."""
         while True:
             self._idle.wait()
             self._idle.clear()
             with self._lock:
-                busy = self._admitted > 0
+                arrivals = self._arrivals
+            time.sleep(self._idle_after)
+            with self._lock:
+                busy = self._admitted > 0 or self._arrivals != arrivals
             if not busy:
                 try:
                     self._on_idle()

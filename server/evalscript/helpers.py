@@ -107,15 +107,16 @@ def _interp_columns(value: np.ndarray, xs: np.ndarray, table: np.ndarray) -> np.
         counted += clipped >= stop
     index = counted.astype(np.intp)
     offset = clipped
-    offset -= np.take(xs, index)
+    # mode="clip": every index is in range, and np.take buffers ``out`` in its default mode
+    offset -= np.take(xs, index, mode="clip")
     slopes = np.zeros_like(table)  # the last row: the interval past the last stop
     slopes[:-1] = (table[1:] - table[:-1]) / (xs[1:] - xs[:-1])[:, None]
     out = np.empty((table.shape[1], *value.shape))
     for c in range(table.shape[1]):
         channel = out[c]
-        np.take(slopes[:, c], index, out=channel)
+        np.take(slopes[:, c], index, out=channel, mode="clip")
         channel *= offset
-        channel += np.take(table[:, c], index)
+        channel += np.take(table[:, c], index, mode="clip")
     return out
 
 

@@ -37,6 +37,7 @@ import rasterio
 from rio_tiler.io import Reader
 
 from server.cache.disk_lru import DiskLru
+from server.thread_priority import lower_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class OverviewCache:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._too_large: set[str] = set()  # full copies a band's size rules out
-        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview")
-        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-prefetch")
+        # builds run at a lower CPU priority than the reads a user waits for (thread_priority.py)
+        self._builder = ThreadPoolExecutor(1, "eotiler-overview", initializer=lower_this_thread)
+        self._prefetcher = ThreadPoolExecutor(1, "eotiler-prefetch", initializer=lower_this_thread)
         self._failing = False  # logged once per outage, as the tile cache does for Redis
         self.builds = 0
         self.hits = 0

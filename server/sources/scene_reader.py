@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from xml.sax.saxutils import escape
 
@@ -346,30 +346,38 @@ class _BandReads:
     gdal: GdalEnvironment | None
     overviews: OverviewCache | None
     pool: DatasetPool | None
+    resolved: dict[str, str] = field(default_factory=dict)  # band name -> the file ``files`` chose
 
     def env(self, path: str) -> AbstractContextManager[object]:
         return self.gdal.env(path) if self.gdal is not None else rasterio.Env()
 
     def files(self, unit: list[tuple[str, BandConfig, BandSource]]) -> list[str]:
-        """The files that serve ``unit``: the band files, or their local levels (call inside ``env``)."""
-        paths = [self.band_file(source) for _, _, source in unit]
-        if self.overviews is not None and not self.gcps:
-            scene, collection = self.scene, self.collection
-            paths = _through_overviews(paths, unit, scene, collection, self.ground_res, self.gdal, self.overviews)
-        return paths
+        """The files that serve ``unit``: the band files, or their local levels in ``overviews``.
+
+        Each band is looked up once (``resolved``): ``read_scene`` resolves every band before it
+        forms its read units (a remote band served by a local level is stacked like a local
+        file), and the reads then find the same files without asking the overview cache, or
+        queuing its builds, again. Nothing here opens a file: no GDAL environment is needed.
+        """
+        todo = [item for item in unit if item[0] not in self.resolved]
+        if todo:
+            paths = [self.band_file(source) for _, _, source in todo]
+            if self.overviews is not None and not self.gcps:
+                scene, collection = self.scene, self.collection
+                paths = _through_overviews(paths, todo, scene, collection, self.ground_res, self.gdal, self.overviews)
+            self.resolved.update(zip([name for name, _, _ in todo], paths, strict=True))
+        return [self.resolved[name] for name, _, _ in unit]
 
     def band_file(self, source: BandSource) -> str:
         """The GDAL path of ``source``'s file in the scene."""
         return gdal_path(self.scene.assets[source.asset_key], self.collection.href_prefix, self.collection.data_root)
 
-    def load(self, unit: list[tuple[str, BandConfig, BandSource]], known: Mapping[str, str]) -> list[tuple[str, Raw]]:
-        """The bands of ``unit`` (from the files ``known`` by band name, else ``files``), stacked
-        when they can be, named."""
+    def load(self, unit: list[tuple[str, BandConfig, BandSource]]) -> list[tuple[str, Raw]]:
+        """The bands of ``unit`` from the files that serve them (``files``), stacked when they can
+        be, named."""
         identity = self.gdal.identity if self.gdal is not None else ""
+        paths = self.files(unit)
         with self.env(self.band_file(unit[0][2])):
-            unknown = [item for item in unit if item[0] not in known]
-            found = dict(zip([name for name, _, _ in unknown], self.files(unknown), strict=True)) if unknown else {}
-            paths = [known.get(name) or found[name] for name, _, _ in unit]
             raws: list[Raw] | None = None
             if len(unit) > 1:
                 raws = _read_stack(paths, unit[0][1], self.grid, self.resampling, self.pool, identity)
@@ -519,26 +527,30 @@ def read_scene(
     reads = _BandReads(scene, collection, grid, resampling, ground_res, gcps, gdal, overviews, pool)
     cache = None if gcps else block_cache.current()
     tasks: list[Callable[[], list[tuple[str, Raw]]]] = []
-    paths: dict[str, str] = {}
+    # The file of every band first (a local level of the overview cache where it serves the
+    # grid): which files are local decides how the bands are read.
+    files = dict(zip([name for name, _, _ in plan], reads.files(plan), strict=True))
     rest = plan
-    # Bands served by decoded blocks (JPEG2000 band files, block_read.applies): their blocks
+    # Bands served by decoded blocks (JPEG2000 files, block_read.applies): their blocks
     # assembled (decoded where missing) band by band in parallel, then one warp per group of
     # bands on one pixel grid (_warp_blocks). Other files are never handed to the read threads
     # for this: a thread hop per band costs a 256 px tile more than the check.
-    blocky = [item for item in plan if cache is not None and block_read.applies(reads.band_file(item[2]))]
+    blocky = [item for item in plan if cache is not None and block_read.applies(files[item[0]])]
     if cache is not None and blocky:
         assemble = partial(reads.assemble, cache=cache)
         assembled = list(executor.map(assemble, blocky) if executor and len(blocky) > 1 else map(assemble, blocky))
         served = [(item, part) for item, (_, part) in zip(blocky, assembled, strict=True) if part is not None]
         for group in _block_groups(served):
             tasks += _warp_blocks(group, grid, resampling)
-        paths = {item[0]: path for item, (path, part) in zip(blocky, assembled, strict=True) if part is None}
-        assembled_names = {name for name, _, _ in blocky} - paths.keys()
+        assembled_names = {item[0] for item, (_, part) in zip(blocky, assembled, strict=True) if part is not None}
         rest = [item for item in plan if item[0] not in assembled_names]
-    # Remote bands are never stacked (see _read_stack): one unit each, so they are read at once.
-    stackable = not gcps and not collection.data_root.startswith("/vsi")
-    read_units = _stack_units(rest) if stackable else [[item] for item in rest]
-    tasks += [partial(reads.load, unit, paths) for unit in read_units]
+    # Remote files are never stacked (see _read_stack): one unit each, so they are read at once.
+    # Local files are, a remote collection's too where the overview cache serves them (a
+    # zoomed-out view: one warp of the bands' local levels instead of one per band).
+    remote = {name for name, _, _ in rest if gcps or files[name].startswith("/vsi")}
+    read_units = [[item] for item in rest if item[0] in remote]
+    read_units += _stack_units([item for item in rest if item[0] not in remote])
+    tasks += [partial(reads.load, unit) for unit in read_units]
     results = list(executor.map(_call, tasks)) if executor and len(tasks) > 1 else [task() for task in tasks]
     by_name = {name: raw for named in results for name, raw in named}
     raws = [by_name[name] for name, _, _ in plan]

@@ -215,3 +215,46 @@ def test_a_band_too_large_to_copy_is_looked_at_once(
         assert stats["skipped"] == 2 and stats["builds"] == 0  # the 10 m copy and the 60 m prefetch, once each
     finally:
         pipe.close()
+
+
+def test_a_level_another_process_is_building_is_left_to_it(tmp_path: Path):
+    """Two workers' caches over one directory queue the same level at once (the coarse files a
+    first view prefetches): one builds it, the other leaves it to that one instead of reading and
+    decoding the whole band a second time, and both then serve it."""
+    import threading
+    from contextlib import contextmanager
+
+    from server.sources.overview_cache import OverviewCache
+    from tests.test_read_stack import R60
+
+    source = str(next(R60.glob("*_B04_60m.jp2")))
+    first, second = OverviewCache(tmp_path, 1 << 30), OverviewCache(tmp_path, 1 << 30)
+    entered, release = threading.Event(), threading.Event()
+
+    @contextmanager
+    def held():  # the first worker's build, inside its claim until the test lets it go on
+        entered.set()
+        release.wait(30)
+        with rasterio.Env():
+            yield
+
+    try:
+        first.build_later(source, 60.0, 60.0, False, 0, held)
+        assert entered.wait(30)
+        second.build_later(source, 60.0, 60.0, False, 0, rasterio.Env)
+        assert second.drain(30)
+        assert second.stats()["builds"] == 0 and not list(tmp_path.glob("*.tif"))
+        release.set()
+        assert first.drain(60) and first.stats()["builds"] == 1
+        level = first.local_path(source, 60.0, 92.0, False, 0)
+        assert level is not None and second.local_path(source, 60.0, 92.0, False, 0) == level
+        with rasterio.open(source) as src, rasterio.open(level) as copy:
+            assert np.array_equal(copy.read(1), src.read(1))
+        assert not list(tmp_path.glob(".*.build"))  # no lock left behind
+        Path(level).unlink()  # evicted: the next request builds it again, in either process
+        second.build_later(source, 60.0, 60.0, False, 0, rasterio.Env)
+        assert second.drain(60) and second.stats()["builds"] == 1
+    finally:
+        release.set()
+        first.close()
+        second.close()

@@ -13,7 +13,9 @@ out of a first view is local already. Prefetches and levels each have one thread
 at background priority (one connection of the quota at most).
 
 Files are keyed by the source path and the level's resolution (``<sha>_<res>m.tif``), written
-to a temporary name and renamed, so concurrent workers never see half a file. The directory is
+to a temporary name and renamed, so concurrent workers never see half a file. A level is built
+by one process at a time: the builder holds a lock on a dot-file beside it (``_claim``), and the
+other workers, which queue the same levels at the same first view, leave it to that one. The directory is
 a ``DiskLru`` bounded in bytes: the least recently used files are evicted, temporaries a crashed
 build left are removed. Any failure to build or store (full disk, read-only directory) is logged
 once and the request reads the source instead.
@@ -22,12 +24,14 @@ once and the request reads the source instead.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -166,13 +170,46 @@ class OverviewCache:
 
         def build() -> None:
             try:
-                with environment():
-                    self._build(source, target, factor, categorical, fill, max_pixels=limit)
+                with self._claim(target) as claimed:
+                    if claimed and not target.exists():
+                        with environment():
+                            self._build(source, target, factor, categorical, fill, max_pixels=limit)
             finally:
                 with self._lock:
                     self._queued.discard(str(target))
 
         (executor or self._builder).submit(build)
+
+    @contextlib.contextmanager
+    def _claim(self, target: Path) -> Iterator[bool]:
+        """Whether this process builds ``target``: False while another process holds its lock.
+
+        Why: every worker process has its own cache object and queues the same levels (the
+        coarse files prefetched at a first view) within moments of the others; each building
+        them read and decoded every band once per worker, on the cores the views need. The lock
+        is ``flock`` on a dot-file beside the level, released by the system if a builder dies;
+        the directory's counting removes dot-files left behind (``DiskLru``). A directory where
+        no lock file can be made builds without one, and fails there as it would have.
+        """
+        lock = self.directory / f".{target.name}.build"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_WRONLY, 0o644)
+        except OSError:
+            yield True
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another process builds it
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+        finally:
+            os.close(fd)
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every queued build has ended (tests, shutdown); False on timeout."""

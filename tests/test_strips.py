@@ -19,7 +19,10 @@ from rasterio.crs import CRS
 from rasterio.warp import transform
 
 from server.app import create_app
-from server.models import Grid
+from server.grids import get_tms, tile_grid
+from server.models import Grid, ImageFormat, RenderRequest, parse_time
+from server.pipeline import Pipeline
+from server.render import floor
 from server.render.strips import STRIP_PIXELS, strips
 from server.settings import Settings
 from tests.conftest import serve_app
@@ -94,6 +97,25 @@ def test_strips_tile_the_grid_exactly():
     # what makes the pixel test below a test: unpinned, a strip would choose other files
     alone = [Grid(part.bbox, part.crs, part.width, part.height).ground_resolution() for part in parts]
     assert grid.ground_resolution() > SWITCH and min(alone) < SWITCH
+
+
+def test_an_image_measures_its_ground_resolution_once_for_its_floor_and_its_reads(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # about 0.35 ms of geodesics per new grid: a share of an uncached 256 px tile worth saving
+    measured: list[Grid] = []
+    ground_size = Grid.ground_size
+
+    def counted(grid: Grid) -> tuple[float, float]:
+        measured.append(grid)
+        return ground_size(grid)
+
+    monkeypatch.setattr(Grid, "ground_size", counted)
+    floor._metres_per_pixel.cache_clear()
+    grid = tile_grid(get_tms("WebMercatorQuad"), 11, 973, 667)  # over the sample's T29UNU
+    result = pipeline.render(RenderRequest("TRUE_COLOR", grid, ImageFormat.PNG, time=parse_time("2022-10-05")))
+    assert result.scenes, "the tile reads a scene"
+    assert len(measured) == 1
 
 
 # The scene classification, which the sample has as 20 m and 60 m files: the map reads the 20 m

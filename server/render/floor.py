@@ -17,13 +17,21 @@ from server.models import Grid
 
 @lru_cache(maxsize=4096)
 def _metres_per_pixel(bbox: tuple[float, float, float, float], crs_wkt: str, width: int, height: int) -> float:
-    """``Grid.ground_resolution`` memoised: every request, cached or not, is checked against its layer's floor."""
     return Grid(bbox, CRS.from_wkt(crs_wkt), width, height, crs_wkt).ground_resolution()
+
+
+def metres_per_pixel(grid: Grid) -> float:
+    """``grid.ground_resolution()`` memoised (about 0.35 ms of geodesics per new grid): every
+    request, cached or not, is checked against its layer's floor, and the image drawn takes the
+    same value to its reads (``render/strips.py``)."""
+    if grid.ground is not None:
+        return grid.ground
+    return _metres_per_pixel(grid.bbox, grid.crs_wkt or grid.crs.to_wkt(), grid.width, grid.height)
 
 
 def coarser_than(grid: Grid, limit: float | None) -> float | None:
     """``grid``'s metres per pixel when it is coarser than ``limit`` (None: no floor), else None."""
     if limit is None:
         return None
-    resolution = _metres_per_pixel(grid.bbox, grid.crs_wkt or grid.crs.to_wkt(), grid.width, grid.height)
+    resolution = metres_per_pixel(grid)
     return resolution if resolution > limit else None

@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from server.models import Grid, Scene
+from server.render.floor import metres_per_pixel
 
 STRIP_PIXELS = 1024 * 1024  # an image larger than this is drawn in strips of at most this size
 IN_FLIGHT = 2  # strips of one image drawn at the same time (the machine's cores, at least two)
@@ -83,12 +84,13 @@ def _ordered(scenes: list[Scene], order: list[Scene]) -> list[Scene]:
 
 
 def strips(grid: Grid, pixels: int = STRIP_PIXELS) -> list[Grid]:
-    """``grid`` cut into full-width strips of at most ``pixels`` (one strip: ``grid`` itself)."""
+    """``grid`` cut into full-width strips of at most ``pixels`` (one strip: ``grid`` itself),
+    each with the image's ground resolution, so its reads do not measure it again."""
     rows = max(1, pixels // grid.width)
+    ground = metres_per_pixel(grid)
     if rows >= grid.height:
-        return [grid]
+        return [replace(grid, ground=ground)]
     rows = -(-grid.height // -(-grid.height // rows))  # strips of nearly equal height
-    ground = grid.ground_resolution()
     x0, y0, x1, y1 = grid.bbox
     step = (y1 - y0) / grid.height
     found = []

@@ -25,7 +25,7 @@ M_MMAP_THRESHOLD = -3
 # Arrays below this come from the arenas, where freed ones are reused (glibc's largest automatic
 # value: a 1024 px map's float64 bands, 8-24 MB, were already taken there once seen).
 MMAP_THRESHOLD = 32 * 1024 * 1024
-# Free memory at an arena's top kept by free(): more than a 256 px tile's arrays (about 10 MB),
+# Free memory at an arena's top kept by free(): more than a 256 px tile's arrays (numpy's peak 5-6 MB),
 # as little as glibc's automatic value keeps after a 1024 px map's 8 MB arrays.
 TRIM_THRESHOLD = 16 * 1024 * 1024
 

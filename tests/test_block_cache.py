@@ -278,7 +278,7 @@ def test_neighbouring_reads_never_decode_a_shared_block_twice() -> None:
             with rasterio.open(path) as dataset:
                 window = (0, size, first_block * size, (first_block + 2) * size)  # rows, then columns
                 barrier.wait(10)
-                array, _ = block_read._assemble(_CountingDataset(dataset, decoded, lock), path, version, window, cache)  # noqa: SLF001
+                array = block_read._assemble(_CountingDataset(dataset, decoded, lock), path, version, window, cache)  # noqa: SLF001
                 results[first_block] = array
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)

@@ -23,6 +23,8 @@ import os
 import platform
 import struct
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,19 +154,15 @@ def assemble(
     the caller); ``warp`` then puts one or several bands on the grid.
     """
     nodata = nodata if nodata is not None else dataset.nodata
-    if nodata is None or dataset.count != 1 or dataset.crs is None or dataset.crs == grid.crs:
-        return None
-    vrt_transform, vrt_width, vrt_height = get_vrt_transform(
-        dataset, grid.bbox, grid.height, grid.width, dst_crs=grid.crs
-    )
-    if vrt_width > grid.width * MAX_VRT_RATIO or vrt_height > grid.height * MAX_VRT_RATIO:
-        return None
-    window = source_window(dataset, grid, vrt_transform, vrt_width, vrt_height)
-    if window is None:
+    if nodata is None or dataset.count != 1:
         return None
     version = object_version(path)
     if version is None:
         return None
+    placement = _placement(dataset, path, version, grid)
+    if placement is None:
+        return None
+    vrt_transform, vrt_width, vrt_height, window = placement
     row0, row1, col0, col1 = window
     top, left = row0 // WINDOW_GRID * WINDOW_GRID, col0 // WINDOW_GRID * WINDOW_GRID
     bottom = min(dataset.height, -(-row1 // WINDOW_GRID) * WINDOW_GRID)
@@ -180,6 +178,41 @@ def assemble(
     }
     transform = dataset.transform * Affine.translation(left, top)
     return Assembled(source, transform, dataset.crs, vrt, nodata, read_window)
+
+
+_Placement = tuple[Affine, int, int, tuple[int, int, int, int]]
+_PLACEMENTS: OrderedDict[tuple[object, ...], _Placement | None] = OrderedDict()
+_PLACEMENTS_KEPT = 1024
+_PLACEMENTS_LOCK = threading.Lock()
+
+
+def _placement(dataset: DatasetReader, path: str, version: str, grid: Grid) -> _Placement | None:
+    """rio-tiler's WarpedVRT for ``grid`` over the file (transform, width, height) and the window
+    of the file it reads; ``None`` when the block path does not apply (the grid is in the file's
+    CRS, coarser than the file, or misses it).
+
+    Remembered per file version and grid: the bands of one pixel grid (three for true colour)
+    and the strips and tiles asked again share it, and computing it (rio-tiler's
+    ``get_vrt_transform``, bounds transformed with 21 points a side) cost ~4 ms a band.
+    """
+    key = (path, version, grid.bbox, grid.crs_wkt or grid.crs.to_wkt(), grid.width, grid.height)
+    with _PLACEMENTS_LOCK:
+        if key in _PLACEMENTS:
+            _PLACEMENTS.move_to_end(key)
+            return _PLACEMENTS[key]
+    found: _Placement | None = None
+    if dataset.crs is not None and dataset.crs != grid.crs:
+        vrt_transform, vrt_width, vrt_height = get_vrt_transform(
+            dataset, grid.bbox, grid.height, grid.width, dst_crs=grid.crs
+        )
+        if vrt_width <= grid.width * MAX_VRT_RATIO and vrt_height <= grid.height * MAX_VRT_RATIO:
+            window = source_window(dataset, grid, vrt_transform, vrt_width, vrt_height)
+            found = None if window is None else (vrt_transform, vrt_width, vrt_height, window)
+    with _PLACEMENTS_LOCK:
+        _PLACEMENTS[key] = found
+        while len(_PLACEMENTS) > _PLACEMENTS_KEPT:
+            _PLACEMENTS.popitem(last=False)
+    return found
 
 
 def warp(parts: list[Assembled], grid: Grid, method: str) -> list[np.ma.MaskedArray]:

@@ -12,6 +12,7 @@ reference is rasterio's warp of each band's JPEG2000 file read from disk, the wa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from rio_tiler.utils import get_vrt_transform
 
 from server.config.models import BandConfig, CollectionConfig
 from server.models import Grid, Scene
-from server.sources import block_cache
+from server.sources import block_cache, overview_cache
 from server.sources.block_cache import BlockCache
 from server.sources.dataset_pool import DatasetPool
 from server.sources.overview_cache import OverviewCache
@@ -111,10 +112,11 @@ def stacked_sources(pool: DatasetPool) -> list[list[str]]:
 def test_local_levels_of_a_remote_collection_are_read_in_one_stacked_warp(
     monkeypatch: pytest.MonkeyPatch, store: S3Server, tmp_path: Path
 ):
-    """Cold, the tile reads S3 and queues a local copy of each band; then the three copies are
-    looked up once each and warped together on the calling thread (no read-thread hop, no
-    S3 request), with the pixels of each band's own warp."""
+    """Cold, the tile reads S3 and queues a local copy of each band (copies too large to make
+    for the request); then the three copies are looked up once each and warped together on the
+    calling thread (no read-thread hop, no S3 request), with the pixels of each band's own warp."""
     monkeypatch.setattr(block_cache, "_CURRENT", BlockCache(64 * 1024**2))  # on, as in the server
+    monkeypatch.setattr(overview_cache, "COPY_NOW_PIXELS", 100 * 100)
     grid = z10_grid()
     overviews = OverviewCache(tmp_path / "ov", 1 << 30)
     try:
@@ -143,6 +145,7 @@ def test_a_band_without_its_level_is_read_from_s3_on_its_own(
     """B04's copy gone: B03 and B02 are still one stacked warp of their local levels, B04 is
     read from S3 by a task of its own, and the pixels are each band's own warp."""
     monkeypatch.setattr(block_cache, "_CURRENT", None)
+    monkeypatch.setattr(overview_cache, "COPY_NOW_PIXELS", 100 * 100)  # B04's copy is left to the background
     grid = z10_grid()
     overviews = OverviewCache(tmp_path / "ov", 1 << 30)
     try:
@@ -162,5 +165,31 @@ def test_a_band_without_its_level_is_read_from_s3_on_its_own(
         assert_pixels(data, grid)
         pool.close()
         assert overviews.drain()  # the missing copy is queued again
+    finally:
+        overviews.close()
+
+
+def test_a_zoom_out_before_the_background_copies_copies_small_bands_for_itself(
+    monkeypatch: pytest.MonkeyPatch, store: S3Server, tmp_path: Path
+):
+    """No copy on disk yet (the background ones run at low priority behind the first view): four
+    concurrent z10 reads copy each 1830 px band once, on a request's thread, the others waiting
+    for it, and every read is then one stacked warp of the copies with each band's own pixels."""
+    monkeypatch.setattr(block_cache, "_CURRENT", None)
+    grid = z10_grid()
+    overviews = OverviewCache(tmp_path / "ov", 1 << 30)
+    pools = [DatasetPool(8) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as requests:
+            results = list(requests.map(lambda pool: read(grid, overviews, pool, store), pools))
+        assert overviews.stats()["builds"] == 3, "one copy per band, not one per request"
+        levels = sorted(str(path) for path in (tmp_path / "ov").glob("*_60m.tif"))
+        assert len(levels) == 3
+        for (data, tasks), pool in zip(results, pools, strict=True):
+            assert tasks == 0
+            assert [sorted(files) for files in stacked_sources(pool)] == [levels]
+            assert_pixels(data, grid)
+            pool.close()
+        assert overviews.drain() and overviews.stats()["builds"] == 3  # nothing left to the background
     finally:
         overviews.close()

@@ -10,7 +10,9 @@ file's resolution (z10 at 53 N over a 60 m file), the whole band at its own reso
 requests, in any process, read the local COG and make no S3 request. The band's coarsest file
 (60 m) is also queued as soon as any resolution of the band is read (``prefetch``), so zooming
 out of a first view is local already. Prefetches and levels each have one thread; both read through the S3 gateway
-at background priority (one connection of the quota at most).
+at background priority (one connection of the quota at most). A copy of a small band at its own
+resolution that a request needs before the background made it is made on that request's thread
+instead (``copy_now``: a z10 view over 60 m files needs most of each band anyway).
 
 Files are keyed by the source path and the level's resolution (``<sha>_<res>m.tif``), written
 to a temporary name and renamed, so concurrent workers never see half a file. A level is built
@@ -48,6 +50,11 @@ log = logging.getLogger(__name__)
 _MIN_SIZE = 256  # never build a level smaller than this many pixels across
 NATIVE_SLACK = 1.05  # the file choice takes a file up to 5 % coarser than the request: that is native
 FULL_COPY_PIXELS = 6000 * 6000  # full-resolution copies of 20 m and 60 m bands (60 MB in memory at most)
+# A copy of a band this small is made on the request's own thread when a request needs it
+# (Sentinel-2's 60 m files: 1830 px, about a second to read, decode and write); larger ones
+# are left to the background threads.
+COPY_NOW_PIXELS = 2048 * 2048
+COPY_NOW_WAIT = 20.0  # seconds a request waits for the copy another thread of its process makes
 
 
 class OverviewCache:
@@ -62,6 +69,8 @@ class OverviewCache:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._too_large: set[str] = set()  # full copies a band's size rules out
+        self._not_now: set[str] = set()  # full copies too large to make on a request's thread
+        self._copying: dict[str, threading.Event] = {}  # copies being made on request threads
         # builds run at a lower CPU priority than the reads a user waits for (thread_priority.py)
         self._builder = ThreadPoolExecutor(1, "eotiler-overview", initializer=lower_this_thread)
         self._prefetcher = ThreadPoolExecutor(1, "eotiler-prefetch", initializer=lower_this_thread)
@@ -102,6 +111,7 @@ class OverviewCache:
         categorical: bool,
         nodata: float | None,
         environment: Callable[[], AbstractContextManager[object]] | None = None,
+        now: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> str | None:
         """A local COG serving ``source`` at ``ground_res``, or None to read the source this time.
 
@@ -110,6 +120,10 @@ class OverviewCache:
         source as any reader would, and only the following ones gain from the copy. Waiting for a
         copy of the whole band would cost the first view the whole file (a z11 tile of a 10980 px
         band: tens of MB where the tile needs a few).
+
+        Except for a copy of a small band at its own resolution (``copy_now``, in the request's
+        GDAL environment ``now``): a view zoomed out that far needs most of the band anyway, and
+        its tiles each decoding their part of the remote file cost more than one copy.
         """
         res = self.level(native_res, ground_res)
         if res is None or not self.applies(source):
@@ -124,9 +138,58 @@ class OverviewCache:
             res /= 2
         res = self.level(native_res, ground_res)
         assert res is not None
+        if now is not None and res == native_res and self.copy_now(source, res, categorical, nodata, now):
+            return str(self._file(source, res))
         if environment is not None:
             self.build_later(source, res, native_res, categorical, nodata, environment)
         return None
+
+    def copy_now(
+        self,
+        source: str,
+        res: float,
+        categorical: bool,
+        nodata: float | None,
+        environment: Callable[[], AbstractContextManager[object]],
+    ) -> bool:
+        """Copy a band of at most ``COPY_NOW_PIXELS`` whole on this thread; True once the copy is on disk.
+
+        Why: the coarse copies are built in the background, at low priority, while the first
+        view is decoded; a user who zooms out before they are done (a z10 view over Sentinel-2's
+        60 m files) had every tile decode its part of each remote band, the parts overlapping,
+        in every worker: seconds per tile on a busy machine, where one copy is about one
+        second. One thread of the process copies; its other requests for the band wait for it
+        (at most ``COPY_NOW_WAIT``). A background build of the same copy may run meanwhile (its
+        lower priority is why this exists); whichever ends second replaces the file with the
+        same one. A larger band is looked at once, then left to the background.
+        """
+        target = self._file(source, res)
+        key = str(target)
+        with self._lock:
+            if key in self._not_now or key in self._too_large:
+                return False
+            event = self._copying.get(key)
+            if event is None:
+                self._copying[key] = threading.Event()
+        if event is not None:  # another request of this process copies it
+            event.wait(COPY_NOW_WAIT)
+            return target.exists()
+        fill = 0.0 if nodata is None else nodata
+        try:
+            with environment():
+                with rasterio.open(source) as probe:  # the header only: size before any pixel is read
+                    small = probe.width * probe.height <= COPY_NOW_PIXELS
+                if not small:
+                    with self._lock:
+                        self._not_now.add(key)
+                    return False
+                return target.exists() or self._build(source, target, 1.0, categorical, fill, FULL_COPY_PIXELS)
+        except Exception as exc:  # noqa: BLE001 - the request reads the source instead
+            log.info("overview cache: no copy of %s now (%s)", source.rsplit("/", 1)[-1], exc)
+            return False
+        finally:
+            with self._lock:
+                self._copying.pop(key).set()
 
     def prefetch(
         self,

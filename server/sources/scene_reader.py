@@ -462,12 +462,17 @@ def _through_overviews(
     """The local levels that serve ``paths`` (or the paths themselves), queuing what is missing.
 
     Also queues copies of the remote bands' coarsest files (the views zoomed out of this one).
-    Builds run in the background, with ``gdal``'s settings at background priority.
+    Builds run in the background, with ``gdal``'s settings at background priority; a small
+    band's copy at its own resolution is made for the request at hand, with the request's
+    settings (``OverviewCache.copy_now``).
     """
     background = gdal.background() if gdal is not None else None
 
     def environment(path: str) -> Callable[[], AbstractContextManager[object]]:
         return partial(background.env, path) if background is not None else rasterio.Env
+
+    def foreground(path: str) -> Callable[[], AbstractContextManager[object]]:
+        return partial(gdal.env, path) if gdal is not None else rasterio.Env
 
     for name, band, source in unit:
         coarsest = choose_source(name, band, scene, math.inf)
@@ -476,7 +481,9 @@ def _through_overviews(
             if path.startswith("/vsi"):
                 overviews.prefetch(path, coarsest.resolution, band.categorical, band.nodata, environment(path))
     return [
-        overviews.local_path(path, source.resolution, ground_res, band.categorical, band.nodata, environment(path))
+        overviews.local_path(
+            path, source.resolution, ground_res, band.categorical, band.nodata, environment(path), foreground(path)
+        )
         or path
         for path, (_, band, source) in zip(paths, unit, strict=True)
     ]

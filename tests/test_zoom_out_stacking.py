@@ -11,6 +11,7 @@ reference is rasterio's warp of each band's JPEG2000 file read from disk, the wa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -173,16 +174,26 @@ def test_a_zoom_out_before_the_background_copies_copies_small_bands_for_itself(
     monkeypatch: pytest.MonkeyPatch, store: S3Server, tmp_path: Path
 ):
     """No copy on disk yet (the background ones run at low priority behind the first view): four
-    concurrent z10 reads copy each 1830 px band once, on a request's thread, the others waiting
-    for it, and every read is then one stacked warp of the copies with each band's own pixels."""
+    concurrent z10 reads copy each 1830 px band once, the three at once (the first request's
+    thread and two copying threads), the other requests waiting for them, and every read is
+    then one stacked warp of the copies with each band's own pixels."""
     monkeypatch.setattr(block_cache, "_CURRENT", None)
     grid = z10_grid()
     overviews = OverviewCache(tmp_path / "ov", 1 << 30)
     pools = [DatasetPool(8) for _ in range(4)]
+    copiers: list[str] = []
+    build = OverviewCache._build
+
+    def watched(self: OverviewCache, *args, **kwargs) -> bool:  # noqa: ANN002, ANN003 - _build's own
+        copiers.append(threading.current_thread().name)
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(OverviewCache, "_build", watched)
     try:
         with ThreadPoolExecutor(4) as requests:
             results = list(requests.map(lambda pool: read(grid, overviews, pool, store), pools))
         assert overviews.stats()["builds"] == 3, "one copy per band, not one per request"
+        assert len(copiers) == 3 and len(set(copiers)) == 3, "the three copies at once, on three threads"
         levels = sorted(str(path) for path in (tmp_path / "ov").glob("*_60m.tif"))
         assert len(levels) == 3
         for (data, tasks), pool in zip(results, pools, strict=True):

@@ -57,6 +57,12 @@ COPY_NOW_PIXELS = 2048 * 2048
 COPY_NOW_WAIT = 20.0  # seconds a request waits for the copy another thread of its process makes
 
 
+Environment = Callable[[], AbstractContextManager[object]]
+# one band for ``local_paths``: source, native and ground resolution, categorical, nodata, the
+# background build's GDAL environment and the request's own (``copy_now``)
+Wanted = tuple[str, float, float, bool, float | None, Environment | None, Environment | None]
+
+
 class OverviewCache:
     """Coarse local COGs of remote or local JPEG2000 bands, bounded in bytes on disk."""
 
@@ -74,6 +80,8 @@ class OverviewCache:
         # builds run at a lower CPU priority than the reads a user waits for (thread_priority.py)
         self._builder = ThreadPoolExecutor(1, "eotiler-overview", initializer=lower_this_thread)
         self._prefetcher = ThreadPoolExecutor(1, "eotiler-prefetch", initializer=lower_this_thread)
+        # copies a request waits for (copy_now), beside the one its own thread makes: normal priority
+        self._copiers = ThreadPoolExecutor(3, "eotiler-copy-now")
         self._failing = False  # logged once per outage, as the tile cache does for Redis
         self.builds = 0
         self.hits = 0
@@ -110,8 +118,8 @@ class OverviewCache:
         ground_res: float,
         categorical: bool,
         nodata: float | None,
-        environment: Callable[[], AbstractContextManager[object]] | None = None,
-        now: Callable[[], AbstractContextManager[object]] | None = None,
+        environment: Environment | None = None,
+        now: Environment | None = None,
     ) -> str | None:
         """A local COG serving ``source`` at ``ground_res``, or None to read the source this time.
 
@@ -125,24 +133,52 @@ class OverviewCache:
         GDAL environment ``now``): a view zoomed out that far needs most of the band anyway, and
         its tiles each decoding their part of the remote file cost more than one copy.
         """
-        res = self.level(native_res, ground_res)
-        if res is None or not self.applies(source):
-            return None
-        # Any finer level already on disk serves a coarser request too (the COG has overviews).
-        while res >= native_res:
-            found = self._file(source, res)
-            if found.exists():
-                self._files.touch(found.name)  # LRU order for eviction
-                self.hits += 1
-                return str(found)
-            res /= 2
-        res = self.level(native_res, ground_res)
-        assert res is not None
-        if now is not None and res == native_res and self.copy_now(source, res, categorical, nodata, now):
-            return str(self._file(source, res))
-        if environment is not None:
-            self.build_later(source, res, native_res, categorical, nodata, environment)
-        return None
+        return self.local_paths([(source, native_res, ground_res, categorical, nodata, environment, now)])[0]
+
+    def local_paths(self, wanted: list[Wanted]) -> list[str | None]:
+        """``local_path`` of several bands (a request's), the copies made now made at once.
+
+        Why at once: a view's first zoomed-out tile may need a copy of each of its bands, and one
+        after the other they were three times one copy for the tile and the tiles waiting on it.
+        """
+        out: list[str | None] = []
+        missing: list[int] = []
+        for source, native_res, ground_res, *_ in wanted:
+            res = self.level(native_res, ground_res)
+            out.append(None)
+            if res is None or not self.applies(source):
+                continue
+            # Any finer level already on disk serves a coarser request too (the COG has overviews).
+            while res >= native_res:
+                found = self._file(source, res)
+                if found.exists():
+                    self._files.touch(found.name)  # LRU order for eviction
+                    self.hits += 1
+                    out[-1] = str(found)
+                    break
+                res /= 2
+            if out[-1] is None:
+                missing.append(len(out) - 1)
+        # the copies to make now: all but the last on the copying threads, the last on this one
+        now_ones = [i for i in missing if wanted[i][6] is not None and self.level(*wanted[i][1:3]) == wanted[i][1]]
+
+        def copy(i: int) -> bool:
+            source, native_res, _, categorical, nodata, _, now = wanted[i]
+            assert now is not None
+            return self.copy_now(source, native_res, categorical, nodata, now)
+
+        started = [self._copiers.submit(copy, i) for i in now_ones[:-1]]
+        made = {now_ones[-1]: copy(now_ones[-1])} if now_ones else {}
+        made.update((i, future.result()) for i, future in zip(now_ones[:-1], started, strict=True))
+        for i in missing:
+            source, native_res, ground_res, categorical, nodata, environment, _ = wanted[i]
+            res = self.level(native_res, ground_res)
+            assert res is not None
+            if made.get(i):
+                out[i] = str(self._file(source, res))
+            elif environment is not None:
+                self.build_later(source, res, native_res, categorical, nodata, environment)
+        return out
 
     def copy_now(
         self,
@@ -150,7 +186,7 @@ class OverviewCache:
         res: float,
         categorical: bool,
         nodata: float | None,
-        environment: Callable[[], AbstractContextManager[object]],
+        environment: Environment,
     ) -> bool:
         """Copy a band of at most ``COPY_NOW_PIXELS`` whole on this thread; True once the copy is on disk.
 
@@ -288,6 +324,7 @@ class OverviewCache:
         """Stop the builder threads (queued builds are dropped)."""
         self._builder.shutdown(wait=False, cancel_futures=True)
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        self._copiers.shutdown(wait=False, cancel_futures=True)
 
     def _build(
         self, source: str, target: Path, factor: float, categorical: bool, nodata: float, max_pixels: int | None = None

@@ -480,13 +480,13 @@ def _through_overviews(
             path = gdal_path(scene.assets[coarsest.asset_key], collection.href_prefix, collection.data_root)
             if path.startswith("/vsi"):
                 overviews.prefetch(path, coarsest.resolution, band.categorical, band.nodata, environment(path))
-    return [
-        overviews.local_path(
-            path, source.resolution, ground_res, band.categorical, band.nodata, environment(path), foreground(path)
-        )
-        or path
-        for path, (_, band, source) in zip(paths, unit, strict=True)
-    ]
+    found = overviews.local_paths(
+        [
+            (path, source.resolution, ground_res, band.categorical, band.nodata, environment(path), foreground(path))
+            for path, (_, band, source) in zip(paths, unit, strict=True)
+        ]
+    )
+    return [level or path for path, level in zip(paths, found, strict=True)]
 
 
 def read_scene(

@@ -223,9 +223,13 @@ def test_two_worker_processes_decode_a_block_once(tmp_path: Path) -> None:
     ]
     for worker in workers:
         worker.start()
-    answers = [results.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(30)
+    try:
+        answers = [results.get(timeout=120) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(30)
+            if worker.is_alive():
+                worker.terminate()
     blocks = len(list((tmp_path / "blocks").glob("*.npy")))
     assert blocks >= len(grids)  # zoom 15 tiles of one file, drawn apart: at least a block each
     assert sum(decodes for decodes, _, _ in answers) == blocks
@@ -236,6 +240,17 @@ def test_two_worker_processes_decode_a_block_once(tmp_path: Path) -> None:
             for grid, got in zip(grids, arrays, strict=True):
                 assert got is not None
                 assert_same(got, rio_tiler_part(dataset, grid, "nearest", 0))
+
+
+def test_a_block_the_disk_cannot_keep_leaves_no_lock_file(tmp_path: Path) -> None:
+    """Lock files go with their blocks: a block larger than the disk budget is decoded and served,
+    and neither it nor its lock file stays in the directory."""
+    cache = BlockCache(64 * 1024**2, tmp_path / "blocks", 1024)
+    for column in range(5):
+        block = cache.get(BlockKey("/data/a.jp2", "v", 1, column, 0), lambda: np.ones((64, 64), np.uint16))
+        assert block.shape == (64, 64)
+    assert cache.decodes == 5
+    assert sorted(p.name for p in (tmp_path / "blocks").iterdir()) == []
 
 
 class _CountingDataset:

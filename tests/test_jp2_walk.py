@@ -72,6 +72,21 @@ def test_segments_walked_at_once_by_hops_give_the_same_index(name: str) -> None:
         assert sum(1 for offset, _ in log if offset > len(data) // 2) > 3
 
 
+def test_more_segments_than_a_file_holds_still_split_its_walk() -> None:
+    """A policy asking for more segments than the file has eight tile-parts for (a store with many
+    connections) walks it in as many segments as it has, not in one piece."""
+    data = (ORIGINALS / B04).read_bytes()
+    alone, _ = build_index(reads_of(data, []), len(data), '"e"')
+    tiles = len(alone.tile_parts())
+    fitting: list[tuple[int, int]] = []
+    build_index(reads_of(data, fitting), len(data), '"e"', walk=WalkPolicy(segments=tiles // 8))
+    many: list[tuple[int, int]] = []
+    walked, _ = build_index(reads_of(data, many), len(data), '"e"', walk=WalkPolicy(segments=4 * tiles))
+    assert walked == alone
+    assert tiles // 8 >= 2  # the file splits at all
+    assert sorted(many) == sorted(fitting)  # the same probes and segments
+
+
 def test_a_false_sot_at_a_split_point_costs_time_not_a_wrong_index() -> None:
     """Bytes that look like an SOT inside packet data: the chain never lands there, so the
     segment walked from it is ignored and the chain walked on from where it is."""

@@ -13,11 +13,10 @@ again. Here a block is decoded once and then served to any reader:
   block holds an advisory lock (``flock``) on the block's ``.lock`` file there, and another
   process that wants the block waits for that lock and loads the file instead of decoding the
   block again: with two workers, the tiles of one map view land on both, and each decoded the
-  blocks they shared (a pan at z13 over three 10 m bands: 18 decodes where 6 blocks were new).
-  Raw, not
-  compressed: a 1024 px block of the real B04 band shrinks only 1.19x with zlib, and inflating
-  it took 40-55 ms where loading the raw 2 MB file took under 1 ms (zstd and lz4 are not
-  dependencies).
+  blocks they shared (a first view and a pan at z13 over three 10 m bands: 42 decodes counted
+  where 30 blocks were needed). Raw, not compressed: a 1024 px block of the real B04 band
+  shrinks only 1.19x with zlib, and inflating it took 40-55 ms where loading the raw 2 MB file
+  took under 1 ms (zstd and lz4 are not dependencies).
 
 A block is keyed on the object's identity: its path, a version (size and modification time;
 see ``block_read.object_version``), the band and the block's column and row. A changed object
@@ -48,7 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESCAN_STORES = 64  # blocks written between two counts of the shared directory
-OTHER_PROCESS_WAIT_S = 30.0  # longest wait for another process's decode, then decode here
+# Longest wait for another process's decode before decoding here: a decode takes ~0.15 s and its
+# tile-parts a few round trips; a process slower than this is stuck behind its store, and the
+# reader still decodes well within its request budget (20 s by default).
+OTHER_PROCESS_WAIT_S = 5.0
 _POLL_S = 0.005
 
 
@@ -159,7 +161,7 @@ class BlockCache:
         left out is another process's now; ``produce`` waits for it and loads its file. Without
         a disk directory there is nothing to share, and every key is this process's.
         """
-        if self.directory is None:
+        if not self._shares():
             return list(keys)
         return [key for key in keys if self._lock_across_processes(key, wait=False)]
 
@@ -190,7 +192,7 @@ class BlockCache:
         """The leader's part of a flight: load or decode, remember, and release the waiters."""
         try:
             value = self._load(key)
-            if value is None and self.directory is not None:
+            if value is None and self._shares():
                 with self._lock:
                     reserved = key in self._lock_files
                 if not reserved and not self._lock_across_processes(key, wait=True):
@@ -216,10 +218,16 @@ class BlockCache:
                 self._flights.pop(key, None)
             flight.done.set()
 
+    def _shares(self) -> bool:
+        """Whether decodes are shared with other processes: only through a disk directory that
+        takes writes (while stores fail, a waiter would find no file and decode again anyway)."""
+        return self.directory is not None and not self._failing
+
     def _lock_across_processes(self, key: BlockKey, *, wait: bool) -> bool:
         """Take ``key``'s lock file; ``False`` when another process held it (after waiting for it
-        to be released, when ``wait``). An unusable directory counts as taken: the block is then
-        decoded here, as without a directory.
+        to be released, when ``wait``). ``True`` also when no lock can be had (the lock file
+        cannot be made, or the file system has no ``flock``): the block is then this process's
+        to decode, as without a directory.
 
         Waiting polls rather than blocks, so that a process stuck in a decode costs a reader
         at most ``OTHER_PROCESS_WAIT_S``; the lock is taken either way once released.
@@ -251,10 +259,18 @@ class BlockCache:
         return free
 
     def _unlock_across_processes(self, key: BlockKey) -> None:
+        """Release ``key``'s lock file; removed first when no block was stored (a failed decode or
+        store, a block larger than the disk budget), so lock files do not outlive their blocks.
+        A process that opened the removed file before gets its lock and decodes the block
+        itself: duplicate work, never a wrong block (stores are atomic renames)."""
         with self._lock:
             descriptor = self._lock_files.pop(key, None)
-        if descriptor is not None:
-            os.close(descriptor)  # releases the flock
+        if descriptor is None:
+            return
+        if self.directory is not None and not (self.directory / key.file_name()).exists():
+            with contextlib.suppress(OSError):
+                (self.directory / f"{key.file_name()}.lock").unlink()
+        os.close(descriptor)  # releases the flock
 
     def holds(self, key: BlockKey) -> bool:
         """Whether ``key`` is in memory or on disk now (no counting, no loading)."""

@@ -97,8 +97,7 @@ class Assembled:
     """One band's pixels under a grid (from decoded blocks), with the ``WarpedVRT`` parameters
     that warp them."""
 
-    array: np.ndarray  # the window on the ``WINDOW_GRID`` (a view of a shared block when it lies in
-    # one: read-only, rows strided)
+    array: np.ndarray  # the window on the ``WINDOW_GRID``; a read-only strided view when in one block
     transform: Affine  # of ``array``
     crs: CRS  # of the file
     vrt: dict[str, object]  # rio-tiler's WarpedVRT: crs, transform, width, height, dtype
@@ -317,8 +316,9 @@ def _assemble(
     Blocks missing from the cache are claimed together (``BlockCache.claim``) and decoded by one
     read of their rectangle: over S3, GDAL then fetches their tile-parts in parallel, where one
     read per block waits a round trip after another (a cold 1024 px GetMap: 3.7-5.9 s block by
-    block). Blocks another thread or worker process is decoding are waited for, never decoded
-    twice; when this read's blocks do not fill a rectangle, each is read alone.
+    block). Blocks another thread or worker process is decoding are waited for, not decoded
+    again (``BlockCache``: unless that process stores nothing, or takes longer than
+    ``OTHER_PROCESS_WAIT_S``); when this read's blocks do not fill a rectangle, each is read alone.
     """
     row0, row1, col0, col1 = window
     block_height, block_width = dataset.block_shapes[0]

@@ -107,10 +107,13 @@ def walk_chain(
     starts = [first]
     seeds: dict[int, tuple[int, bytes]] = {}  # split point SOT -> the probe read that found it
     requests = 0
-    if walk.segments > 1 and tiles >= _MIN_SEGMENT_TILE_PARTS * walk.segments:
+    # at most one segment per _MIN_SEGMENT_TILE_PARTS tile-parts: more connections than a file has
+    # segments of that size still walk it in as many as it has
+    segments = min(walk.segments, tiles // _MIN_SEGMENT_TILE_PARTS)
+    if segments > 1:
         # wider than a tile-part, so an SOT falls inside (a missed one only costs the segment)
         probe = min(int(max(walk.window(mean), 3 * mean)), _MAX_PROBE_BYTES)
-        points = [first + (last - first) * k // walk.segments for k in range(1, walk.segments)]
+        points = [first + (last - first) * k // segments for k in range(1, segments)]
         with ThreadPoolExecutor(len(points)) as pool:
             found = list(pool.map(lambda at: _sot_after(read, size, at, probe, last, tiles), points))
         requests += len(points)

@@ -40,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.shutil
+from rasterio.io import MemoryFile
 from rio_tiler.io import Reader
 
 from server.cache.disk_lru import DiskLru
-from server.thread_priority import lower_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,8 @@ class OverviewCache:
         self._too_large: set[str] = set()  # full copies a band's size rules out
         self._not_now: set[str] = set()  # full copies too large to make on a request's thread
         self._copying: dict[str, threading.Event] = {}  # copies being made on request threads
-        # builds run at a lower CPU priority than the reads a user waits for (thread_priority.py)
-        self._builder = ThreadPoolExecutor(1, "eotiler-overview", initializer=lower_this_thread)
-        self._prefetcher = ThreadPoolExecutor(1, "eotiler-prefetch", initializer=lower_this_thread)
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview")
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-prefetch")
         # copies a request waits for (copy_now), beside the one its own thread makes: normal priority
         self._copiers = ThreadPoolExecutor(3, "eotiler-copy-now")
         self._failing = False  # logged once per outage, as the tile cache does for Redis
@@ -350,7 +350,6 @@ class OverviewCache:
                 data = image.array[0].filled(nodata).astype(ds.dtypes[0])
                 transform = ds.transform * ds.transform.scale(ds.width / width, ds.height / height)
                 profile = {
-                    "driver": "COG",
                     "width": width,
                     "height": height,
                     "count": 1,
@@ -363,8 +362,16 @@ class OverviewCache:
             if size > self.max_bytes:
                 self.skipped += 1
                 return False
-            with rasterio.open(tmp, "w", **profile, COMPRESS="DEFLATE", BLOCKSIZE=512, OVERVIEWS="AUTO") as dst:
-                dst.write(data, 1)
+            # GDAL's COG writer converts the raster when its dataset closes, and rasterio's close
+            # of a COG opened for writing holds Python's GIL meanwhile (0.2-0.5 s for a 1830 px
+            # band, and seconds for a thread the system gives little CPU): every other thread of
+            # the worker stopped, its event loop and the supervisor's health check included (a
+            # worker that missed the check for 5 s was killed). A copy of a plain in-memory
+            # GTiff into a COG releases the GIL.
+            with MemoryFile() as plain:
+                with plain.open(driver="GTiff", **profile) as dst:
+                    dst.write(data, 1)
+                rasterio.shutil.copy(plain.name, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, OVERVIEWS="AUTO")
             self._files.commit(tmp, target.name)  # renamed into place, then the bound kept
         except Exception as exc:  # noqa: BLE001 - a failed build must never fail the request
             with contextlib.suppress(OSError):

@@ -300,3 +300,93 @@ def test_a_build_leaves_the_other_threads_running(tmp_path: Path):
         assert copy.driver == "GTiff" and copy.overviews(1)  # a COG with its overviews
         assert np.array_equal(copy.read(1), src.read(1))
     assert max(gaps) < min(0.3, took / 3), (max(gaps), took)
+
+
+def test_without_flock_levels_are_still_built(tmp_path: Path, monkeypatch):
+    """A shared directory on a file system without ``flock`` (NFS without lockd answers ENOLCK):
+    builds go on, unshared, instead of every process taking the error for another's build."""
+    import errno
+    import fcntl
+
+    from server.sources.overview_cache import OverviewCache
+    from tests.test_read_stack import R60
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    source = str(next(R60.glob("*_B04_60m.jp2")))
+    cache = OverviewCache(tmp_path, 1 << 30)
+    try:
+        cache.build_later(source, 60.0, 60.0, False, 0, rasterio.Env)
+        assert cache.drain(60) and cache.stats()["builds"] == 1
+        assert cache.copy_now(str(next(R60.glob("*_B03_60m.jp2"))), 60.0, False, 0, rasterio.Env)
+        assert cache.stats()["builds"] == 2
+    finally:
+        cache.close()
+
+
+def test_a_copy_that_cannot_be_made_is_not_tried_again_on_requests(tmp_path: Path, monkeypatch):
+    """A request's own copy that fails (here: the directory is a file's child) reads the whole band
+    once; the following requests read the source without copying it again."""
+    from rio_tiler.io import Reader
+
+    from server.sources.overview_cache import OverviewCache
+    from tests.test_read_stack import R60
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    previews: list[str] = []
+    original = Reader.preview
+
+    def counted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - Reader.preview's own
+        previews.append(self.input)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Reader, "preview", counted)
+    source = str(next(R60.glob("*_B04_60m.jp2")))
+    cache = OverviewCache(blocker / "overviews", 1 << 30)
+    try:
+        assert [cache.copy_now(source, 60.0, False, 0, rasterio.Env) for _ in range(4)] == [False] * 4
+        assert len(previews) == 1
+    finally:
+        cache.close()
+
+
+def test_a_request_waits_for_the_copy_another_process_is_making(tmp_path: Path):
+    """Two workers' requests need the same small copy at once: one makes it, the other waits for
+    its file instead of reading and decoding the band a second time."""
+    import threading
+
+    from server.sources.overview_cache import OverviewCache
+    from tests.test_read_stack import R60
+
+    source = str(next(R60.glob("*_B04_60m.jp2")))
+    first, second = OverviewCache(tmp_path, 1 << 30), OverviewCache(tmp_path, 1 << 30)
+    entered, release = threading.Event(), threading.Event()
+    build = first._build  # noqa: SLF001 - the first worker's copy, held inside its claim
+
+    def held(*args, **kwargs) -> bool:  # noqa: ANN002, ANN003
+        entered.set()
+        release.wait(30)
+        return build(*args, **kwargs)
+
+    first._build = held  # type: ignore[method-assign]  # noqa: SLF001
+    answers: list[bool] = []
+    try:
+        making = threading.Thread(target=lambda: first.copy_now(source, 60.0, False, 0, rasterio.Env))
+        making.start()
+        assert entered.wait(30)
+        waiting = threading.Thread(target=lambda: answers.append(second.copy_now(source, 60.0, False, 0, rasterio.Env)))
+        waiting.start()
+        time.sleep(0.3)
+        assert answers == [] and not list(tmp_path.glob("*.tif"))  # waiting, not copying
+        release.set()
+        making.join(60)
+        waiting.join(60)
+        assert answers == [True]
+        assert first.stats()["builds"] == 1 and second.stats()["builds"] == 0
+    finally:
+        release.set()
+        first.close()
+        second.close()

@@ -55,7 +55,7 @@ FULL_COPY_PIXELS = 6000 * 6000  # full-resolution copies of 20 m and 60 m bands 
 # (Sentinel-2's 60 m files: 1830 px, about a second to read, decode and write); larger ones
 # are left to the background threads.
 COPY_NOW_PIXELS = 2048 * 2048
-COPY_NOW_WAIT = 20.0  # seconds a request waits for the copy another thread of its process makes
+COPY_NOW_WAIT = 20.0  # seconds a request waits for the copy another thread or process makes
 
 
 Environment = Callable[[], AbstractContextManager[object]]
@@ -195,9 +195,10 @@ class OverviewCache:
         60 m files) had every tile decode its part of each remote band, the parts overlapping,
         in every worker: seconds per tile on a busy machine, where one copy is about one
         second. One thread of the process copies; its other requests for the band wait for it
-        (at most ``COPY_NOW_WAIT``). A background build of the same copy may run meanwhile (its
-        lower priority is why this exists); whichever ends second replaces the file with the
-        same one. A larger band is looked at once, then left to the background.
+        (at most ``COPY_NOW_WAIT``), and so do other processes' requests (``_claim``: the
+        copy another worker or this process's background is making is waited for). A larger
+        band is looked at once, then left to the background; a copy that fails is not tried
+        again on a request's thread (the directory is unusable, or the disk too small).
         """
         target = self._file(source, res)
         key = str(target)
@@ -219,7 +220,14 @@ class OverviewCache:
                     with self._lock:
                         self._not_now.add(key)
                     return False
-                return target.exists() or self._build(source, target, 1.0, categorical, fill, FULL_COPY_PIXELS)
+                with self._claim(target) as claimed:
+                    if not claimed:  # another process (or this one's background) makes it now
+                        return self._wait_for(target, COPY_NOW_WAIT)
+                    made = target.exists() or self._build(source, target, 1.0, categorical, fill, FULL_COPY_PIXELS)
+                if not made:
+                    with self._lock:
+                        self._not_now.add(key)
+                return made
         except Exception as exc:  # noqa: BLE001 - the request reads the source instead
             log.info("overview cache: no copy of %s now (%s)", source.rsplit("/", 1)[-1], exc)
             return False
@@ -279,6 +287,16 @@ class OverviewCache:
 
         (executor or self._builder).submit(build)
 
+    @staticmethod
+    def _wait_for(target: Path, seconds: float) -> bool:
+        """Whether ``target`` appears within ``seconds`` (another process's copy of it)."""
+        deadline = time.monotonic() + seconds
+        while not target.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     @contextlib.contextmanager
     def _claim(self, target: Path) -> Iterator[bool]:
         """Whether this process builds ``target``: False while another process holds its lock.
@@ -299,8 +317,11 @@ class OverviewCache:
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # another process builds it
+            except BlockingIOError:  # another process builds it
                 yield False
+                return
+            except OSError:  # a file system without flock (NFS without lockd): build unshared
+                yield True
                 return
             try:
                 yield True

@@ -357,7 +357,8 @@ class _BandReads:
         Each band is looked up once (``resolved``): ``read_scene`` resolves every band before it
         forms its read units (a remote band served by a local level is stacked like a local
         file), and the reads then find the same files without asking the overview cache, or
-        queuing its builds, again. Nothing here opens a file: no GDAL environment is needed.
+        queuing its builds, again. The overview cache may copy a small band here for the
+        request (``OverviewCache.copy_now``), in the GDAL environment it is given per band.
         """
         todo = [item for item in unit if item[0] not in self.resolved]
         if todo:

@@ -106,6 +106,10 @@ def test_the_link_decides_between_hops_and_spanning_reads() -> None:
     assert cdse.walk_window(1_000_000) == HOP_BYTES  # a 10 m tile-part takes 50 ms to move: hop
     assert cdse.walk_window(40_000) == WALK_PARTS * 40_000  # a 60 m one takes 2 ms: span
     assert cdse.walk_window(0) == HOP_BYTES
+    # the map session's proxy: 400 KB tile-parts move in 20 ms, a round trip takes 35 ms: span
+    # (a tile-part costs 4 + 20 ms of a connection, where a hop costs 35)
+    assert LinkEstimate(round_trip=0.035, throughput=20e6).walk_window(400_000) == WALK_PARTS * 400_000
+    assert LinkEstimate(round_trip=0.035, throughput=20e6).walk_window(700_000) == HOP_BYTES
     slow = LinkEstimate(round_trip=0.120, throughput=20e6)
     assert slow.walk_window(400_000) == WALK_PARTS * 400_000
     assert slow.walk_window(4_000_000) == HOP_BYTES

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import rasterio
@@ -59,9 +60,18 @@ COPY_NOW_WAIT = 20.0  # seconds a request waits for the copy another thread or p
 
 
 Environment = Callable[[], AbstractContextManager[object]]
-# one band for ``local_paths``: source, native and ground resolution, categorical, nodata, the
-# background build's GDAL environment and the request's own (``copy_now``)
-Wanted = tuple[str, float, float, bool, float | None, Environment | None, Environment | None]
+
+
+class Wanted(NamedTuple):
+    """One band ``local_paths`` is asked for."""
+
+    source: str
+    native_res: float
+    ground_res: float
+    categorical: bool
+    nodata: float | None
+    environment: Environment | None  # the background build's GDAL environment (None: no build)
+    now: Environment | None  # the request's own, for a copy made now (``copy_now``; None: never)
 
 
 class OverviewCache:
@@ -76,11 +86,11 @@ class OverviewCache:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._too_large: set[str] = set()  # full copies a band's size rules out
-        self._not_now: set[str] = set()  # full copies too large to make on a request's thread
+        self._not_now: set[str] = set()  # copies a request's thread does not make (too large, or failed)
         self._copying: dict[str, threading.Event] = {}  # copies being made on request threads
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-overview")
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotiler-prefetch")
-        # copies a request waits for (copy_now), beside the one its own thread makes: normal priority
+        # copies a request waits for (copy_now), beside the one its own thread makes
         self._copiers = ThreadPoolExecutor(3, "eotiler-copy-now")
         self._failing = False  # logged once per outage, as the tile cache does for Redis
         self.builds = 0
@@ -133,7 +143,7 @@ class OverviewCache:
         GDAL environment ``now``): a view zoomed out that far needs most of the band anyway, and
         its tiles each decoding their part of the remote file cost more than one copy.
         """
-        return self.local_paths([(source, native_res, ground_res, categorical, nodata, environment, now)])[0]
+        return self.local_paths([Wanted(source, native_res, ground_res, categorical, nodata, environment, now)])[0]
 
     def local_paths(self, wanted: list[Wanted]) -> list[str | None]:
         """``local_path`` of several bands (a request's), the copies made now made at once.
@@ -143,14 +153,14 @@ class OverviewCache:
         """
         out: list[str | None] = []
         missing: list[int] = []
-        for source, native_res, ground_res, *_ in wanted:
-            res = self.level(native_res, ground_res)
+        for band in wanted:
+            res = self.level(band.native_res, band.ground_res)
             out.append(None)
-            if res is None or not self.applies(source):
+            if res is None or not self.applies(band.source):
                 continue
             # Any finer level already on disk serves a coarser request too (the COG has overviews).
-            while res >= native_res:
-                found = self._file(source, res)
+            while res >= band.native_res:
+                found = self._file(band.source, res)
                 if found.exists():
                     self._files.touch(found.name)  # LRU order for eviction
                     self.hits += 1
@@ -160,25 +170,29 @@ class OverviewCache:
             if out[-1] is None:
                 missing.append(len(out) - 1)
         # the copies to make now: all but the last on the copying threads, the last on this one
-        now_ones = [i for i in missing if wanted[i][6] is not None and self.level(*wanted[i][1:3]) == wanted[i][1]]
+        now_ones = [i for i in missing if wanted[i].now is not None and self._at_native(wanted[i])]
 
         def copy(i: int) -> bool:
-            source, native_res, _, categorical, nodata, _, now = wanted[i]
-            assert now is not None
-            return self.copy_now(source, native_res, categorical, nodata, now)
+            band = wanted[i]
+            assert band.now is not None
+            return self.copy_now(band.source, band.native_res, band.categorical, band.nodata, band.now)
 
         started = [self._copiers.submit(copy, i) for i in now_ones[:-1]]
         made = {now_ones[-1]: copy(now_ones[-1])} if now_ones else {}
         made.update((i, future.result()) for i, future in zip(now_ones[:-1], started, strict=True))
         for i in missing:
-            source, native_res, ground_res, categorical, nodata, environment, _ = wanted[i]
-            res = self.level(native_res, ground_res)
+            band = wanted[i]
+            res = self.level(band.native_res, band.ground_res)
             assert res is not None
             if made.get(i):
-                out[i] = str(self._file(source, res))
-            elif environment is not None:
-                self.build_later(source, res, native_res, categorical, nodata, environment)
+                out[i] = str(self._file(band.source, res))
+            elif band.environment is not None:
+                self.build_later(band.source, res, band.native_res, band.categorical, band.nodata, band.environment)
         return out
+
+    def _at_native(self, band: Wanted) -> bool:
+        """Whether ``band`` is wanted at its file's own resolution (a full copy)."""
+        return self.level(band.native_res, band.ground_res) == band.native_res
 
     def copy_now(
         self,
@@ -190,13 +204,13 @@ class OverviewCache:
     ) -> bool:
         """Copy a band of at most ``COPY_NOW_PIXELS`` whole on this thread; True once the copy is on disk.
 
-        Why: the coarse copies are built in the background, at low priority, while the first
-        view is decoded; a user who zooms out before they are done (a z10 view over Sentinel-2's
-        60 m files) had every tile decode its part of each remote band, the parts overlapping,
-        in every worker: seconds per tile on a busy machine, where one copy is about one
-        second. One thread of the process copies; its other requests for the band wait for it
-        (at most ``COPY_NOW_WAIT``), and so do other processes' requests (``_claim``: the
-        copy another worker or this process's background is making is waited for). A larger
+        Why: the coarse copies are built in the background, behind the first view's reads; a
+        user who zooms out before they are done (a z10 view over Sentinel-2's 60 m files) had
+        every tile decode its part of each remote band, the parts overlapping, in every worker:
+        seconds per tile on a busy machine, where one copy is about one second. One thread of
+        the process copies; its other requests for the band wait for it (at most
+        ``COPY_NOW_WAIT``), and so do other processes' requests (``_claim``: the copy another
+        worker or this process's background is making is waited for). A larger
         band is looked at once, then left to the background; a copy that fails is not tried
         again on a request's thread (the directory is unusable, or the disk too small).
         """

@@ -38,7 +38,7 @@ from server.sources.dataset_pool import DatasetPool
 from server.sources.gcp_warp import read_gcp_part
 from server.sources.gdal_env import GdalEnvironment
 from server.sources.gdal_native import forget_remote_file
-from server.sources.overview_cache import OverviewCache
+from server.sources.overview_cache import OverviewCache, Wanted
 from server.sources.paths import gdal_path
 
 log = logging.getLogger(__name__)
@@ -483,8 +483,8 @@ def _through_overviews(
                 overviews.prefetch(path, coarsest.resolution, band.categorical, band.nodata, environment(path))
     found = overviews.local_paths(
         [
-            (path, source.resolution, ground_res, band.categorical, band.nodata, environment(path), foreground(path))
-            for path, (_, band, source) in zip(paths, unit, strict=True)
+            Wanted(path, src.resolution, ground_res, cfg.categorical, cfg.nodata, environment(path), foreground(path))
+            for path, (_, cfg, src) in zip(paths, unit, strict=True)
         ]
     )
     return [level or path for path, level in zip(paths, found, strict=True)]
